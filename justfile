@@ -1,0 +1,39 @@
+# vsr: common tasks. `just --list` shows them.
+
+export CUDARC_CUDA_VERSION := "13000"
+
+# Features of the test build: the default (cuda, video) plus wgpu, so that CubeCL kernels run on
+# Mesa's lavapipe in CI. Keep every recipe on this one combination: each other one rebuilds Burn.
+features := "wgpu"
+
+default:
+    @just --list
+
+# Install the system packages vsr needs (Debian/Ubuntu; run as root): FFmpeg's libraries, clang
+# for their bindings, protobuf for TensorBoard, Mesa's Vulkan driver for CPU-only CubeCL tests.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        build-essential pkg-config clang libclang-dev \
+        libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
+        libavfilter-dev libavdevice-dev \
+        protobuf-compiler mesa-vulkan-drivers libvulkan1 ca-certificates
+
+# Build the release binary.
+build:
+    cargo build --release --features {{features}}
+
+# Run every test (CPU; the warp kernel also on wgpu/lavapipe).
+test:
+    cargo test --workspace --features {{features}} --no-fail-fast
+
+# Real forward pass of VSRNet + FlowNetSD on a bundled clip; writes demo.png.
+demo *ARGS:
+    cargo run --release --features {{features}} -- demo --backend cpu {{ARGS}}
+
+# What this build can run on.
+info:
+    cargo run --release --features {{features}} -- info

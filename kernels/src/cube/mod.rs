@@ -1,0 +1,12 @@
+//! CubeCL implementation of the warp (`cuda` / `wgpu` features).
+//!
+//! * [`kernel`]: the `#[cube]` kernels (forward; backward in three deterministic passes, or a
+//!   float-atomic variant behind [`set_atomic_grad_img`]).
+//! * `backend`: `impl WarpBackend for CubeBackend<R, F, I, BT>`.
+//! * `fusion`: `impl WarpBackend for Fusion<B>` as a fusion custom operation.
+
+mod backend;
+mod fusion;
+pub mod kernel;
+
+pub use backend::{atomic_grad_img, set_atomic_grad_img, warp_backward, warp_forward};

@@ -1,0 +1,436 @@
+//! Checks shared by the backend-specific test files; each is generic over the backend.
+#![allow(dead_code)]
+
+use burn::backend::Autodiff;
+use burn::tensor::{DType, Distribution, Tensor, TensorData, backend::Backend};
+use std::collections::HashMap;
+use vsr_kernels::{WarpBackend, warp, warp_backward, warp_reference};
+
+pub type Golden = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// The `warp.*` tensors of `tests/fixtures/golden.safetensors` (PyTorch outputs).
+pub fn golden() -> Golden {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/golden.safetensors");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden.safetensors");
+    st.tensors()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("warp."))
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+pub fn tensor<B: Backend>(g: &Golden, key: &str, device: &B::Device) -> Tensor<B, 4> {
+    let (shape, data) = &g[key];
+    Tensor::from_data(TensorData::new(data.clone(), shape.clone()), device)
+}
+
+pub fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+}
+
+pub fn bits<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<u32> {
+    values(t).into_iter().map(f32::to_bits).collect()
+}
+
+/// |a - e| <= atol + rtol * |e| everywhere, and both finite.
+pub fn assert_close(name: &str, actual: &[f32], expected: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(actual.len(), expected.len(), "{name}: lengths");
+    let mut worst = (0usize, 0.0f32);
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert!(a.is_finite(), "{name}[{i}] = {a}");
+        let excess = (a - e).abs() - (atol + rtol * e.abs());
+        if excess > worst.1 {
+            worst = (i, excess);
+        }
+    }
+    let (i, excess) = worst;
+    assert!(
+        excess <= 0.0,
+        "{name}: element {i}: got {}, expected {} (rtol {rtol}, atol {atol})",
+        actual[i],
+        expected[i]
+    );
+}
+
+pub fn random<B: Backend>(shape: [usize; 4], lo: f64, hi: f64, device: &B::Device) -> Tensor<B, 4> {
+    Tensor::random(shape, Distribution::Uniform(lo, hi), device)
+}
+
+/// Gradients of sum(f(img, flow) * up) through `Autodiff<B>`.
+pub fn autodiff_grads<B: WarpBackend>(
+    img: Tensor<B, 4>,
+    flow: Tensor<B, 4>,
+    up: Tensor<B, 4>,
+    kernel: bool,
+) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+    let img = Tensor::<Autodiff<B>, 4>::from_inner(img).require_grad();
+    let flow = Tensor::<Autodiff<B>, 4>::from_inner(flow).require_grad();
+    let out = if kernel {
+        warp(img.clone(), flow.clone())
+    } else {
+        warp_reference(img.clone(), flow.clone())
+    };
+    let grads = (out.clone() * Tensor::from_inner(up)).sum().backward();
+    (
+        out.inner(),
+        img.grad(&grads).expect("grad img"),
+        flow.grad(&grads).expect("grad flow"),
+    )
+}
+
+/// Forward and both gradients against PyTorch's, through `warp`, `warp_backward` and `Autodiff<B>`.
+pub fn check_golden<B: WarpBackend>(device: &B::Device) {
+    let g = golden();
+    let img = tensor::<B>(&g, "warp.img", device);
+    let flow = tensor::<B>(&g, "warp.flow", device);
+    let up = tensor::<B>(&g, "warp.upstream", device);
+    let (rtol, atol) = (1e-4, 1e-5);
+    let expect = |k: &str| g[k].1.clone();
+
+    let out = warp(img.clone(), flow.clone());
+    assert_close("out", &values(out), &expect("warp.out"), rtol, atol);
+    let (gi, gf) = warp_backward(img.clone(), flow.clone(), up.clone());
+    assert_close(
+        "grad_img",
+        &values(gi),
+        &expect("warp.grad_img"),
+        rtol,
+        atol,
+    );
+    // The flow gradient multiplies image differences by the upstream: a slightly larger atol.
+    assert_close(
+        "grad_flow",
+        &values(gf),
+        &expect("warp.grad_flow"),
+        rtol,
+        1e-4,
+    );
+
+    for kernel in [true, false] {
+        let (out, gi, gf) = autodiff_grads(img.clone(), flow.clone(), up.clone(), kernel);
+        let tag = if kernel {
+            "autodiff(warp)"
+        } else {
+            "autodiff(warp_reference)"
+        };
+        assert_close(
+            &format!("{tag} out"),
+            &values(out),
+            &expect("warp.out"),
+            rtol,
+            atol,
+        );
+        assert_close(
+            &format!("{tag} grad_img"),
+            &values(gi),
+            &expect("warp.grad_img"),
+            rtol,
+            atol,
+        );
+        assert_close(
+            &format!("{tag} grad_flow"),
+            &values(gf),
+            &expect("warp.grad_flow"),
+            rtol,
+            1e-4,
+        );
+    }
+}
+
+/// `warp`/`warp_backward` of `B` against autodiff of `warp_reference` on random inputs.
+pub fn check_against_reference<B: WarpBackend>(
+    device: &B::Device,
+    shape: [usize; 4],
+    flow_range: f64,
+) {
+    let [b, _, h, w] = shape;
+    let img = random::<B>(shape, -1.0, 1.0, device);
+    let flow = random::<B>([b, 2, h, w], -flow_range, flow_range, device);
+    let up = random::<B>(shape, -1.0, 1.0, device);
+    let tag = format!("{shape:?} flow ±{flow_range}");
+    let (ref_out, ref_gi, ref_gf) = autodiff_grads(img.clone(), flow.clone(), up.clone(), false);
+    let out = warp(img.clone(), flow.clone());
+    assert_close(
+        &format!("{tag} out"),
+        &values(out),
+        &values(ref_out),
+        1e-5,
+        1e-5,
+    );
+    let (gi, gf) = warp_backward(img.clone(), flow.clone(), up.clone());
+    let ref_gi = values(ref_gi);
+    let ref_gf = values(ref_gf);
+    assert_close(&format!("{tag} grad_img"), &values(gi), &ref_gi, 1e-4, 1e-5);
+    assert_close(
+        &format!("{tag} grad_flow"),
+        &values(gf),
+        &ref_gf,
+        1e-4,
+        1e-4,
+    );
+    let (_, gi, gf) = autodiff_grads(img, flow, up, true);
+    assert_close(
+        &format!("{tag} autodiff grad_img"),
+        &values(gi),
+        &ref_gi,
+        1e-4,
+        1e-5,
+    );
+    assert_close(
+        &format!("{tag} autodiff grad_flow"),
+        &values(gf),
+        &ref_gf,
+        1e-4,
+        1e-4,
+    );
+}
+
+/// Zero flow: the output is the image and the image gradient the upstream, bit for bit.
+pub fn check_identity<B: WarpBackend>(device: &B::Device) {
+    let shape = [2, 3, 7, 11];
+    let img = random::<B>(shape, -1.0, 1.0, device);
+    let up = random::<B>(shape, -1.0, 1.0, device);
+    let flow = Tensor::<B, 4>::zeros([2, 2, 7, 11], device);
+    assert_eq!(
+        bits(warp(img.clone(), flow.clone())),
+        bits(img.clone()),
+        "identity forward"
+    );
+    let (gi, gf) = warp_backward(img.clone(), flow.clone(), up.clone());
+    assert_eq!(bits(gi), bits(up.clone()), "identity grad_img");
+    let (_, _, ref_gf) = autodiff_grads(img, flow, up, false);
+    assert_close(
+        "identity grad_flow",
+        &values(gf),
+        &values(ref_gf),
+        1e-5,
+        1e-5,
+    );
+}
+
+/// Flow far outside the image: every sample clamps to the border; the flow gradient is 0.
+pub fn check_far_outside<B: WarpBackend>(device: &B::Device) {
+    let shape = [1, 2, 5, 6];
+    let img = random::<B>(shape, -1.0, 1.0, device);
+    let up = random::<B>(shape, -1.0, 1.0, device);
+    for (u, v) in [(1e4f32, 1e4f32), (-1e4, -1e4), (-1e3, 2.5), (0.5, 1e5)] {
+        let fu = Tensor::<B, 4>::full([1, 1, 5, 6], u, device);
+        let fv = Tensor::<B, 4>::full([1, 1, 5, 6], v, device);
+        let flow = Tensor::cat(vec![fu, fv], 1);
+        let (ref_out, ref_gi, ref_gf) =
+            autodiff_grads(img.clone(), flow.clone(), up.clone(), false);
+        let tag = format!("far ({u}, {v})");
+        assert_close(
+            &format!("{tag} out"),
+            &values(warp(img.clone(), flow.clone())),
+            &values(ref_out),
+            1e-5,
+            1e-6,
+        );
+        let (gi, gf) = warp_backward(img.clone(), flow.clone(), up.clone());
+        assert_close(
+            &format!("{tag} grad_img"),
+            &values(gi),
+            &values(ref_gi),
+            1e-5,
+            1e-6,
+        );
+        let gf = values(gf);
+        assert_close(
+            &format!("{tag} grad_flow"),
+            &gf,
+            &values(ref_gf),
+            1e-5,
+            1e-6,
+        );
+        if u.abs() > 100.0 {
+            assert!(
+                gf[..30].iter().all(|&x| x == 0.0),
+                "{tag}: d/du must be 0 when clamped"
+            );
+        }
+        if v.abs() > 100.0 {
+            assert!(
+                gf[30..].iter().all(|&x| x == 0.0),
+                "{tag}: d/dv must be 0 when clamped"
+            );
+        }
+    }
+    // Corner sample value.
+    let flow = Tensor::<B, 4>::full([1, 2, 5, 6], 1e4, device);
+    let out = values(warp(img.clone(), flow));
+    let v = values(img);
+    assert!(out[..30].iter().all(|&o| o == v[29]) && out[30..].iter().all(|&o| o == v[59]));
+}
+
+/// Finite differences: the output of a pixel depends only on that pixel's flow, and is linear in
+/// the fractional offsets within a cell, so a central difference that stays inside the cell is
+/// exact up to rounding. Flow fractional parts in [0.2, 0.8], eps 0.05: no cell border crossed.
+/// The image gradient is checked as a directional derivative (the loss is linear in the image).
+pub fn check_finite_differences<B: WarpBackend>(device: &B::Device) {
+    let shape = [2, 3, 9, 13];
+    let [b, c, h, w] = shape;
+    let img = random::<B>(shape, -1.0, 1.0, device);
+    let up = random::<B>(shape, -1.0, 1.0, device);
+    let base = random::<B>([b, 2, h, w], -4.0, 4.0, device).floor();
+    let frac = random::<B>([b, 2, h, w], 0.2, 0.8, device);
+    let flow = base + frac;
+    let (gi, gf) = warp_backward(img.clone(), flow.clone(), up.clone());
+    let gf = values(gf);
+    let eps = 0.05f32;
+    for axis in 0..2 {
+        let mut delta = vec![0.0f32; b * 2 * h * w];
+        for bi in 0..b {
+            for p in 0..h * w {
+                delta[(bi * 2 + axis) * h * w + p] = eps;
+            }
+        }
+        let d = Tensor::<B, 4>::from_data(TensorData::new(delta, [b, 2, h, w]), device);
+        let plus = values(warp(img.clone(), flow.clone() + d.clone()) * up.clone());
+        let minus = values(warp(img.clone(), flow.clone() - d) * up.clone());
+        for bi in 0..b {
+            for p in 0..h * w {
+                let fd: f32 = (0..c)
+                    .map(|ci| {
+                        let i = (bi * c + ci) * h * w + p;
+                        (plus[i] - minus[i]) / (2.0 * eps)
+                    })
+                    .sum();
+                let an = gf[(bi * 2 + axis) * h * w + p];
+                assert!(
+                    (fd - an).abs() <= 2e-3 + 2e-3 * an.abs(),
+                    "d/d{} at ({bi},{p}): fd {fd}, analytic {an}",
+                    ["u", "v"][axis]
+                );
+            }
+        }
+    }
+    let dir = random::<B>(shape, -1.0, 1.0, device);
+    let l0: f32 = values((warp(img.clone(), flow.clone()) * up.clone()).sum())[0];
+    let l1: f32 = values((warp(img + dir.clone(), flow) * up).sum())[0];
+    let an: f32 = values((gi * dir).sum())[0];
+    assert!(
+        (l1 - l0 - an).abs() <= 1e-3 * (1.0 + an.abs()),
+        "directional: fd {}, analytic {an}",
+        l1 - l0
+    );
+}
+
+/// Shapes: non-square, H = 1, W = 1, 1x1, batch > 1, one channel, many channels.
+pub fn check_shapes<B: WarpBackend>(device: &B::Device) {
+    for shape in [
+        [1, 1, 5, 17],
+        [3, 2, 17, 5],
+        [2, 3, 1, 9],
+        [2, 3, 9, 1],
+        [1, 2, 1, 1],
+        [4, 1, 6, 6],
+        [1, 16, 4, 7],
+    ] {
+        check_against_reference::<B>(device, shape, 3.0);
+    }
+}
+
+/// The image gradient is bitwise reproducible, even with many outputs sampling the same pixels
+/// (converging flow), and the forward too.
+pub fn check_determinism<B: WarpBackend>(device: &B::Device) {
+    let shape = [2, 3, 32, 48];
+    let [b, _, h, w] = shape;
+    let img = random::<B>(shape, -1.0, 1.0, device);
+    let up = random::<B>(shape, -1.0, 1.0, device);
+    // Large flows: most samples clamp onto a few border pixels -> hundreds of contributions each.
+    for range in [2.0, 60.0] {
+        let flow = random::<B>([b, 2, h, w], -range, range, device);
+        let (gi1, gf1) = warp_backward(img.clone(), flow.clone(), up.clone());
+        let (gi2, gf2) = warp_backward(img.clone(), flow.clone(), up.clone());
+        assert_eq!(
+            bits(gi1.clone()),
+            bits(gi2),
+            "grad_img not deterministic (flow ±{range})"
+        );
+        assert_eq!(
+            bits(gf1),
+            bits(gf2),
+            "grad_flow not deterministic (flow ±{range})"
+        );
+        let (_, ref_gi, _) = autodiff_grads(img.clone(), flow, up.clone(), false);
+        assert_close(
+            "determinism grad_img",
+            &values(gi1),
+            &values(ref_gi),
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+/// f16 storage against f32: same op on the f16-rounded inputs, f16-level tolerance.
+pub fn check_f16<B: WarpBackend>(device: &B::Device) {
+    let shape = [2, 3, 12, 20];
+    let [b, _, h, w] = shape;
+    let img = random::<B>(shape, -1.0, 1.0, device).cast(DType::F16);
+    let flow = random::<B>([b, 2, h, w], -3.0, 3.0, device).cast(DType::F16);
+    let up = random::<B>(shape, -1.0, 1.0, device).cast(DType::F16);
+    let out16 = warp(img.clone(), flow.clone());
+    assert_eq!(out16.dtype(), DType::F16);
+    let (gi16, gf16) = warp_backward(img.clone(), flow.clone(), up.clone());
+    assert_eq!(gi16.dtype(), DType::F16);
+    assert_eq!(gf16.dtype(), DType::F16);
+    let f32_ = |t: Tensor<B, 4>| t.cast(DType::F32);
+    let out32 = warp(f32_(img.clone()), f32_(flow.clone()));
+    let (gi32, gf32) = warp_backward(f32_(img), f32_(flow), f32_(up));
+    assert_close("f16 out", &values(out16), &values(out32), 2e-3, 2e-3);
+    assert_close("f16 grad_img", &values(gi16), &values(gi32), 2e-3, 2e-3);
+    assert_close("f16 grad_flow", &values(gf16), &values(gf32), 5e-3, 1e-2);
+}
+
+/// Strided inputs (permuted image, flow sliced out of a larger tensor), element-wise ops around the
+/// warp (which a fusion backend fuses around the custom op), and autodiff with only one input
+/// tracked.
+pub fn check_composition<B: WarpBackend>(device: &B::Device) {
+    let [b, c, h, w] = [2, 3, 10, 14];
+    let img = random::<B>([b, h, w, c], -1.0, 1.0, device).permute([0, 3, 1, 2]);
+    let flow = random::<B>([b, 5, h, w], -4.0, 4.0, device).narrow(1, 2, 2);
+    let up = random::<B>([b, c, h, w], -1.0, 1.0, device);
+    let expected = warp_reference(img.clone() * 2.0 + 0.5, flow.clone() * 0.5) * 3.0 - 1.0;
+    let got = warp(img.clone() * 2.0 + 0.5, flow.clone() * 0.5) * 3.0 - 1.0;
+    assert_close("composed", &values(got), &values(expected), 1e-5, 1e-5);
+
+    let (_, ref_gi, ref_gf) = autodiff_grads(img.clone(), flow.clone(), up.clone(), false);
+    // Only the image tracked.
+    let ai = Tensor::<Autodiff<B>, 4>::from_inner(img.clone()).require_grad();
+    let af = Tensor::<Autodiff<B>, 4>::from_inner(flow.clone());
+    let grads = (warp(ai.clone(), af) * Tensor::from_inner(up.clone()))
+        .sum()
+        .backward();
+    assert_close(
+        "img-only grad",
+        &values(ai.grad(&grads).unwrap()),
+        &values(ref_gi),
+        1e-4,
+        1e-5,
+    );
+    // Only the flow tracked, through an op before the warp.
+    let ai = Tensor::<Autodiff<B>, 4>::from_inner(img);
+    let af = Tensor::<Autodiff<B>, 4>::from_inner(flow).require_grad();
+    let grads = (warp(ai, af.clone() * 1.0) * Tensor::from_inner(up))
+        .sum()
+        .backward();
+    assert_close(
+        "flow-only grad",
+        &values(af.grad(&grads).unwrap()),
+        &values(ref_gf),
+        1e-4,
+        1e-4,
+    );
+}

@@ -1,0 +1,52 @@
+//! The tensor-op implementation (the trait's provided methods) on the Flex CPU backend.
+
+mod common;
+
+use burn::backend::Flex;
+
+type B = Flex;
+
+fn device() -> burn::tensor::Device<B> {
+    Default::default()
+}
+
+#[test]
+fn golden_parity() {
+    common::check_golden::<B>(&device());
+}
+
+#[test]
+fn reference_random() {
+    common::check_against_reference::<B>(&device(), [2, 3, 24, 40], 6.0);
+    common::check_against_reference::<B>(&device(), [1, 4, 16, 16], 30.0);
+}
+
+#[test]
+fn identity() {
+    common::check_identity::<B>(&device());
+}
+
+#[test]
+fn far_outside() {
+    common::check_far_outside::<B>(&device());
+}
+
+#[test]
+fn finite_differences() {
+    common::check_finite_differences::<B>(&device());
+}
+
+#[test]
+fn shapes() {
+    common::check_shapes::<B>(&device());
+}
+
+#[test]
+fn determinism() {
+    common::check_determinism::<B>(&device());
+}
+
+#[test]
+fn composition() {
+    common::check_composition::<B>(&device());
+}

@@ -1,0 +1,67 @@
+//! The CubeCL kernels on wgpu (CI: Mesa's lavapipe, a Vulkan CPU driver). Both the bare
+//! `CubeBackend` and `burn::backend::Wgpu` (a `Fusion<CubeBackend>` with Burn's fusion feature, so
+//! this also runs the fusion custom op). Without an adapter these tests fail, they don't skip.
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+use burn::tensor::backend::Backend;
+
+type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
+type Fused = burn::backend::Wgpu;
+
+fn device() -> WgpuDevice {
+    WgpuDevice::default()
+}
+
+macro_rules! on_both {
+    ($($name:ident => $($check:ident)::+;)*) => {
+        mod cube {
+            use super::*;
+            $(#[test] fn $name() { $($check)::+::<Cube>(&device()); })*
+        }
+        mod fused {
+            use super::*;
+            $(#[test] fn $name() { $($check)::+::<Fused>(&device()); })*
+        }
+    };
+}
+
+fn random_large<B: vsr_kernels::WarpBackend<Device = WgpuDevice>>(device: &WgpuDevice) {
+    common::check_against_reference::<B>(device, [2, 3, 24, 40], 6.0);
+    common::check_against_reference::<B>(device, [1, 4, 33, 65], 40.0);
+}
+
+on_both! {
+    golden_parity => common::check_golden;
+    reference_random => random_large;
+    identity => common::check_identity;
+    far_outside => common::check_far_outside;
+    finite_differences => common::check_finite_differences;
+    shapes => common::check_shapes;
+    determinism => common::check_determinism;
+    f16 => common::check_f16;
+    composition => common::check_composition;
+}
+
+#[test]
+fn adapter_present() {
+    // Creating a client panics when wgpu finds no adapter: the test fails instead of skipping.
+    let name = Cube::name(&device());
+    assert!(!name.is_empty());
+    eprintln!("wgpu backend: {name}");
+}
+
+#[test]
+fn bench_runs() {
+    let r = vsr_kernels::bench::bench_warp::<Fused>(
+        &device(),
+        [1, 3, 32, 32],
+        burn::tensor::DType::F32,
+        1,
+        3,
+    );
+    eprintln!("{r}");
+    assert!(r.kernel_forward_ms > 0.0 && r.reference_forward_backward_ms > 0.0);
+}

@@ -1,0 +1,171 @@
+//! The one place that maps a backend name to Burn backend types.
+//!
+//! Models, training and data code are generic over [`VsrBackend`] / [`VsrAutodiffBackend`];
+//! [`dispatch`] instantiates a [`BackendTask`] with the concrete type chosen at run time.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use vsr_kernels::WarpBackend;
+
+use crate::error::{Error, Result};
+
+/// What the model code needs of a backend: Burn's ops plus our warp.
+pub trait VsrBackend: Backend + WarpBackend {}
+impl<B: Backend + WarpBackend> VsrBackend for B {}
+
+/// A backend with autodiff whose inner backend is also a [`VsrBackend`].
+pub trait VsrAutodiffBackend: AutodiffBackend<InnerBackend: VsrBackend> + VsrBackend {}
+impl<B: AutodiffBackend<InnerBackend: VsrBackend> + VsrBackend> VsrAutodiffBackend for B {}
+
+/// The pure-Rust CPU backend, always compiled in.
+pub type Cpu = burn::backend::Flex;
+/// NVIDIA GPUs through CubeCL (with fusion and autotune).
+#[cfg(feature = "cuda")]
+pub type Cuda = burn::backend::Cuda<f32, i32>;
+/// LibTorch (PyTorch's C++ library, cuDNN on GPU).
+#[cfg(feature = "tch")]
+pub type Tch = burn::backend::LibTorch<f32>;
+/// wgpu (Vulkan, Metal, ...): used to run the CubeCL kernels without an NVIDIA GPU.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
+
+/// A backend the user can ask for with `--backend` or `VSR_BACKEND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Pure-Rust CPU backend (burn-flex).
+    Cpu,
+    /// NVIDIA GPU through CubeCL (burn-cuda).
+    Cuda,
+    /// LibTorch (burn-tch), CUDA when a GPU is present.
+    Tch,
+    /// wgpu/Vulkan through CubeCL (burn-wgpu).
+    Wgpu,
+}
+
+impl BackendKind {
+    /// Every backend, compiled in or not.
+    pub const ALL: [BackendKind; 4] = [Self::Cpu, Self::Cuda, Self::Tch, Self::Wgpu];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Tch => "tch",
+            Self::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this build contains the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            Self::Cpu => true,
+            Self::Cuda => cfg!(feature = "cuda"),
+            Self::Tch => cfg!(feature = "tch"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// Backends compiled into this binary.
+    pub fn compiled_in() -> Vec<BackendKind> {
+        Self::ALL.into_iter().filter(|k| k.compiled()).collect()
+    }
+
+    fn not_available(self, why: &str) -> Error {
+        let names: Vec<_> = Self::compiled_in().iter().map(|k| k.name()).collect();
+        Error::Backend(format!(
+            "backend `{}` is not available: {why}; available in this build: {}",
+            self.name(),
+            names.join(", ")
+        ))
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s.to_ascii_lowercase()).ok_or_else(|| {
+            let names: Vec<_> = Self::compiled_in().iter().map(|k| k.name()).collect();
+            Error::Backend(format!("unknown backend `{s}`; available in this build: {}", names.join(", ")))
+        })
+    }
+}
+
+/// Work to run on whichever backend the user chose.
+pub trait BackendTask {
+    type Output;
+    /// Runs with the backend `B` on `device`. `B` has autodiff; use `B::InnerBackend` (or
+    /// `module.valid()`) for inference.
+    fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on backend `kind`, device index `index` (GPU backends), or says why it can't.
+pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Result<T::Output> {
+    use burn::backend::Autodiff;
+    match kind {
+        BackendKind::Cpu => Ok(task.run::<Autodiff<Cpu>>(Default::default())),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let count = cuda_device_count().map_err(|why| kind.not_available(&why))?;
+            if index >= count {
+                return Err(kind.not_available(&format!(
+                    "no CUDA device with index {index} ({count} found)"
+                )));
+            }
+            Ok(task.run::<Autodiff<Cuda>>(burn::backend::cuda::CudaDevice::new(index)))
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => {
+            let device = if tch_cuda_available() {
+                burn::backend::libtorch::LibTorchDevice::Cuda(index)
+            } else {
+                burn::backend::libtorch::LibTorchDevice::Cpu
+            };
+            Ok(task.run::<Autodiff<Tch>>(device))
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(task.run::<Autodiff<Wgpu>>(Default::default())),
+        #[allow(unreachable_patterns)]
+        other => Err(other.not_available("not compiled into this build (see the README's cargo features)")),
+    }
+}
+
+/// Number of CUDA devices, or why none can be used (no driver, no GPU).
+#[cfg(feature = "cuda")]
+pub fn cuda_device_count() -> std::result::Result<usize, String> {
+    // cudarc loads libcuda at run time and panics when it cannot: turn that into an error.
+    let probe = std::panic::catch_unwind(|| {
+        cudarc::driver::result::init()
+            .and_then(|_| cudarc::driver::result::device::get_count())
+            .map_err(|e| format!("CUDA driver error: {e:?}"))
+    });
+    match probe {
+        Ok(Ok(0)) => Err("the CUDA driver found no GPU".into()),
+        Ok(Ok(n)) => Ok(n as usize),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("no CUDA driver (libcuda) on this machine".into()),
+    }
+}
+
+#[cfg(feature = "tch")]
+fn tch_cuda_available() -> bool {
+    tch::Cuda::is_available()
+}
+
+/// Silences the default panic message while `f` runs (for probes that may panic).
+pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = f();
+    std::panic::set_hook(hook);
+    r
+}

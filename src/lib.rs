@@ -1,0 +1,18 @@
+//! `vsr`: video super-resolution (VSRNet with FlowNet2-SD motion compensation) trained in pure
+//! Rust on Burn.
+//!
+//! The tree follows the pipeline: [`video`] (decoding) -> [`model`] (FlowNetSD, warp, VSRNet) ->
+//! [`checkpoint`] (weights in and out) -> [`image`] (colour output); [`backend`] is the one place
+//! that names Burn backend types, and [`cli`] is the `vsr` program.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod cli;
+pub mod error;
+pub mod image;
+pub mod model;
+pub mod tensors;
+#[cfg(feature = "video")]
+pub mod video;
+
+pub use error::{Error, Result};

@@ -1,0 +1,223 @@
+//! VSRNet: video super-resolution with motion compensation, as in NVIDIA DALI's
+//! `video_superres` example (`model/model.py`).
+//!
+//! Kappeler et al., "Video Super-Resolution With Convolutional Neural Networks", IEEE TCI 2016.
+//! 4x super-resolution of the Y channel of the centre frame of an F-frame window: every frame is
+//! degraded (4x4 average pooling, bilinear x4 up-sampling), each neighbour is warped onto the
+//! centre frame by FlowNetSD's optical flow, conv1 (shared) runs on every frame, and conv2/conv3
+//! fuse them. The two defects of the original are fixed (see the module docs of [`FlowInput`] and
+//! [`VsrOutput::target`]).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::Initializer;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::tensor::module::{avg_pool2d, interpolate};
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
+
+use super::blocks::{ConvBlock, ConvSpec};
+use super::flownet_sd::FlowNetSD;
+use super::warp::warp;
+use crate::backend::VsrBackend;
+use crate::error::{Error, Result};
+
+/// Down- and up-sampling factor.
+pub const SCALE: usize = 4;
+/// FlowNetSD needs H and W to be multiples of this.
+pub const SIZE_MULTIPLE: usize = 64;
+
+/// Which frames FlowNetSD estimates motion from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowInput {
+    /// The degraded (bilinear up-sampled low-resolution) RGB frames: what a real low-resolution
+    /// video offers. The default.
+    #[default]
+    Lr,
+    /// The full-resolution frames, as the original does (flow from data a real input lacks).
+    Hr,
+}
+
+/// VSRNet's configuration.
+#[derive(Config, Debug)]
+pub struct VsrNetConfig {
+    /// Frames per window F (odd); the centre frame is super-resolved.
+    #[config(default = 3)]
+    pub frames: usize,
+    /// Frames FlowNetSD reads.
+    #[config(default = "FlowInput::Lr")]
+    pub flow_input: FlowInput,
+}
+
+/// VSRNet's own layers (FlowNetSD is separate and frozen, see [`VsrNet::forward`]).
+#[derive(Module, Debug)]
+pub struct VsrNet<B: Backend> {
+    /// conv(bn, 1 -> 64, 9x9), shared by all frames.
+    pub conv1: ConvBlock<B>,
+    /// conv(bn, 64 F -> 32, 5x5).
+    pub conv2: ConvBlock<B>,
+    /// Conv2d(32 -> 1, 5x5, bias), weights ~ N(0, 0.1).
+    pub conv3: Conv2d<B>,
+    pub frames: usize,
+    pub flow_input: FlowInput,
+}
+
+/// What one forward pass gives.
+#[derive(Debug, Clone)]
+pub struct VsrOutput<B: Backend> {
+    /// Super-resolved Y of the centre frame, (B, 1, H, W) in [0, 1], fp32.
+    pub pred: Tensor<B, 4>,
+    /// The true HR centre Y, (B, 1, H, W) in [0, 1]. (The original aliased it with the degraded
+    /// frame and so trained against the bilinear up-sampling.)
+    pub target: Tensor<B, 4>,
+    /// Degraded centre Y (bilinear up-sampling of the LR frame): the baseline.
+    pub bilinear: Tensor<B, 4>,
+    /// Flow (B, 2, H, W) in pixels from the centre to each neighbour, in frame order.
+    pub flows: Vec<Tensor<B, 4>>,
+}
+
+impl VsrNetConfig {
+    /// Checks the settings: F odd and at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.frames == 0 || self.frames % 2 == 0 {
+            return Err(Error::Invalid(format!("frames must be odd and >= 1, got {}", self.frames)));
+        }
+        Ok(())
+    }
+
+    pub fn init<B: Backend>(&self, device: &B::Device) -> VsrNet<B> {
+        let default_init = Conv2dConfig::new([1, 1], [1, 1]).initializer;
+        VsrNet {
+            conv1: ConvSpec::conv(1, 64, 9, 1, true).init(default_init.clone(), device),
+            conv2: ConvSpec::conv(64 * self.frames, 32, 5, 1, true).init(default_init, device),
+            conv3: Conv2dConfig::new([32, 1], [5, 5])
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.1 })
+                .init(device),
+            frames: self.frames,
+            flow_input: self.flow_input,
+        }
+    }
+}
+
+/// Luma in [0, 1] of RGB in [0, 255]: (B, 3, F, H, W) -> (B, 1, F, H, W).
+pub fn rgb_to_y<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let r = x.clone().narrow(1, 0, 1);
+    let g = x.clone().narrow(1, 1, 1);
+    let b = x.narrow(1, 2, 1);
+    (r * 0.299 + g * 0.587 + b * 0.114) / 255.0
+}
+
+/// The training degradation: 4x4 average pooling then bilinear x4 up-sampling
+/// (PyTorch `Upsample(scale_factor=4, mode='bilinear')`, align_corners=False).
+pub fn down_up<B: Backend>(img: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [_, _, h, w] = img.dims();
+    let lr = avg_pool2d(img, [SCALE, SCALE], [SCALE, SCALE], [0, 0], true, false);
+    upsample_bilinear(lr, [h, w])
+}
+
+/// Bilinear up-sampling to `size` with half-pixel centres (align_corners=False).
+pub fn upsample_bilinear<B: Backend>(img: Tensor<B, 4>, size: [usize; 2]) -> Tensor<B, 4> {
+    interpolate(img, size, InterpolateOptions { mode: InterpolateMode::Bilinear, align_corners: false })
+}
+
+/// Frame `f` of a (B, C, F, H, W) tensor as (B, C, H, W).
+fn frame<B: Backend>(x: &Tensor<B, 5>, f: usize) -> Tensor<B, 4> {
+    x.clone().narrow(2, f, 1).squeeze_dim(2)
+}
+
+/// All frames of (B, C, F, H, W) as a batch (B F, C, H, W), sample-major.
+fn frames_as_batch<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 4> {
+    let [b, c, f, h, w] = x.dims();
+    x.swap_dims(1, 2).reshape([b * f, c, h, w])
+}
+
+impl<B: VsrBackend> VsrNet<B> {
+    /// Index of the centre frame.
+    pub fn centre(&self) -> usize {
+        self.frames / 2
+    }
+
+    /// Checks a (B, 3, F, H, W) input against the configuration.
+    pub fn check_input(&self, dims: [usize; 5]) -> Result<()> {
+        let [_, c, f, h, w] = dims;
+        if c != 3 || f != self.frames {
+            return Err(Error::Invalid(format!(
+                "VSRNet expects (B, 3, {}, H, W) RGB windows, got {dims:?}",
+                self.frames
+            )));
+        }
+        if h % SIZE_MULTIPLE != 0 || w % SIZE_MULTIPLE != 0 {
+            return Err(Error::Invalid(format!(
+                "frame size {h}x{w} is not a multiple of {SIZE_MULTIPLE} (FlowNetSD needs it)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Super-resolves the centre frame of `x` (B, 3, F, H, W), RGB in [0, 255]. Without
+    /// `flownet` the neighbours are used unwarped. FlowNetSD is run on untracked inputs, so no
+    /// autodiff graph is built for it.
+    pub fn forward(&self, x: Tensor<B, 5>, flownet: Option<&FlowNetSD<B>>) -> VsrOutput<B> {
+        let [b, _, f, h, w] = x.dims();
+        let m = self.centre();
+
+        // Y = 0.299 R + 0.587 G + 0.114 B, divided by 255                  [b, 1, f, h, w]
+        let y = rgb_to_y(x.clone());
+        // HR = Y[:, :, m]                                                    [b, 1, h, w]
+        let target = frame(&y, m);
+        // LR_f = bilinear_up_x4(avg_pool_4x4(Y[:, :, f])), every frame      [b, f, h, w]
+        let lr = down_up(y.reshape([b, f, h, w]));
+        let lr_frame = |i: usize| lr.clone().narrow(1, i, 1);
+
+        // Motion compensation: W_f = warp(LR_f, flow(m -> f)) for f != m.
+        let mut flows = Vec::with_capacity(f.saturating_sub(1));
+        let mut inputs = Vec::with_capacity(f);
+        let flow_net_input = flownet.map(|_| self.flownet_input(x));
+        for i in 0..f {
+            let lr_i = lr_frame(i);
+            if i == m {
+                inputs.push(lr_i);
+                continue;
+            }
+            match (flownet, &flow_net_input) {
+                (Some(net), Some(xn)) => {
+                    // flow = bilinear_up_x4(FlowNetSD(concat(X_m, X_f)).flow2) / 16   (pixels)
+                    let pair = Tensor::cat(vec![frame(xn, m), frame(xn, i)], 1); // [b, 6, h, w]
+                    let flow = upsample_bilinear(net.forward(pair), [h, w]) / 16.0; // [b, 2, h, w]
+                    inputs.push(warp(lr_i, flow.clone()));
+                    flows.push(flow);
+                }
+                _ => inputs.push(lr_i),
+            }
+        }
+
+        // feat = concat over f of conv1(f == m ? LR_m : W_f): one conv1 call over all frames.
+        let stacked = Tensor::cat(inputs, 1).reshape([b * f, 1, h, w]);
+        let feat = self.conv1.forward(stacked).reshape([b, f * 64, h, w]); // [b, 64 f, h, w]
+        // pred = sigmoid(conv3(conv2(feat)))                                  [b, 1, h, w]
+        let pred = sigmoid(self.conv3.forward(self.conv2.forward(feat)));
+        VsrOutput { pred, target, bilinear: lr_frame(m), flows }
+    }
+
+    /// FlowNetSD's input X = (rgb - mean) / 255, with rgb the HR frames or their degraded
+    /// versions and mean per sample and channel over all frames and pixels. (B, 3, F, H, W).
+    fn flownet_input(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
+        let [b, c, f, h, w] = x.dims();
+        let rgb = match self.flow_input {
+            FlowInput::Hr => x,
+            FlowInput::Lr => down_up(frames_as_batch(x))
+                .reshape([b, f, c, h, w])
+                .swap_dims(1, 2),
+        };
+        let mean = rgb.clone().reshape([b, c, f * h * w]).mean_dim(2).reshape([b, c, 1, 1, 1]);
+        (rgb - mean) / 255.0
+    }
+}
+
+/// MSE between prediction and target (the training loss).
+pub fn mse<B: Backend>(pred: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
+    (pred - target).powf_scalar(2.0).mean()
+}

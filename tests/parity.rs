@@ -1,0 +1,108 @@
+//! Parity with PyTorch on the golden fixtures (tests/fixtures/README.md): FlowNetSD's flow2,
+//! VSRNet's prediction for both flow inputs, the warp and its gradients.
+
+mod common;
+
+use burn::tensor::{Tensor, backend::Backend};
+use common::*;
+use vsr::checkpoint;
+use vsr::model::vsrnet::mse;
+use vsr::model::warp::{WarpBackend, warp};
+use vsr::model::{FlowInput, VsrNetConfig};
+
+fn g(name: &str) -> &'static burn::tensor::TensorData {
+    golden().get(name).unwrap_or_else(|| panic!("golden tensor {name}"))
+}
+
+fn run_flownet<B: Backend + WarpBackend>(device: &B::Device) {
+    let net = checkpoint::load_flownet::<B>(&flownet_checkpoint(), device).expect("load FlowNetSD");
+    let flow2 = net.forward(vsr::tensors::to_tensor::<B, 4>(g("flownet.input"), device));
+    assert_close("flownet.flow2", &flow2.into_data(), g("flownet.flow2"), 1e-3);
+}
+
+fn run_vsrnet<B: Backend + WarpBackend>(device: &B::Device) {
+    let flownet = checkpoint::load_flownet::<B>(&flownet_checkpoint(), device).unwrap();
+    let x = vsr::tensors::to_tensor::<B, 5>(g("vsrnet.input"), device);
+    for (input, key) in [(FlowInput::Lr, "vsrnet.pred_lr"), (FlowInput::Hr, "vsrnet.pred_hr")] {
+        let config = VsrNetConfig::new().with_flow_input(input);
+        let net = checkpoint::load_vsrnet::<B>(&fixture("vsrnet_zip.pth"), &config, device).unwrap();
+        let out = net.forward(x.clone(), Some(&flownet));
+        assert_close("vsrnet.target", &out.target.clone().into_data(), g("vsrnet.target"), 1e-6);
+        assert_close(key, &out.pred.clone().into_data(), g(key), 1e-3);
+        if input == FlowInput::Lr {
+            let loss = mse(out.pred, out.target).into_data();
+            assert_close("vsrnet.loss_lr", &loss, g("vsrnet.loss_lr"), 1e-3);
+        }
+    }
+}
+
+/// Warp output and both gradients through autodiff, for any implementation `warp_fn`.
+fn run_warp<B>(device: &B::Device, warp_fn: fn(Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>)
+where
+    B: burn::tensor::backend::AutodiffBackend + WarpBackend,
+{
+    let img = vsr::tensors::to_tensor::<B, 4>(g("warp.img"), device).require_grad();
+    let flow = vsr::tensors::to_tensor::<B, 4>(g("warp.flow"), device).require_grad();
+    let up = vsr::tensors::to_tensor::<B, 4>(g("warp.upstream"), device);
+    let out = warp_fn(img.clone(), flow.clone());
+    assert_close("warp.out", &out.clone().into_data(), g("warp.out"), 1e-4);
+    let grads = (out * up).sum().backward();
+    let gi = img.grad(&grads).expect("grad img").into_data();
+    let gf = flow.grad(&grads).expect("grad flow").into_data();
+    assert_close("warp.grad_img", &gi, g("warp.grad_img"), 1e-4);
+    assert_close("warp.grad_flow", &gf, g("warp.grad_flow"), 1e-4);
+}
+
+#[test]
+fn flownet_flow2_matches_pytorch_cpu() {
+    run_flownet::<Cpu>(&Default::default());
+}
+
+#[test]
+fn vsrnet_prediction_matches_pytorch_cpu() {
+    run_vsrnet::<Cpu>(&Default::default());
+}
+
+#[test]
+fn warp_matches_pytorch_cpu() {
+    run_warp::<CpuAd>(&Default::default(), warp);
+}
+
+#[test]
+fn warp_reference_matches_pytorch_cpu() {
+    run_warp::<CpuAd>(&Default::default(), vsr::model::warp::warp_reference);
+}
+
+#[test]
+fn flownet_has_published_parameter_count() {
+    use burn::module::Module;
+    let net = vsr::model::FlowNetSDConfig::new().init::<Cpu>(&Default::default());
+    assert_eq!(net.num_params(), vsr::model::FlowNetSD::<Cpu>::NUM_PARAMS);
+}
+
+/// The same checks on a GPU backend, when asked for: `VSR_TEST_GPU=cuda cargo test ...`. With the
+/// variable set, a missing GPU fails the test rather than skipping it.
+#[test]
+fn parity_on_requested_gpu() {
+    let Ok(which) = std::env::var("VSR_TEST_GPU") else {
+        println!("VSR_TEST_GPU not set: GPU parity not requested");
+        return;
+    };
+    match which.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let device = burn::backend::cuda::CudaDevice::new(0);
+            run_flownet::<vsr::backend::Cuda>(&device);
+            run_vsrnet::<vsr::backend::Cuda>(&device);
+            run_warp::<burn::backend::Autodiff<vsr::backend::Cuda>>(&device, warp);
+        }
+        #[cfg(feature = "wgpu")]
+        "wgpu" => {
+            let device = Default::default();
+            run_flownet::<vsr::backend::Wgpu>(&device);
+            run_vsrnet::<vsr::backend::Wgpu>(&device);
+            run_warp::<burn::backend::Autodiff<vsr::backend::Wgpu>>(&device, warp);
+        }
+        other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
+    }
+}
