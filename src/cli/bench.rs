@@ -23,6 +23,57 @@ pub struct Args {
 pub enum What {
     /// One FlowNetSD forward: cold (first call: kernel compilation, autotune) and warm.
     Flownet(FlownetArgs),
+    /// The warp (our kernel on CubeCL backends) against Burn's tensor-op warp, forward and
+    /// forward+backward, with achieved memory bandwidth.
+    Warp(WarpArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WarpArgs {
+    /// Image shapes BxCxHxW (comma-separated).
+    #[arg(long, default_value = "6x1x512x960,14x1x720x1280")]
+    pub shapes: String,
+    /// Storage type.
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Timed runs (median reported).
+    #[arg(long, default_value_t = 50)]
+    pub runs: usize,
+    /// Memory bandwidth to compare against, GB/s (H100: about 3000 measured for a copy).
+    #[arg(long, default_value_t = 3000.0)]
+    pub roofline_gbps: f64,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Floating-point precision of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    Fp16,
+}
+
+/// One row of `vsr bench warp`.
+#[derive(Debug, Serialize)]
+pub struct WarpRow {
+    pub backend: String,
+    pub shape: [usize; 4],
+    pub precision: Precision,
+    pub kernel_forward_ms: f64,
+    pub kernel_forward_backward_ms: f64,
+    pub burn_forward_ms: f64,
+    pub burn_forward_backward_ms: f64,
+    pub kernel_forward_gbps: f64,
+    pub kernel_forward_backward_gbps: f64,
+    pub forward_roofline_pct: f64,
+    pub forward_backward_roofline_pct: f64,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +113,27 @@ pub struct FlownetResult {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
+        What::Warp(a) => {
+            let kind = a.backend.kind();
+            let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;
+            println!("| shape | precision | kernel fwd ms | kernel fwd+bwd ms | Burn ops fwd ms | Burn ops fwd+bwd ms | fwd GB/s (% roof) | fwd+bwd GB/s (% roof) |");
+            println!("|---|---|---|---|---|---|---|---|");
+            for r in &rows {
+                let [b, c, h, w] = r.shape;
+                println!(
+                    "| {b}x{c}x{h}x{w} | {:?} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
+                    r.precision, r.kernel_forward_ms, r.kernel_forward_backward_ms, r.burn_forward_ms,
+                    r.burn_forward_backward_ms, r.kernel_forward_gbps, r.forward_roofline_pct,
+                    r.kernel_forward_backward_gbps, r.forward_backward_roofline_pct
+                );
+            }
+            let json = serde_json::to_string_pretty(&rows)?;
+            println!("{json}");
+            if let Some(path) = a.json {
+                crate::checkpoint::write_atomic(&path, json.as_bytes())?;
+            }
+            Ok(())
+        }
         What::Flownet(a) => {
             let kind = a.backend.kind();
             let result = dispatch(kind, a.backend.device, Flownet(a.clone()))??;
@@ -124,5 +196,45 @@ impl BackendTask for Flownet {
             warm_p90_ms: pct(0.9),
             iters: warm.len(),
         })
+    }
+}
+
+struct Warp(WarpArgs);
+
+/// Parses `BxCxHxW`.
+fn parse_shape(s: &str) -> anyhow::Result<[usize; 4]> {
+    let v: Vec<usize> = s.split(['x', 'X']).map(|p| p.trim().parse()).collect::<Result<_, _>>()
+        .with_context(|| format!("shape `{s}` is not BxCxHxW"))?;
+    v.try_into().map_err(|_| anyhow::anyhow!("shape `{s}` is not BxCxHxW"))
+}
+
+impl BackendTask for Warp {
+    type Output = anyhow::Result<Vec<WarpRow>>;
+    fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let a = self.0;
+        let dtype = match a.precision {
+            Precision::Fp32 => burn::tensor::DType::F32,
+            Precision::Fp16 => burn::tensor::DType::F16,
+        };
+        let mut rows = Vec::new();
+        for shape in a.shapes.split(',') {
+            let shape = parse_shape(shape)?;
+            let r = vsr_kernels::bench::bench_warp::<<B as AutodiffBackend>::InnerBackend>(&device, shape, dtype, a.warmup, a.runs);
+            eprintln!("{r}");
+            rows.push(WarpRow {
+                backend: std::any::type_name::<<B as AutodiffBackend>::InnerBackend>().to_string(),
+                shape,
+                precision: a.precision,
+                kernel_forward_ms: r.kernel_forward_ms,
+                kernel_forward_backward_ms: r.kernel_forward_backward_ms,
+                burn_forward_ms: r.reference_forward_ms,
+                burn_forward_backward_ms: r.reference_forward_backward_ms,
+                kernel_forward_gbps: r.kernel_forward_gbps(),
+                kernel_forward_backward_gbps: r.kernel_forward_backward_gbps(),
+                forward_roofline_pct: 100.0 * r.kernel_forward_gbps() / a.roofline_gbps,
+                forward_backward_roofline_pct: 100.0 * r.kernel_forward_backward_gbps() / a.roofline_gbps,
+            });
+        }
+        Ok(rows)
     }
 }

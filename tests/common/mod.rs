@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use burn::tensor::TensorData;
@@ -10,8 +10,14 @@ use burn::tensor::TensorData;
 pub type Cpu = vsr::backend::Cpu;
 pub type CpuAd = burn::backend::Autodiff<Cpu>;
 
+/// The repository root: `VSR_REPO_DIR` when set (test binaries copied to another machine), else
+/// where the tests were built.
+pub fn repo_dir() -> PathBuf {
+    std::env::var_os("VSR_REPO_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    repo_dir().join("tests/fixtures").join(name)
 }
 
 pub fn golden() -> &'static BTreeMap<String, TensorData> {

@@ -10,8 +10,11 @@ pub type Golden = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The `warp.*` tensors of `tests/fixtures/golden.safetensors` (PyTorch outputs).
 pub fn golden() -> Golden {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/golden.safetensors");
+    // VSR_REPO_DIR: the repository root when test binaries run on another machine.
+    let root = std::env::var_os("VSR_REPO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let path = root.join("tests/fixtures/golden.safetensors");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("golden.safetensors");
     st.tensors()
