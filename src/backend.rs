@@ -169,3 +169,21 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     std::panic::set_hook(hook);
     r
 }
+
+/// Short name of a backend type for reports (`Fusion<CubeBackend<CudaRuntime, ..>>` -> `cuda`).
+pub fn name<B: Backend>() -> String {
+    let full = std::any::type_name::<B>();
+    let kind = if full.contains("CudaRuntime") {
+        "cuda"
+    } else if full.contains("WgpuRuntime") {
+        "wgpu"
+    } else if full.contains("LibTorch") {
+        "tch"
+    } else if full.contains("Flex") {
+        "cpu"
+    } else {
+        full
+    };
+    let fused = if full.contains("Fusion<") { "+fusion" } else { "" };
+    format!("{kind}{fused}")
+}

@@ -9,9 +9,11 @@ pub mod backend;
 pub mod checkpoint;
 pub mod cli;
 pub mod error;
+pub mod eval;
 pub mod image;
 pub mod model;
 pub mod tensors;
+pub mod train;
 #[cfg(feature = "video")]
 pub mod video;
 

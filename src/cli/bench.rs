@@ -186,7 +186,7 @@ impl BackendTask for Flownet {
         warm.sort_by(f64::total_cmp);
         let pct = |p: f64| warm[((warm.len() - 1) as f64 * p).round() as usize];
         Ok(FlownetResult {
-            backend: std::any::type_name::<I<B>>().split("::").last().unwrap_or("").to_string(),
+            backend: crate::backend::name::<I<B>>(),
             batch: a.batch,
             height: h,
             width: w,
@@ -222,7 +222,7 @@ impl BackendTask for Warp {
             let r = vsr_kernels::bench::bench_warp::<<B as AutodiffBackend>::InnerBackend>(&device, shape, dtype, a.warmup, a.runs);
             eprintln!("{r}");
             rows.push(WarpRow {
-                backend: std::any::type_name::<<B as AutodiffBackend>::InnerBackend>().to_string(),
+                backend: crate::backend::name::<<B as AutodiffBackend>::InnerBackend>(),
                 shape,
                 precision: a.precision,
                 kernel_forward_ms: r.kernel_forward_ms,

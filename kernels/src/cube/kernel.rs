@@ -272,7 +272,9 @@ pub fn warp_backward_img_resolve_kernel<F: Float>(
     let hi = acc[2 * i + 1];
     let mut out = f32::new(0.0);
     if m >= 0x7F80_0000u32 {
-        out = f32::from_bits(0x7FC0_0000u32);
+        // NaN from a run-time value: CubeCL's CUDA back end emits a constant's bitcast as
+        // `reinterpret_cast<float const&>(literal)`, which NVRTC rejects (not an lvalue).
+        out = f32::from_bits(m | 0x0040_0000u32);
     } else if lo != 0 || hi != 0 {
         let neg = (hi >> 31) != 0;
         let mut mlo = lo;

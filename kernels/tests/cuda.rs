@@ -1,0 +1,55 @@
+//! The CubeCL kernels on CUDA, bare `CubeBackend` and `burn::backend::Cuda` (fusion custom op).
+//! Run on a GPU machine with `VSR_TEST_GPU=cuda`; without it these tests only say so and pass,
+//! with it a missing GPU fails them.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use burn::backend::cuda::CudaDevice;
+use burn_cubecl::CubeBackend;
+
+type Cube = CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>;
+type Fused = burn::backend::Cuda;
+
+fn requested() -> bool {
+    let on = std::env::var("VSR_TEST_GPU").is_ok_and(|v| v == "cuda");
+    if !on {
+        eprintln!("VSR_TEST_GPU=cuda not set: CUDA kernel tests not requested");
+    }
+    on
+}
+
+fn device() -> CudaDevice {
+    CudaDevice::new(0)
+}
+
+macro_rules! on_both {
+    ($($name:ident => $($check:ident)::+;)*) => {
+        mod cube {
+            use super::*;
+            $(#[test] fn $name() { if requested() { $($check)::+::<Cube>(&device()); } })*
+        }
+        mod fused {
+            use super::*;
+            $(#[test] fn $name() { if requested() { $($check)::+::<Fused>(&device()); } })*
+        }
+    };
+}
+
+fn random_large<B: vsr_kernels::WarpBackend<Device = CudaDevice>>(device: &CudaDevice) {
+    common::check_against_reference::<B>(device, [2, 3, 24, 40], 6.0);
+    common::check_against_reference::<B>(device, [1, 4, 33, 65], 40.0);
+    common::check_against_reference::<B>(device, [3, 1, 128, 240], 20.0);
+}
+
+on_both! {
+    golden_parity => common::check_golden;
+    reference_random => random_large;
+    identity => common::check_identity;
+    far_outside => common::check_far_outside;
+    finite_differences => common::check_finite_differences;
+    shapes => common::check_shapes;
+    determinism => common::check_determinism;
+    f16 => common::check_f16;
+    composition => common::check_composition;
+}

@@ -1,0 +1,3 @@
+//! Quality metrics.
+
+pub mod psnr;
