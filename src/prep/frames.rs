@@ -100,10 +100,10 @@ pub fn frames(data: &Path, opts: &FramesOptions) -> Result<Report> {
     let mut tasks = Vec::new();
     for res in &opts.resolutions {
         let name = res.name();
-        let mut missing = 0;
+        let (mut missing, mut smaller) = (0, 0);
         for (i, s) in m.scenes.iter().enumerate() {
             let Some(r) = s.renditions.get(&name) else {
-                missing += 1;
+                if res.height > s.height { smaller += 1 } else { missing += 1 }
                 continue;
             };
             let key = manifest::key(&[&"png-v1", &r.key, &r.bytes, &r.mtime_ns]);
@@ -115,6 +115,9 @@ pub fn frames(data: &Path, opts: &FramesOptions) -> Result<Report> {
             } else {
                 tasks.push(Task { scene: i, res: name.clone(), key });
             }
+        }
+        if smaller > 0 {
+            report.notes.push(format!("{name}: {smaller} scene(s) smaller than {} lines have no transcode (only down-scales)", res.height));
         }
         if missing > 0 {
             report.notes.push(format!("{name}: {missing} scene(s) have no {name} transcode: run `vsr prep transcode` first"));
