@@ -37,3 +37,12 @@ demo *ARGS:
 # What this build can run on.
 info:
     cargo run --release --features {{features}} -- info
+
+# Prepare a data set from source videos: scenes, transcodes (every down-scale of 4k/1080p/720p/540p).
+# e.g. `just prep assets/bikes.mp4 --detect --frames`
+prep +ARGS:
+    cargo run --release --features {{features}} -- prep all --out data {{ARGS}}
+
+# Transcode speed against the ffmpeg program (same clip, same settings, one thread each).
+bench-transcode *ARGS:
+    cargo run --release --features {{features}} -- bench transcode {{ARGS}}

@@ -403,7 +403,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     commit(&tmp, path)
 }
 
-fn commit(tmp: &Path, path: &Path) -> Result<()> {
+/// Makes `tmp` (fully written) durable and renames it to `path`.
+pub(crate) fn commit(tmp: &Path, path: &Path) -> Result<()> {
     File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp, e))?;
     std::fs::rename(tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(tmp);

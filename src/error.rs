@@ -31,6 +31,10 @@ pub enum Error {
     /// A tensor fixture or safetensors file was malformed.
     #[error("{path}: {reason}")]
     Tensors { path: PathBuf, reason: String },
+    /// A video could not be opened, demuxed, decoded or written (missing, truncated, not a
+    /// video, no video stream, an encoder refusing its settings).
+    #[error("{path}: {reason}")]
+    Media { path: PathBuf, reason: String },
     /// Invalid arguments or inputs (shape, frame count, sizes).
     #[error("{0}")]
     Invalid(String),

@@ -1,7 +1,8 @@
 //! `vsr`: video super-resolution (VSRNet with FlowNet2-SD motion compensation) trained in pure
 //! Rust on Burn.
 //!
-//! The tree follows the pipeline: [`video`] (decoding) -> [`model`] (FlowNetSD, warp, VSRNet) ->
+//! The tree follows the pipeline: `prep` (source videos -> scenes -> transcodes -> PNG frames, with
+//! the `video` feature) -> [`video`] (decoding) -> [`model`] (FlowNetSD, warp, VSRNet) ->
 //! [`checkpoint`] (weights in and out) -> [`image`] (colour output); [`backend`] is the one place
 //! that names Burn backend types, and [`cli`] is the `vsr` program.
 
@@ -12,6 +13,8 @@ pub mod error;
 pub mod eval;
 pub mod image;
 pub mod model;
+#[cfg(feature = "video")]
+pub mod prep;
 pub mod tensors;
 pub mod train;
 #[cfg(feature = "video")]

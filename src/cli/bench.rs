@@ -26,6 +26,10 @@ pub enum What {
     /// The warp (our kernel on CubeCL backends) against Burn's tensor-op warp, forward and
     /// forward+backward, with achieved memory bandwidth.
     Warp(WarpArgs),
+    /// `vsr prep transcode`'s encoder against the `ffmpeg` program on the same clip and the same
+    /// settings (both single-threaded): frames per second per core.
+    #[cfg(feature = "video")]
+    Transcode(super::bench_transcode::TranscodeBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -113,6 +117,8 @@ pub struct FlownetResult {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
+        #[cfg(feature = "video")]
+        What::Transcode(a) => super::bench_transcode::run(a),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;

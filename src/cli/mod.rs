@@ -7,8 +7,12 @@ use clap::{Parser, Subcommand};
 use crate::backend::BackendKind;
 
 pub mod bench;
+#[cfg(feature = "video")]
+mod bench_transcode;
 pub mod demo;
 pub mod info;
+#[cfg(feature = "video")]
+pub mod prep;
 
 /// Video super-resolution (VSRNet + FlowNet2-SD) trained in pure Rust.
 #[derive(Debug, Parser)]
@@ -50,6 +54,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Benchmarks (table and JSON).
     Bench(bench::Args),
+    /// Data preparation: split sources into scenes, transcode them, write PNG frames.
+    #[cfg(feature = "video")]
+    Prep(prep::Args),
 }
 
 /// Parses the command line, runs, prints any error once with its causes, returns the exit code.
@@ -59,6 +66,8 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
+        #[cfg(feature = "video")]
+        Command::Prep(args) => prep::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
