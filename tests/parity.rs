@@ -80,14 +80,12 @@ fn flownet_has_published_parameter_count() {
     assert_eq!(net.num_params(), vsr::model::FlowNetSD::<Cpu>::NUM_PARAMS);
 }
 
-/// The same checks on a GPU backend, when asked for: `VSR_TEST_GPU=cuda cargo test ...`. With the
-/// variable set, a missing GPU fails the test rather than skipping it.
+/// The same checks on a GPU backend: `VSR_TEST_GPU=cuda cargo test --test parity -- --ignored`.
+/// Ignored by default (CI has no GPU); when run, a missing GPU or variable fails it.
 #[test]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
 fn parity_on_requested_gpu() {
-    let Ok(which) = std::env::var("VSR_TEST_GPU") else {
-        println!("VSR_TEST_GPU not set: GPU parity not requested");
-        return;
-    };
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
     match which.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => {
