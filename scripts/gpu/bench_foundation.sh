@@ -2,7 +2,7 @@
 # On the GPU machine: FlowNetSD cold/warm forward, warp kernel vs Burn ops vs PyTorch.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-[ -x .gpu/vsr ] || { for f in .gpu/*.xz; do xz -d -f "$f" 2>/dev/null || python3 -c "import lzma,sys; open(sys.argv[1][:-3],'wb').write(lzma.open(sys.argv[1]).read())" "$f"; done; chmod +x .gpu/*; }
+source scripts/gpu/env.sh  # unpacks .gpu/, LD_LIBRARY_PATH to its FFmpeg
 V=.gpu/vsr; PY=/opt/torch/.venv/bin/python
 rm -rf ~/.cache/cubecl
 echo "== flownet cold (empty kernel cache)"; $V bench flownet --backend cuda --size 512x960 --flownet tests/fixtures/flownet_sd.pth.tar.gz --iters 20 --json "$OUT/flownet_cold.json" | head -3

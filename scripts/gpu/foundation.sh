@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export VSR_REPO_DIR=$PWD VSR_TEST_GPU=cuda RUST_BACKTRACE=1
-for f in .gpu/*.xz; do xz -d -f "$f" 2>/dev/null || python3 -c "import lzma,sys; open(sys.argv[1][:-3],'wb').write(lzma.open(sys.argv[1]).read())" "$f"; done; chmod +x .gpu/*
+source scripts/gpu/env.sh  # unpacks .gpu/, LD_LIBRARY_PATH to its FFmpeg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 .gpu/vsr info
 .gpu/parity --include-ignored --nocapture --test-threads 1 2>&1 | tee "$OUT/parity.log" | grep -E "max abs|test |result"

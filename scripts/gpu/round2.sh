@@ -3,7 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export VSR_REPO_DIR=$PWD VSR_TEST_GPU=cuda
-for f in .gpu/*.xz; do xz -d -f "$f"; done; chmod +x .gpu/*
+source scripts/gpu/env.sh  # unpacks .gpu/, LD_LIBRARY_PATH to its FFmpeg
 nvidia-smi --query-gpu=name --format=csv,noheader
 .gpu/cuda --ignored --test-threads 1 2>&1 | tee "$OUT/cuda_kernels.log" | grep -E "^test |result|error:" | head -40
 .gpu/parity parity_on_requested_gpu --ignored --nocapture 2>&1 | tee "$OUT/parity.log" | grep -E "max abs|result|error:"
