@@ -24,6 +24,7 @@ mod autodiff;
 pub mod bench;
 #[cfg(feature = "cubecl")]
 pub mod cube;
+pub mod fixed_point;
 
 /// A backend that can warp an image by a flow field.
 pub trait WarpBackend: Backend {

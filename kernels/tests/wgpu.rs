@@ -46,6 +46,11 @@ on_both! {
 }
 
 #[test]
+fn passes_against_model() {
+    common::stages::check_passes_against_model::<WgpuRuntime, u32>(&device());
+}
+
+#[test]
 fn adapter_present() {
     // Creating a client panics when wgpu finds no adapter: the test fails instead of skipping.
     let name = Cube::name(&device());

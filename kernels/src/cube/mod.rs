@@ -9,4 +9,7 @@ mod backend;
 mod fusion;
 pub mod kernel;
 
-pub use backend::{atomic_grad_img, set_atomic_grad_img, warp_backward, warp_forward};
+pub use backend::{
+    BackwardStages, atomic_grad_img, set_atomic_grad_img, warp_backward, warp_backward_stages,
+    warp_forward,
+};

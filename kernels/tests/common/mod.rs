@@ -6,6 +6,9 @@ use burn::tensor::{DType, Distribution, Tensor, TensorData, backend::Backend};
 use std::collections::HashMap;
 use vsr_kernels::{WarpBackend, warp, warp_backward, warp_reference};
 
+#[cfg(feature = "cubecl")]
+pub mod stages;
+
 pub type Golden = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The `warp.*` tensors of `tests/fixtures/golden.safetensors` (PyTorch outputs).
