@@ -22,6 +22,7 @@ use burn::tensor::{
 
 mod autodiff;
 pub mod bench;
+pub mod conv;
 #[cfg(feature = "cubecl")]
 pub mod cube;
 pub mod fixed_point;

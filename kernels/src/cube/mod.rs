@@ -4,8 +4,10 @@
 //!   float-atomic variant behind [`set_atomic_grad_img`]).
 //! * `backend`: `impl WarpBackend for CubeBackend<R, F, I, BT>`.
 //! * `fusion`: `impl WarpBackend for Fusion<B>` as a fusion custom operation.
+//! * `conv`: `impl ConvBackend` for both (f32 convolutions through Burn's direct kernels).
 
 mod backend;
+mod conv;
 mod fusion;
 pub mod kernel;
 
