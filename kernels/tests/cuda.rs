@@ -46,6 +46,7 @@ on_both! {
     determinism => common::check_determinism;
     f16 => common::check_f16;
     composition => common::check_composition;
+    conv_f32 => common::check_conv_f32;
 }
 
 #[test]
