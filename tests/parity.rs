@@ -93,6 +93,7 @@ fn flownet_has_published_parameter_count() {
 #[test]
 #[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
 fn parity_on_requested_gpu() {
+    let _gpu = GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner());
     let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
     match which.as_str() {
         #[cfg(feature = "cuda")]
@@ -113,14 +114,24 @@ fn parity_on_requested_gpu() {
     }
 }
 
+/// The GPU tests one at a time: the convolution precision is process-wide.
+static GPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// FlowNetSD and VSRNet on the GPU backend with every convolution in f32
 /// (`ConvPrecision::F32`, no TF32 tensor cores): 10x tighter than the fixtures' tolerance.
-/// `VSR_TEST_GPU=cuda cargo test --test parity -- --ignored --test-threads 1` (the precision is
-/// process-wide: don't run it beside the TF32 test).
 #[test]
 #[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
 fn parity_on_requested_gpu_f32_convolutions() {
     use vsr_kernels::conv::{ConvPrecision, set_conv_precision};
+    let _gpu = GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    /// Back to the default when the test ends, passed or not.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            set_conv_precision(ConvPrecision::Tf32);
+        }
+    }
+    let _reset = Reset;
     let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
     set_conv_precision(ConvPrecision::F32);
     match which.as_str() {
@@ -138,5 +149,4 @@ fn parity_on_requested_gpu_f32_convolutions() {
         }
         other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
     }
-    set_conv_precision(ConvPrecision::Tf32);
 }

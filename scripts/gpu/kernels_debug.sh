@@ -28,10 +28,10 @@ VSR_WARP_BACKWARD_KERNEL=1 VSR_WARP_ATOMIC=1 .gpu/cuda golden_parity reference_r
 verdict "$OUT/cuda_atomic.log"
 
 echo "== 4. parity vs PyTorch (CPU golden): convolutions autotuned (TF32), warp backward kernel on"
-VSR_WARP_BACKWARD_KERNEL=1 .gpu/parity parity_on_requested_gpu --ignored --nocapture >"$OUT/parity_tf32.log" 2>&1
+VSR_WARP_BACKWARD_KERNEL=1 .gpu/parity parity_on_requested_gpu --exact --ignored --nocapture >"$OUT/parity_tf32.log" 2>&1
 grep -E "max abs|^test result|panicked" "$OUT/parity_tf32.log"
 echo "== 5. parity with f32-only convolutions (ConvPrecision::F32, tolerance 1e-4)"
-.gpu/parity parity_on_requested_gpu_f32_convolutions --ignored --nocapture >"$OUT/parity_f32.log" 2>&1
+.gpu/parity parity_on_requested_gpu_f32_convolutions --exact --ignored --nocapture >"$OUT/parity_f32.log" 2>&1
 grep -E "max abs|^test result|panicked" "$OUT/parity_f32.log"
 
 echo "== 6. benchmarks: warp with the backward kernel; FlowNetSD 512x960 with f32-only convolutions"
