@@ -40,7 +40,9 @@ impl std::str::FromStr for ConvPrecision {
         match s.to_ascii_lowercase().as_str() {
             "tf32" => Ok(Self::Tf32),
             "f32" | "fp32" => Ok(Self::F32),
-            other => Err(format!("conv precision `{other}`: expected `tf32` or `f32`")),
+            other => Err(format!(
+                "conv precision `{other}`: expected `tf32` or `f32`"
+            )),
         }
     }
 }
@@ -152,14 +154,9 @@ pub fn conv_transpose2d<B: ConvBackend>(
 ) -> Tensor<B, 4> {
     match conv_precision() {
         ConvPrecision::Tf32 => burn::tensor::module::conv_transpose2d(x, weight, bias, options),
-        ConvPrecision::F32 => {
-            Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2d_f32(
-                float(x),
-                float(weight),
-                bias.map(float),
-                options,
-            )))
-        }
+        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(
+            B::conv_transpose2d_f32(float(x), float(weight), bias.map(float), options),
+        )),
     }
 }
 

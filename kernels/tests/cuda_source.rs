@@ -9,8 +9,8 @@
 #![cfg(all(feature = "cuda", feature = "wgpu"))]
 
 use burn::backend::wgpu::{WgpuDevice, WgpuRuntime};
-use cubecl::cuda::CudaCompiler;
 use cubecl::Compiler;
+use cubecl::cuda::CudaCompiler;
 use cubecl::prelude::*;
 use vsr_kernels::cube::kernel::{
     warp_backward_flow_kernel, warp_backward_img_atomic_kernel, warp_backward_img_resolve_kernel,

@@ -257,7 +257,8 @@ pub fn warp_backward_stages<R: CubeRuntime>(
         cube_dim,
         cube_count,
     } = backward_inputs(img, flow, grad_out);
-    let grad_flow = empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
+    let grad_flow =
+        empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
     let grad_img = empty_device_contiguous_dtype(client.clone(), device, img.shape(), dtype);
     let addr = address_type(&[&img, &flow, &grad_out, &grad_flow, &emax, &acc, &grad_img]);
     warp_backward_flow_kernel::launch(
@@ -327,7 +328,8 @@ fn warp_backward_atomic<R: CubeRuntime>(
         cube_dim,
         cube_count,
     } = backward_inputs(img, flow, grad_out);
-    let grad_flow = empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
+    let grad_flow =
+        empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
     // Linear: the kernel indexes it as a contiguous (B,C,H,W) buffer (see `zeros_linear`).
     let acc = zeros_linear(&client, &device, img_shape.num_elements(), DType::F32);
     let dummy = zeros_linear(&client, &device, 1, DType::U32);

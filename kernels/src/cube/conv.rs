@@ -133,7 +133,14 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
             )
         };
         let shape = burn::tensor::Shape::new([b, cout, size(h, kh, 0), size(w, kw, 1)]);
-        register::<B>("vsr_conv2d_f32", x, weight, bias, shape, Kind::Conv(options))
+        register::<B>(
+            "vsr_conv2d_f32",
+            x,
+            weight,
+            bias,
+            shape,
+            Kind::Conv(options),
+        )
     }
 
     fn conv_transpose2d_f32(

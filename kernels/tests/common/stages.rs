@@ -122,12 +122,18 @@ fn check_case<R: CubeRuntime, BT: BoolElement>(
             emax[i]
         )
     };
-    bad += compare("pass 2 (acc low words)", &lo(&acc64), &lo(&acc64_model), |i, _, _| {
-        show(i)
-    });
-    bad += compare("pass 2 (acc high words)", &hi(&acc64), &hi(&acc64_model), |i, _, _| {
-        show(i)
-    });
+    bad += compare(
+        "pass 2 (acc low words)",
+        &lo(&acc64),
+        &lo(&acc64_model),
+        |i, _, _| show(i),
+    );
+    bad += compare(
+        "pass 2 (acc high words)",
+        &hi(&acc64),
+        &hi(&acc64_model),
+        |i, _, _| show(i),
+    );
 
     let gi_model: Vec<u32> = fixed_point::pass3_grad_img(&emax, &acc, t)
         .iter()
@@ -149,20 +155,30 @@ fn check_case<R: CubeRuntime, BT: BoolElement>(
         .iter()
         .map(|v| v.to_bits())
         .collect();
-    bad += compare("passes 1-3 vs model from inputs", &grad_img, &full_model, |i, g, m| {
-        format!(
-            "{:?}: device {:e}, model {:e}",
-            coords(i, shape),
-            f32::from_bits(g),
-            f32::from_bits(m)
-        )
-    });
+    bad += compare(
+        "passes 1-3 vs model from inputs",
+        &grad_img,
+        &full_model,
+        |i, g, m| {
+            format!(
+                "{:?}: device {:e}, model {:e}",
+                coords(i, shape),
+                f32::from_bits(g),
+                f32::from_bits(m)
+            )
+        },
+    );
     let again: Vec<u32> = read_f32::<R, BT>(run().grad_img)
         .iter()
         .map(|v| v.to_bits())
         .collect();
     bad += compare("second run", &again, &grad_img, |i, g, m| {
-        format!("{:?}: {:e} then {:e}", coords(i, shape), f32::from_bits(m), f32::from_bits(g))
+        format!(
+            "{:?}: {:e} then {:e}",
+            coords(i, shape),
+            f32::from_bits(m),
+            f32::from_bits(g)
+        )
     });
     bad
 }
@@ -182,7 +198,10 @@ pub fn check_passes_against_model<R: CubeRuntime, BT: BoolElement>(device: &R::D
         Shape::new(shape),
         burn::tensor::DType::U32,
     );
-    let raw = z.client.read_one(z.handle.clone()).expect("reading the zeros buffer");
+    let raw = z
+        .client
+        .read_one(z.handle.clone())
+        .expect("reading the zeros buffer");
     let nonzero = raw
         .chunks_exact(4)
         .take(numel)
@@ -218,5 +237,8 @@ pub fn check_passes_against_model<R: CubeRuntime, BT: BoolElement>(device: &R::D
         .collect();
     bad += check_case::<R, BT>(device, shape, &flow, &g);
 
-    assert_eq!(bad, 0, "the device's passes differ from the model (see above)");
+    assert_eq!(
+        bad, 0,
+        "the device's passes differ from the model (see above)"
+    );
 }
