@@ -22,8 +22,10 @@ use burn::tensor::{
 
 mod autodiff;
 pub mod bench;
+pub mod conv;
 #[cfg(feature = "cubecl")]
 pub mod cube;
+pub mod fixed_point;
 
 /// A backend that can warp an image by a flow field.
 pub trait WarpBackend: Backend {

@@ -1,7 +1,8 @@
 //! The CubeCL kernels on CUDA, bare `CubeBackend` and `burn::backend::Cuda` (fusion custom op).
 //! Ignored by default (CI has no GPU); on a GPU machine run them with `--ignored`, where a missing
 //! GPU fails them. The backward checks need `VSR_WARP_BACKWARD_KERNEL=1` to exercise the kernels
-//! rather than the tensor-op fallback CUDA uses for now.
+//! rather than the tensor-op fallback CUDA uses for now; `passes_against_model` runs the
+//! deterministic backward's passes directly and compares each with its host model.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -45,4 +46,11 @@ on_both! {
     determinism => common::check_determinism;
     f16 => common::check_f16;
     composition => common::check_composition;
+    conv_f32 => common::check_conv_f32;
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn passes_against_model() {
+    common::stages::check_passes_against_model::<cubecl::cuda::CudaRuntime, u8>(&device());
 }

@@ -43,6 +43,12 @@ on_both! {
     determinism => common::check_determinism;
     f16 => common::check_f16;
     composition => common::check_composition;
+    conv_f32 => common::check_conv_f32;
+}
+
+#[test]
+fn passes_against_model() {
+    common::stages::check_passes_against_model::<WgpuRuntime, u32>(&device());
 }
 
 #[test]

@@ -5,6 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Tensor, activation::leaky_relu, backend::Backend};
+use vsr_kernels::conv::{ConvBackend, conv2d_module, conv_transpose2d_module};
 
 /// Negative slope of every LeakyReLU in both networks.
 pub const LEAKY_SLOPE: f64 = 0.1;
@@ -53,9 +54,9 @@ impl ConvSpec {
     }
 }
 
-impl<B: Backend> ConvBlock<B> {
+impl<B: ConvBackend> ConvBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = self.conv.forward(x);
+        let x = conv2d_module(&self.conv, x);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
             None => x,
@@ -74,9 +75,11 @@ impl<B: Backend> DeconvBlock<B> {
     pub fn new(cin: usize, cout: usize, device: &B::Device) -> Self {
         Self { conv: upsample_x2(cin, cout, device) }
     }
+}
 
+impl<B: ConvBackend> DeconvBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(self.conv.forward(x), LEAKY_SLOPE)
+        leaky_relu(conv_transpose2d_module(&self.conv, x), LEAKY_SLOPE)
     }
 }
 

@@ -12,6 +12,9 @@ use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::{Tensor, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, predict_flow, upsample_x2};
+use vsr_kernels::conv::{
+    ConvBackend, conv_transpose2d_module as deconv, conv2d_module as conv,
+};
 
 /// FlowNetSD's configuration: the published network has no free settings, so this only
 /// records that and builds it.
@@ -108,7 +111,7 @@ impl FlowNetSDConfig {
     }
 }
 
-impl<B: Backend> FlowNetSD<B> {
+impl<B: ConvBackend> FlowNetSD<B> {
     /// Number of parameters of the published network.
     pub const NUM_PARAMS: usize = 45_371_666;
 
@@ -118,7 +121,8 @@ impl<B: Backend> FlowNetSD<B> {
         flow2
     }
 
-    /// Every flow of the decoder: training-mode output.
+    /// Every flow of the decoder: training-mode output. (`conv` / `deconv` are the layers'
+    /// `forward` at the process's convolution precision, `vsr_kernels::conv`.)
     ///
     /// # Shapes
     /// - x: `[batch, 6, h, w]`, h and w multiples of 64
@@ -132,27 +136,27 @@ impl<B: Backend> FlowNetSD<B> {
         let c5 = self.conv5_1.forward(self.conv5.forward(c4.clone())); //   [b, 512, h/32, w/32]
         let c6 = self.conv6_1.forward(self.conv6.forward(c5.clone())); //   [b, 1024, h/64, w/64]
 
-        let flow6 = self.predict_flow6.forward(c6.clone());
+        let flow6 = conv(&self.predict_flow6, c6.clone());
         let cat5 = Tensor::cat(
-            vec![c5, self.deconv5.forward(c6), self.upsampled_flow6_to_5.forward(flow6.clone())],
+            vec![c5, self.deconv5.forward(c6), deconv(&self.upsampled_flow6_to_5, flow6.clone())],
             1,
         ); //                                                                [b, 1026, h/32, w/32]
-        let flow5 = self.predict_flow5.forward(self.inter_conv5.forward(cat5.clone()));
+        let flow5 = conv(&self.predict_flow5, self.inter_conv5.forward(cat5.clone()));
         let cat4 = Tensor::cat(
-            vec![c4, self.deconv4.forward(cat5), self.upsampled_flow5_to_4.forward(flow5.clone())],
+            vec![c4, self.deconv4.forward(cat5), deconv(&self.upsampled_flow5_to_4, flow5.clone())],
             1,
         ); //                                                                [b, 770, h/16, w/16]
-        let flow4 = self.predict_flow4.forward(self.inter_conv4.forward(cat4.clone()));
+        let flow4 = conv(&self.predict_flow4, self.inter_conv4.forward(cat4.clone()));
         let cat3 = Tensor::cat(
-            vec![c3, self.deconv3.forward(cat4), self.upsampled_flow4_to_3.forward(flow4.clone())],
+            vec![c3, self.deconv3.forward(cat4), deconv(&self.upsampled_flow4_to_3, flow4.clone())],
             1,
         ); //                                                                [b, 386, h/8, w/8]
-        let flow3 = self.predict_flow3.forward(self.inter_conv3.forward(cat3.clone()));
+        let flow3 = conv(&self.predict_flow3, self.inter_conv3.forward(cat3.clone()));
         let cat2 = Tensor::cat(
-            vec![c2, self.deconv2.forward(cat3), self.upsampled_flow3_to_2.forward(flow3.clone())],
+            vec![c2, self.deconv2.forward(cat3), deconv(&self.upsampled_flow3_to_2, flow3.clone())],
             1,
         ); //                                                                [b, 194, h/4, w/4]
-        let flow2 = self.predict_flow2.forward(self.inter_conv2.forward(cat2));
+        let flow2 = conv(&self.predict_flow2, self.inter_conv2.forward(cat2));
         FlowPyramid { flows: [flow2, flow3, flow4, flow5, flow6] }
     }
 }

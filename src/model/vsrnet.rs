@@ -21,6 +21,7 @@ use super::blocks::{ConvBlock, ConvSpec};
 use super::flownet_sd::FlowNetSD;
 use super::warp::warp;
 use crate::backend::VsrBackend;
+use vsr_kernels::conv::conv2d_module;
 use crate::error::{Error, Result};
 
 /// Down- and up-sampling factor.
@@ -198,7 +199,7 @@ impl<B: VsrBackend> VsrNet<B> {
         let stacked = Tensor::cat(inputs, 1).reshape([b * f, 1, h, w]);
         let feat = self.conv1.forward(stacked).reshape([b, f * 64, h, w]); // [b, 64 f, h, w]
         // pred = sigmoid(conv3(conv2(feat)))                                  [b, 1, h, w]
-        let pred = sigmoid(self.conv3.forward(self.conv2.forward(feat)));
+        let pred = sigmoid(conv2d_module(&self.conv3, self.conv2.forward(feat)));
         VsrOutput { pred, target, bilinear: lr_frame(m), flows }
     }
 

@@ -4,12 +4,15 @@ use super::kernel::{
     warp_backward_flow_kernel, warp_backward_img_atomic_kernel, warp_backward_img_resolve_kernel,
     warp_backward_img_scatter_kernel, warp_forward_kernel,
 };
-use crate::WarpBackend;
+use crate::{WarpBackend, fixed_point::headroom_bits};
 use burn::tensor::{DType, Shape, TensorMetadata, ops::FloatTensor};
 use burn_cubecl::{
     BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement,
     kernel::{cast, into_contiguous},
-    ops::numeric::{empty_device_contiguous_dtype, zeros_client},
+    ops::{
+        numeric::{empty_device_contiguous_dtype, zeros_client},
+        reshape,
+    },
     tensor::CubeTensor,
 };
 use cubecl::{
@@ -43,8 +46,12 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> WarpBacken
 
 /// Whether the backward kernels may run on this runtime. On CUDA (H100, 2026-11-25) the
 /// fixed-point image-gradient passes gave wrong and run-to-run different values while every
-/// check passes on wgpu/lavapipe: until that is found and fixed, CUDA takes the tensor-op
-/// backward (correct, slower). `VSR_WARP_BACKWARD_KERNEL=1` forces the kernels, for debugging.
+/// check passed on wgpu/lavapipe. Cause (found 2026-11-26 from the CubeCL sources, see
+/// `zeros_linear`): their scratch buffers came from Burn's `zeros_client` with the image's 4-D
+/// shape, which CUDA allocates with padded rows and zeroes only the logical elements, while the
+/// kernels index them linearly; the buffers are rank 1 now. Until that fix is confirmed on a GPU
+/// (`scripts/gpu/kernels_debug.sh`), CUDA takes the tensor-op backward (correct, slower);
+/// `VSR_WARP_BACKWARD_KERNEL=1` forces the kernels.
 fn backward_kernel_verified<R: CubeRuntime>(client: &cubecl::prelude::ComputeClient<R>) -> bool {
     if std::env::var("VSR_WARP_BACKWARD_KERNEL").is_ok_and(|v| v == "1") {
         return true;
@@ -58,10 +65,22 @@ fn prepare<R: CubeRuntime>(t: CubeTensor<R>, dtype: DType) -> CubeTensor<R> {
     into_contiguous(t)
 }
 
-/// Bits of fixed-point headroom: `ceil(log2(4*H*W + 1))` (the most contributions per element).
-fn fixed_point_bits(h: usize, w: usize) -> u32 {
-    let n = 4 * (h as u64) * (w as u64);
-    63 - (64 - n.leading_zeros())
+/// A zero-filled buffer of `len` elements, contiguous on every runtime.
+///
+/// The backward kernels index their scratch buffers linearly. Burn's `zeros_client` with a
+/// multi-dimensional shape asks CubeCL for an "optimized" layout, which on CUDA
+/// (`PitchedMemoryLayoutPolicy`) pads every row of the last dimension to a power of two bytes
+/// (16..512): its fill kernel then zeroes only the logical elements and leaves the padding with
+/// whatever the memory pool held before. A rank-1 shape has no rows to pad.
+fn zeros_linear<R: CubeRuntime>(
+    client: &cubecl::prelude::ComputeClient<R>,
+    device: &R::Device,
+    len: usize,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let t = zeros_client(client.clone(), device.clone(), Shape::new([len]), dtype);
+    debug_assert!(t.is_contiguous());
+    t
 }
 
 /// The forward kernel on CubeCL tensors.
@@ -80,11 +99,7 @@ pub fn warp_forward<R: CubeRuntime>(img: CubeTensor<R>, flow: CubeTensor<R>) -> 
     let client = img.client.clone();
     let cube_dim = CubeDim::new(&client, n);
     let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-    let addr = [&img, &flow, &out]
-        .iter()
-        .map(|t| t.required_address_type())
-        .max()
-        .unwrap_or_default();
+    let addr = address_type(&[&img, &flow, &out]);
     warp_forward_kernel::launch(
         &client,
         cube_count,
@@ -131,125 +146,20 @@ pub fn warp_backward<R: CubeRuntime>(
 ) -> (CubeTensor<R>, CubeTensor<R>) {
     img.assert_is_on_same_device(&flow);
     img.assert_is_on_same_device(&grad_out);
-    let dtype = img.dtype;
     let flow_dtype = flow.dtype;
-    let img = prepare(img, dtype);
-    let flow = prepare(flow, dtype);
-    let grad_out = prepare(grad_out, dtype);
-    let [b, _c, h, w] = img.shape().dims();
-    let client = img.client.clone();
-    let device = img.device.clone();
-    let grad_flow =
-        empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
-    let numel = img.shape().num_elements();
-    let n = b * h * w;
-    if n == 0 || numel == 0 {
-        let grad_img = zeros_client(client.clone(), device.clone(), img.shape(), dtype);
-        let grad_flow = zeros_client(client, device, flow.shape(), flow_dtype);
-        return (grad_img, grad_flow);
-    }
-    let cube_dim = CubeDim::new(&client, n);
-    let cube_count = calculate_cube_count_elemwise(&client, n, cube_dim);
-
     let use_atomic = atomic_grad_img()
-        && client
+        && img
+            .client
             .properties()
             .atomic_type_usage(Type::new(StorageType::Atomic(FloatKind::F32.into())))
             .contains(AtomicUsage::Add);
-
-    let grad_img = if use_atomic {
-        let acc = zeros_client(client.clone(), device.clone(), img.shape(), DType::F32);
-        let dummy = zeros_client(client.clone(), device.clone(), Shape::new([1]), DType::U32);
-        let addr = [&img, &flow, &grad_out, &grad_flow, &acc]
-            .iter()
-            .map(|t| t.required_address_type())
-            .max()
-            .unwrap_or_default();
-        warp_backward_flow_kernel::launch(
-            &client,
-            cube_count.clone(),
-            cube_dim,
-            addr,
-            img.into_tensor_arg(),
-            flow.clone().into_tensor_arg(),
-            grad_out.clone().into_tensor_arg(),
-            grad_flow.clone().into_tensor_arg(),
-            dummy.into_tensor_arg(),
-            false,
-            dtype.into(),
-        );
-        warp_backward_img_atomic_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            addr,
-            flow.into_tensor_arg(),
-            grad_out.into_tensor_arg(),
-            acc.clone().into_tensor_arg(),
-            dtype.into(),
-        );
-        if dtype == DType::F32 {
-            acc
-        } else {
-            cast(acc, dtype)
-        }
+    let (grad_img, grad_flow) = if use_atomic {
+        warp_backward_atomic(img, flow, grad_out)
     } else {
-        let t_bits = fixed_point_bits(h, w);
-        let emax = zeros_client(client.clone(), device.clone(), img.shape(), DType::U32);
-        let acc = zeros_client(
-            client.clone(),
-            device.clone(),
-            Shape::new([2 * numel]),
-            DType::U32,
-        );
-        let grad_img =
-            empty_device_contiguous_dtype(client.clone(), device.clone(), img.shape(), dtype);
-        let addr = [&img, &flow, &grad_out, &grad_flow, &emax, &acc, &grad_img]
-            .iter()
-            .map(|t| t.required_address_type())
-            .max()
-            .unwrap_or_default();
-        warp_backward_flow_kernel::launch(
-            &client,
-            cube_count.clone(),
-            cube_dim,
-            addr,
-            img.into_tensor_arg(),
-            flow.clone().into_tensor_arg(),
-            grad_out.clone().into_tensor_arg(),
-            grad_flow.clone().into_tensor_arg(),
-            emax.clone().into_tensor_arg(),
-            true,
-            dtype.into(),
-        );
-        warp_backward_img_scatter_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            addr,
-            flow.into_tensor_arg(),
-            grad_out.into_tensor_arg(),
-            emax.clone().into_tensor_arg(),
-            acc.clone().into_tensor_arg(),
-            t_bits,
-            dtype.into(),
-        );
-        let cube_dim = CubeDim::new(&client, numel);
-        let cube_count = calculate_cube_count_elemwise(&client, numel, cube_dim);
-        warp_backward_img_resolve_kernel::launch(
-            &client,
-            cube_count,
-            cube_dim,
-            addr,
-            emax.into_tensor_arg(),
-            acc.into_tensor_arg(),
-            grad_img.clone().into_tensor_arg(),
-            t_bits,
-            dtype.into(),
-        );
-        grad_img
+        let s = warp_backward_stages(img, flow, grad_out);
+        (s.grad_img, s.grad_flow)
     };
-    let grad_flow = if flow_dtype != dtype {
+    let grad_flow = if grad_flow.dtype != flow_dtype {
         cast(grad_flow, flow_dtype)
     } else {
         grad_flow
@@ -257,13 +167,210 @@ pub fn warp_backward<R: CubeRuntime>(
     (grad_img, grad_flow)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn headroom() {
-        // 4*24*40 = 3840 < 2^12
-        assert_eq!(super::fixed_point_bits(24, 40), 51);
-        assert_eq!(super::fixed_point_bits(1, 1), 60);
-        assert_eq!(super::fixed_point_bits(1080, 1920), 40);
+/// The inputs of the backward kernels, in one storage type and contiguous, and the launch grid
+/// over the B*H*W output pixels.
+struct BackwardInputs<R: CubeRuntime> {
+    img: CubeTensor<R>,
+    flow: CubeTensor<R>,
+    grad_out: CubeTensor<R>,
+    cube_dim: CubeDim,
+    cube_count: cubecl::CubeCount,
+}
+
+fn backward_inputs<R: CubeRuntime>(
+    img: CubeTensor<R>,
+    flow: CubeTensor<R>,
+    grad_out: CubeTensor<R>,
+) -> BackwardInputs<R> {
+    let dtype = img.dtype;
+    let img = prepare(img, dtype);
+    let flow = prepare(flow, dtype);
+    let grad_out = prepare(grad_out, dtype);
+    let [b, _c, h, w] = img.shape().dims();
+    let n = b * h * w;
+    let cube_dim = CubeDim::new(&img.client, n);
+    let cube_count = calculate_cube_count_elemwise(&img.client, n, cube_dim);
+    BackwardInputs {
+        img,
+        flow,
+        grad_out,
+        cube_dim,
+        cube_count,
     }
+}
+
+/// Whether the backward has no element to compute (then both gradients are zeros).
+fn is_empty<R: CubeRuntime>(img: &CubeTensor<R>) -> bool {
+    img.shape().num_elements() == 0
+}
+
+/// Zero gradients shaped like `img` and `flow`, in `img`'s storage type. (Burn's own zeros:
+/// nothing indexes them linearly.)
+fn zero_grads<R: CubeRuntime>(img: &CubeTensor<R>, flow: &CubeTensor<R>) -> [CubeTensor<R>; 2] {
+    [img.shape(), flow.shape()]
+        .map(|shape| zeros_client(img.client.clone(), img.device.clone(), shape, img.dtype))
+}
+
+/// The deterministic backward with the buffers of its three passes (see [`super::kernel`]);
+/// `emax`, `acc` are what passes 1 and 2 leave for the next one. For tests and diagnostics
+/// (`crate::fixed_point` models every pass on the host); [`warp_backward`] returns its gradients.
+pub struct BackwardStages<R: CubeRuntime> {
+    /// Pass 1: per element of `img`, the largest contribution magnitude as f32 bits (u32,
+    /// contiguous, `numel` elements).
+    pub emax: CubeTensor<R>,
+    /// Pass 2: per element, a 64-bit fixed-point sum as (low, high) u32 words (`2 * numel`).
+    pub acc: CubeTensor<R>,
+    /// Pass 3: the image gradient, shaped and typed like `img`.
+    pub grad_img: CubeTensor<R>,
+    /// Pass 1: the flow gradient, shaped like `flow`, in `img`'s storage type.
+    pub grad_flow: CubeTensor<R>,
+    /// Bits of headroom `T` of the fixed point ([`crate::fixed_point::headroom_bits`]).
+    pub t_bits: u32,
+}
+
+/// Runs the three passes of the deterministic backward and returns their buffers.
+pub fn warp_backward_stages<R: CubeRuntime>(
+    img: CubeTensor<R>,
+    flow: CubeTensor<R>,
+    grad_out: CubeTensor<R>,
+) -> BackwardStages<R> {
+    let [_b, _c, h, w] = img.shape().dims();
+    let t_bits = headroom_bits(h, w);
+    let numel = img.shape().num_elements();
+    let (client, device, dtype) = (img.client.clone(), img.device.clone(), img.dtype);
+    let emax = zeros_linear(&client, &device, numel, DType::U32);
+    let acc = zeros_linear(&client, &device, 2 * numel, DType::U32);
+    if is_empty(&img) {
+        let [grad_img, grad_flow] = zero_grads(&img, &flow);
+        return BackwardStages {
+            emax,
+            acc,
+            grad_img,
+            grad_flow,
+            t_bits,
+        };
+    }
+    let BackwardInputs {
+        img,
+        flow,
+        grad_out,
+        cube_dim,
+        cube_count,
+    } = backward_inputs(img, flow, grad_out);
+    let grad_flow =
+        empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
+    let grad_img = empty_device_contiguous_dtype(client.clone(), device, img.shape(), dtype);
+    let addr = address_type(&[&img, &flow, &grad_out, &grad_flow, &emax, &acc, &grad_img]);
+    warp_backward_flow_kernel::launch(
+        &client,
+        cube_count.clone(),
+        cube_dim,
+        addr,
+        img.into_tensor_arg(),
+        flow.clone().into_tensor_arg(),
+        grad_out.clone().into_tensor_arg(),
+        grad_flow.clone().into_tensor_arg(),
+        emax.clone().into_tensor_arg(),
+        true,
+        dtype.into(),
+    );
+    warp_backward_img_scatter_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        addr,
+        flow.into_tensor_arg(),
+        grad_out.into_tensor_arg(),
+        emax.clone().into_tensor_arg(),
+        acc.clone().into_tensor_arg(),
+        t_bits,
+        dtype.into(),
+    );
+    let cube_dim = CubeDim::new(&client, numel);
+    let cube_count = calculate_cube_count_elemwise(&client, numel, cube_dim);
+    warp_backward_img_resolve_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        addr,
+        emax.clone().into_tensor_arg(),
+        acc.clone().into_tensor_arg(),
+        grad_img.clone().into_tensor_arg(),
+        t_bits,
+        dtype.into(),
+    );
+    BackwardStages {
+        emax,
+        acc,
+        grad_img,
+        grad_flow,
+        t_bits,
+    }
+}
+
+/// The float-atomic backward (not bitwise reproducible): `(grad_img, grad_flow)`, both in
+/// `img`'s storage type.
+fn warp_backward_atomic<R: CubeRuntime>(
+    img: CubeTensor<R>,
+    flow: CubeTensor<R>,
+    grad_out: CubeTensor<R>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (client, device, dtype) = (img.client.clone(), img.device.clone(), img.dtype);
+    let img_shape = img.shape();
+    if is_empty(&img) {
+        let [grad_img, grad_flow] = zero_grads(&img, &flow);
+        return (grad_img, grad_flow);
+    }
+    let BackwardInputs {
+        img,
+        flow,
+        grad_out,
+        cube_dim,
+        cube_count,
+    } = backward_inputs(img, flow, grad_out);
+    let grad_flow =
+        empty_device_contiguous_dtype(client.clone(), device.clone(), flow.shape(), dtype);
+    // Linear: the kernel indexes it as a contiguous (B,C,H,W) buffer (see `zeros_linear`).
+    let acc = zeros_linear(&client, &device, img_shape.num_elements(), DType::F32);
+    let dummy = zeros_linear(&client, &device, 1, DType::U32);
+    let addr = address_type(&[&img, &flow, &grad_out, &grad_flow, &acc]);
+    warp_backward_flow_kernel::launch(
+        &client,
+        cube_count.clone(),
+        cube_dim,
+        addr,
+        img.into_tensor_arg(),
+        flow.clone().into_tensor_arg(),
+        grad_out.clone().into_tensor_arg(),
+        grad_flow.clone().into_tensor_arg(),
+        dummy.into_tensor_arg(),
+        false,
+        dtype.into(),
+    );
+    warp_backward_img_atomic_kernel::launch(
+        &client,
+        cube_count,
+        cube_dim,
+        addr,
+        flow.into_tensor_arg(),
+        grad_out.into_tensor_arg(),
+        acc.clone().into_tensor_arg(),
+        dtype.into(),
+    );
+    let grad_img = reshape(acc, img_shape);
+    let grad_img = if dtype == DType::F32 {
+        grad_img
+    } else {
+        cast(grad_img, dtype)
+    };
+    (grad_img, grad_flow)
+}
+
+/// The widest index type any of `tensors` needs.
+fn address_type<R: CubeRuntime>(tensors: &[&CubeTensor<R>]) -> cubecl::prelude::AddressType {
+    tensors
+        .iter()
+        .map(|t| t.required_address_type())
+        .max()
+        .unwrap_or_default()
 }

@@ -23,6 +23,11 @@
 //! accurate to about 1 ulp of f32 plus the usual cancellation error. Non-finite contributions make
 //! the pixel NaN. Only 32-bit integer atomics are used, so it runs on every CubeCL runtime
 //! (WGSL has no 64-bit or float atomics).
+//!
+//! Every kernel indexes its tensors as contiguous row-major buffers (`ABSOLUTE_POS`, `base + o`),
+//! ignoring strides: the launch code passes contiguous tensors only, including the scratch
+//! buffers (`emax`, `acc`), which are rank 1 because CUDA pads the rows of freshly allocated
+//! multi-dimensional buffers (see `zeros_linear` in `backend`).
 
 use cubecl::prelude::*;
 

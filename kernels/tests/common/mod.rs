@@ -6,6 +6,9 @@ use burn::tensor::{DType, Distribution, Tensor, TensorData, backend::Backend};
 use std::collections::HashMap;
 use vsr_kernels::{WarpBackend, warp, warp_backward, warp_reference};
 
+#[cfg(feature = "cubecl")]
+pub mod stages;
+
 pub type Golden = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// The `warp.*` tensors of `tests/fixtures/golden.safetensors` (PyTorch outputs).
@@ -436,4 +439,104 @@ pub fn check_composition<B: WarpBackend>(device: &B::Device) {
         1e-4,
         1e-4,
     );
+}
+
+/// `ConvBackend`'s f32 convolutions (`conv2d_f32`, `conv_transpose2d_f32`) against Burn's on the
+/// CPU backend: strides, padding, dilation, output padding, bias and none, groups.
+pub fn check_conv_f32<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+    use burn::tensor::{TensorPrimitive, module};
+    type Cpu = burn::backend::Flex;
+    let cpu = Default::default();
+    let pair = |shape: Vec<usize>| {
+        let n: usize = shape.iter().product();
+        let t = Tensor::<Cpu, 1>::random([n], Distribution::Uniform(-1.0, 1.0), &cpu);
+        let data = t.into_data();
+        (
+            Tensor::<Cpu, 1>::from_data(data.clone(), &cpu),
+            Tensor::<B, 1>::from_data(data, device),
+            shape,
+        )
+    };
+    let t4 = |(c, d, s): &(Tensor<Cpu, 1>, Tensor<B, 1>, Vec<usize>)| {
+        let s: [usize; 4] = s.clone().try_into().unwrap();
+        (c.clone().reshape(s), d.clone().reshape(s))
+    };
+    let prim = |t: Tensor<B, 4>| t.into_primitive().tensor();
+    let back = |t| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+
+    for (x, w, bias, options) in [
+        (
+            [2, 3, 9, 12],
+            [4, 3, 3, 3],
+            true,
+            ConvOptions::new([2, 1], [1, 0], [1, 2], 1),
+        ),
+        (
+            [1, 4, 8, 8],
+            [6, 2, 3, 3],
+            false,
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
+        ),
+    ] {
+        let (x, w, b) = (pair(x.to_vec()), pair(w.to_vec()), pair(vec![w[0]]));
+        let ((xc, xd), (wc, wd)) = (t4(&x), t4(&w));
+        let (bc, bd) = (bias.then(|| b.0.clone()), bias.then(|| b.1.clone()));
+        let want = module::conv2d(xc, wc, bc, options.clone());
+        let got = back(B::conv2d_f32(
+            prim(xd),
+            prim(wd),
+            bd.map(|t| t.into_primitive().tensor()),
+            options.clone(),
+        ));
+        assert_eq!(got.dims(), want.dims(), "conv2d {options:?}: shape");
+        assert_close(
+            &format!("conv2d {options:?}"),
+            &values(got),
+            &values(want),
+            1e-5,
+            1e-5,
+        );
+    }
+    for (x, w, bias, options) in [
+        (
+            [2, 3, 5, 6],
+            [3, 2, 4, 4],
+            true,
+            ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1),
+        ),
+        (
+            [1, 4, 4, 5],
+            [4, 3, 3, 3],
+            false,
+            ConvTransposeOptions::new([2, 3], [1, 0], [1, 2], [1, 1], 2),
+        ),
+    ] {
+        let (x, w, b) = (
+            pair(x.to_vec()),
+            pair(w.to_vec()),
+            pair(vec![w[1] * options.groups]),
+        );
+        let ((xc, xd), (wc, wd)) = (t4(&x), t4(&w));
+        let (bc, bd) = (bias.then(|| b.0.clone()), bias.then(|| b.1.clone()));
+        let want = module::conv_transpose2d(xc, wc, bc, options.clone());
+        let got = back(B::conv_transpose2d_f32(
+            prim(xd),
+            prim(wd),
+            bd.map(|t| t.into_primitive().tensor()),
+            options.clone(),
+        ));
+        assert_eq!(
+            got.dims(),
+            want.dims(),
+            "conv_transpose2d {options:?}: shape"
+        );
+        assert_close(
+            &format!("conv_transpose2d {options:?}"),
+            &values(got),
+            &values(want),
+            1e-5,
+            1e-5,
+        );
+    }
 }

@@ -1,0 +1,278 @@
+//! Convolutions with a chosen arithmetic precision.
+//!
+//! On CUDA, Burn 0.21 (burn-cubecl) autotunes every f32 convolution among a direct kernel (f32
+//! multiply-add), an im2col + matmul path and six implicit-GEMM kernels on tensor cores; the
+//! tensor-core ones (`simple_{sync,async,tma}_{cmma,mma}`) stage f32 inputs as **TF32** (10-bit
+//! mantissa, f32 accumulation) on every GPU CubeCL registers TF32 for (sm_80 and later), and the
+//! fastest usually wins. That is PyTorch's default too (`torch.backends.cudnn.allow_tf32 = True`),
+//! but it moves results by ~1e-3 relative, which is the whole tolerance of the FlowNetSD parity
+//! tests (`docs/conv_precision.md` has the details and source references).
+//!
+//! [`ConvPrecision`] chooses, process-wide, like PyTorch's `allow_tf32`:
+//! * [`ConvPrecision::Tf32`] (default): Burn's autotuned convolutions, TF32 allowed.
+//! * [`ConvPrecision::F32`]: convolutions through [`conv2d`] / [`conv_transpose2d`] (and the
+//!   module helpers [`conv2d_module`], [`conv_transpose2d_module`]) use Burn's direct kernels on
+//!   CubeCL backends, which multiply and accumulate in f32 (slower).
+//!
+//! Scope: the choice applies to backends without autodiff (inference, evaluation, frozen
+//! networks, parity tests). Under `Autodiff<B>` these functions are Burn's own (autotuned, TF32
+//! allowed on CUDA), forward and backward. CPU backends compute in f32 either way.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, ConvTranspose2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
+use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Arithmetic of f32 convolutions on GPU backends; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvPrecision {
+    /// Fastest kernel autotune finds, TF32 tensor cores allowed (like PyTorch's default).
+    Tf32,
+    /// f32 multiply-add only (like `torch.backends.cudnn.allow_tf32 = False`).
+    F32,
+}
+
+impl std::str::FromStr for ConvPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tf32" => Ok(Self::Tf32),
+            "f32" | "fp32" => Ok(Self::F32),
+            other => Err(format!(
+                "conv precision `{other}`: expected `tf32` or `f32`"
+            )),
+        }
+    }
+}
+
+/// 0: not yet read from the environment, 1: Tf32, 2: F32.
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the precision of f32 convolutions for the whole process (see the module docs).
+pub fn set_conv_precision(precision: ConvPrecision) {
+    let v = match precision {
+        ConvPrecision::Tf32 => 1,
+        ConvPrecision::F32 => 2,
+    };
+    PRECISION.store(v, Ordering::Relaxed);
+}
+
+/// The current precision: what [`set_conv_precision`] set, else the environment variable
+/// `VSR_CONV_PRECISION` (`tf32` or `f32`), else [`ConvPrecision::Tf32`].
+///
+/// # Panics
+/// If `VSR_CONV_PRECISION` holds anything else (a typo must not silently change the numbers).
+pub fn conv_precision() -> ConvPrecision {
+    match PRECISION.load(Ordering::Relaxed) {
+        1 => ConvPrecision::Tf32,
+        2 => ConvPrecision::F32,
+        _ => {
+            let p = match std::env::var("VSR_CONV_PRECISION") {
+                Ok(v) => v
+                    .parse()
+                    .unwrap_or_else(|e| panic!("VSR_CONV_PRECISION: {e}")),
+                Err(_) => ConvPrecision::Tf32,
+            };
+            // A concurrent `set_conv_precision` wins.
+            let _ = PRECISION.compare_exchange(
+                0,
+                if p == ConvPrecision::F32 { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            conv_precision()
+        }
+    }
+}
+
+/// A backend that can run convolutions in full f32. The provided methods are Burn's own
+/// convolutions (right for CPU backends, which have no TF32, and for `Autodiff<B>`); CubeCL
+/// backends override them with Burn's direct kernels.
+pub trait ConvBackend: Backend {
+    /// `conv2d` with f32 multiply-add only.
+    fn conv2d_f32(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::conv2d(x, weight, bias, options)
+    }
+
+    /// `conv_transpose2d` with f32 multiply-add only.
+    fn conv_transpose2d_f32(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options)
+    }
+}
+
+impl ConvBackend for burn::backend::Flex {}
+
+#[cfg(feature = "tch")]
+impl<E> ConvBackend for burn::backend::LibTorch<E> where burn::backend::LibTorch<E>: Backend {}
+
+impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    ConvBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+    t.into_primitive().tensor()
+}
+
+/// Burn's `conv2d` (same arguments, symmetric padding in `options`), computed at the current
+/// [`conv_precision`].
+pub fn conv2d<B: ConvBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
+    match conv_precision() {
+        ConvPrecision::Tf32 => burn::tensor::module::conv2d(x, weight, bias, options),
+        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(B::conv2d_f32(
+            float(x),
+            float(weight),
+            bias.map(float),
+            options,
+        ))),
+    }
+}
+
+/// Burn's `conv_transpose2d`, computed at the current [`conv_precision`].
+pub fn conv_transpose2d<B: ConvBackend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    options: ConvTransposeOptions<2>,
+) -> Tensor<B, 4> {
+    match conv_precision() {
+        ConvPrecision::Tf32 => burn::tensor::module::conv_transpose2d(x, weight, bias, options),
+        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(
+            B::conv_transpose2d_f32(float(x), float(weight), bias.map(float), options),
+        )),
+    }
+}
+
+/// `(start, end)` padding of one axis for `PaddingConfig2d::Same`, as Burn computes it.
+fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = if out > 0 {
+        ((out - 1) * stride + kernel).saturating_sub(size)
+    } else {
+        0
+    };
+    (total / 2, total - total / 2)
+}
+
+/// `conv.forward(x)` at the current [`conv_precision`].
+pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if conv_precision() == ConvPrecision::Tf32 {
+        return conv.forward(x);
+    }
+    let [_, _, h, w] = x.dims();
+    let ((top, bottom), (left, right)) = match conv.padding {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Same => (
+            same_padding(conv.kernel_size[0], conv.stride[0], h),
+            same_padding(conv.kernel_size[1], conv.stride[1], w),
+        ),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => ((top, bottom), (left, right)),
+    };
+    // Asymmetric padding: pad explicitly, as Burn does.
+    let (x, padding) = if top == bottom && left == right {
+        (x, [top, left])
+    } else {
+        let x = x.pad(
+            (left, right, top, bottom),
+            burn::tensor::ops::PadMode::Constant(0.0),
+        );
+        (x, [0, 0])
+    };
+    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
+    conv2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
+
+/// `conv.forward(x)` at the current [`conv_precision`].
+pub fn conv_transpose2d_module<B: ConvBackend>(
+    conv: &ConvTranspose2d<B>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    if conv_precision() == ConvPrecision::Tf32 {
+        return conv.forward(x);
+    }
+    let options = ConvTransposeOptions::new(
+        conv.stride,
+        conv.padding,
+        conv.padding_out,
+        conv.dilation,
+        conv.groups,
+    );
+    conv_transpose2d(
+        x,
+        conv.weight.val(),
+        conv.bias.as_ref().map(|b| b.val()),
+        options,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+    use burn::tensor::Distribution;
+
+    type B = burn::backend::Flex;
+
+    /// The module helpers in f32 mode equal the modules' own forward (Flex: same kernels), for
+    /// symmetric, asymmetric (`Same` with an even kernel) and transposed convolutions.
+    #[test]
+    fn module_helpers_match_burn() {
+        let device = Default::default();
+        let x = Tensor::<B, 4>::random([2, 3, 9, 12], Distribution::Uniform(-1.0, 1.0), &device);
+        let convs = [
+            Conv2dConfig::new([3, 4], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_stride([2, 2])
+                .init::<B>(&device),
+            Conv2dConfig::new([3, 4], [4, 4])
+                .with_padding(PaddingConfig2d::Same)
+                .init::<B>(&device),
+            Conv2dConfig::new([3, 4], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(0, 1, 2, 0))
+                .init::<B>(&device),
+        ];
+        let deconv = ConvTranspose2dConfig::new([3, 2], [4, 4])
+            .with_stride([2, 2])
+            .with_padding([1, 1])
+            .init::<B>(&device);
+        set_conv_precision(ConvPrecision::F32);
+        for conv in &convs {
+            let got = conv2d_module(conv, x.clone());
+            got.into_data()
+                .assert_eq(&conv.forward(x.clone()).into_data(), true);
+        }
+        conv_transpose2d_module(&deconv, x.clone())
+            .into_data()
+            .assert_eq(&deconv.forward(x).into_data(), true);
+        set_conv_precision(ConvPrecision::Tf32);
+    }
+
+    #[test]
+    fn parses() {
+        assert_eq!("F32".parse::<ConvPrecision>(), Ok(ConvPrecision::F32));
+        assert_eq!("tf32".parse::<ConvPrecision>(), Ok(ConvPrecision::Tf32));
+        assert!("half".parse::<ConvPrecision>().is_err());
+    }
+}
