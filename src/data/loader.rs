@@ -73,8 +73,11 @@ pub struct LoaderStats {
     pub retries: u64,
     /// Windows that could not be read.
     pub failed_windows: u64,
-    /// Worker time spent reading windows, all workers together.
+    /// Worker time spent reading windows (wall clock), all workers together.
     pub read_seconds: f64,
+    /// CPU time of the workers reading windows (what reading costs, whatever else runs on the
+    /// machine).
+    pub read_cpu_seconds: f64,
 }
 
 /// A crop: top-left corner and size.
@@ -102,6 +105,7 @@ pub(crate) struct Counters {
     retries: AtomicU64,
     failed: AtomicU64,
     read_ns: AtomicU64,
+    read_cpu_ns: AtomicU64,
 }
 
 impl Counters {
@@ -127,8 +131,22 @@ impl Counters {
             retries: g(&self.retries),
             failed_windows: g(&self.failed),
             read_seconds: g(&self.read_ns) as f64 * 1e-9,
+            read_cpu_seconds: g(&self.read_cpu_ns) as f64 * 1e-9,
         }
     }
+}
+
+/// CPU time of the calling thread, ns (0 where unknown).
+fn thread_cpu_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime fills the struct it is given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        }
+    }
+    0
 }
 
 /// Copies the `crop` of a packed RGB picture (`stride` bytes a row) into frame `f` of a window
@@ -343,7 +361,7 @@ fn worker(sh: Arc<Shared>, me: usize) {
         // SAFETY: the scheduler gave this window to this worker alone (status Busy); its slot
         // and buffer stay in place until the window is finished below.
         let out = unsafe { std::slice::from_raw_parts_mut(task.out, sh.window_bytes) };
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu_ns());
         let result = match catch_unwind(AssertUnwindSafe(|| reader.read(scene, task.item.start as usize, frames, crop, out, &sh.counters))) {
             Ok(r) => r,
             Err(panic) => {
@@ -357,6 +375,7 @@ fn worker(sh: Arc<Shared>, me: usize) {
             }
         };
         sh.counters.read_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        sh.counters.read_cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(cpu), Ordering::Relaxed);
         st = lock(&sh.state);
         sh.finish(&mut st, &task, result);
         sh.ready.notify_all();
