@@ -46,3 +46,17 @@ prep +ARGS:
 # Transcode speed against the ffmpeg program (same clip, same settings, one thread each).
 bench-transcode *ARGS:
     cargo run --release --features {{features}} -- bench transcode {{ARGS}}
+
+# The video loader against the PNG loader, as the original compares them: 720p data prepared from
+# the bundled clips (once, under target/), then `vsr bench loaders` with 1 and 2 workers. Table
+# and JSON; e.g. `just bench-loaders --step-ms 0` for the loaders' own speed.
+bench-loaders *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    data=target/bench-loaders-data
+    if [ ! -d "$data/720p/frames/train" ]; then
+        cargo run --release --features {{features}} -- prep all assets/bikes.mp4 assets/bigbuckbunny.mp4 \
+            --out "$data" --detect --val-scenes 0 --resolution 720p --frames -q
+    fi
+    cargo run --release --features {{features}} -- bench loaders --data "$data" --resolution 720p \
+        --batch 3 --frames 3 --crop 512x960 --workers 1,2 {{ARGS}}

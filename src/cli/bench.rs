@@ -30,6 +30,9 @@ pub enum What {
     /// settings (both single-threaded): frames per second per core.
     #[cfg(feature = "video")]
     Transcode(super::bench_transcode::TranscodeBenchArgs),
+    /// The video loader against the PNG loader on the same data and sampling, at a simulated
+    /// training step: bytes on disk, data wait per iteration, sequences/s, CPU cores, peak RSS.
+    Loaders(super::bench_loaders::LoadersBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         #[cfg(feature = "video")]
         What::Transcode(a) => super::bench_transcode::run(a),
+        What::Loaders(a) => super::bench_loaders::run(a),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;

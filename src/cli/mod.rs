@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::backend::BackendKind;
 
 pub mod bench;
+mod bench_loaders;
 #[cfg(feature = "video")]
 mod bench_transcode;
 pub mod demo;

@@ -1,0 +1,148 @@
+//! Batches onto the training device: uploaded as u8 (a quarter of the bytes of f32) and turned
+//! into float (B, 3, F, H, W) in [0, 255] on the device, one batch ahead of use.
+//!
+//! What Burn 0.21 does with u8 data (read in its sources): `Tensor::<B, D, Int>::from_data(data,
+//! &device)` converts the data on the host to the device's default int type (i32 on our
+//! backends) before uploading, 4x the bytes. Passing the dtype, `from_data(data, (&device,
+//! DType::U8))`, keeps the bytes as they are: burn-flex stores u8, CubeCL uploads a u8 buffer,
+//! and `.float()` is then a cast kernel on the device (CubeCL's `int_into_float`), a loop on the
+//! CPU (flex). WGSL (burn's `wgpu` feature) has no 8-bit storage type: there the bytes go up
+//! as i32 words, 4 pixels each (the same bytes, no widening), and are unpacked on the device
+//! with shifts and masks.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::backend::{Backend, DTypeUsage};
+use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+
+use super::loader::{HostBatch, Loader};
+use super::sampler::WindowRef;
+use crate::error::Result;
+
+/// `batch` on `device` as float (B, 3, F, H, W) in [0, 255].
+pub fn upload<B: Backend>(batch: &HostBatch, device: &B::Device) -> Tensor<B, 5> {
+    upload_pixels(batch.pixels.clone(), batch.dims, device)
+}
+
+/// Whether `device` stores u8 tensors (else the packed path is used).
+pub fn stores_u8<B: Backend>(device: &B::Device) -> bool {
+    B::dtype_usage(device, DType::U8).contains(DTypeUsage::Storage)
+}
+
+pub(crate) fn upload_pixels<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+    if stores_u8::<B>(device) { upload_u8(pixels, dims, device) } else { upload_packed(pixels, dims, device) }
+}
+
+fn upload_u8<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+    assert_eq!(pixels.len(), dims.iter().product::<usize>(), "pixels do not fill the dims");
+    Tensor::<B, 5, Int>::from_data(TensorData::new(pixels, dims), (device, DType::U8)).float()
+}
+
+/// Four pixels a little-endian i32 word (the same bytes, reinterpreted), unpacked on the device.
+fn upload_packed<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+    let n = pixels.len();
+    assert_eq!(n, dims.iter().product::<usize>(), "pixels do not fill the dims");
+    let mut bytes = pixels;
+    bytes.resize(n.div_ceil(4) * 4, 0);
+    let words = bytes.len() / 4;
+    let packed = Tensor::<B, 1, Int>::from_data(TensorData::from_bytes_vec(bytes, [words], DType::I32), (device, DType::I32));
+    let mask: B::IntElem = 255i32.elem();
+    let parts: Vec<Tensor<B, 1, Int>> = (0..4)
+        .map(|k| {
+            let shifted = if k == 0 { packed.clone() } else { packed.clone().bitwise_right_shift_scalar((8 * k).elem()) };
+            shifted.bitwise_and_scalar(mask)
+        })
+        .collect();
+    let unpacked: Tensor<B, 2, Int> = Tensor::stack(parts, 1);
+    unpacked.reshape([words * 4]).slice([0..n]).reshape(dims).float()
+}
+
+/// A batch on the device.
+#[derive(Debug)]
+pub struct DeviceBatch<B: Backend> {
+    /// (B, 3, F, H, W) float in [0, 255].
+    pub frames: Tensor<B, 5>,
+    pub windows: Vec<WindowRef>,
+    pub epoch: u64,
+    /// Index of this batch within its epoch.
+    pub index: usize,
+    /// How long the caller was blocked in [`DeviceLoader::next`] (waiting for data and
+    /// uploading).
+    pub wait: Duration,
+}
+
+/// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
+/// is uploaded too if the workers have finished it (never waiting for it).
+pub struct DeviceLoader<B: Backend> {
+    loader: Loader,
+    device: B::Device,
+    ahead: Option<Result<DeviceBatch<B>>>,
+}
+
+impl<B: Backend> DeviceLoader<B> {
+    pub fn new(loader: Loader, device: B::Device) -> DeviceLoader<B> {
+        DeviceLoader { loader, device, ahead: None }
+    }
+
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// Position after the last batch returned by [`DeviceLoader::next`] (a batch uploaded
+    /// ahead but not yet returned does not count).
+    pub fn state(&self) -> super::LoaderState {
+        match &self.ahead {
+            Some(Ok(b)) => super::LoaderState { epoch: b.epoch, batch: b.index },
+            _ => self.loader.state(),
+        }
+    }
+
+    fn fetch(&mut self) -> Option<Result<DeviceBatch<B>>> {
+        let batch = self.loader.next_batch()?;
+        Some(batch.map(|b| DeviceBatch {
+            frames: upload_pixels(b.pixels, b.dims, &self.device),
+            windows: b.windows,
+            epoch: b.epoch,
+            index: b.index,
+            wait: Duration::ZERO,
+        }))
+    }
+
+    /// The next batch on the device; None at the end of a pass (`repeat` off).
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Result<DeviceBatch<B>>> {
+        let t = Instant::now();
+        let current = match self.ahead.take() {
+            Some(b) => b,
+            None => self.fetch()?,
+        };
+        if self.loader.ready() {
+            self.ahead = self.fetch();
+        }
+        Some(current.map(|mut b| {
+            b.wait = t.elapsed();
+            b
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Cpu = crate::backend::Cpu;
+
+    #[test]
+    fn both_upload_paths_give_the_pixels() {
+        // 18 values (not a multiple of 4), bytes above 127 in every position of a word
+        let dims = [1, 3, 1, 2, 3];
+        let pixels: Vec<u8> = (0..18u32).map(|i| (i * 37 + 200) as u8).collect();
+        let device = Default::default();
+        assert!(stores_u8::<Cpu>(&device));
+        let want: Vec<f32> = pixels.iter().map(|&p| p as f32).collect();
+        for t in [upload_u8::<Cpu>(pixels.clone(), dims, &device), upload_packed::<Cpu>(pixels.clone(), dims, &device)] {
+            assert_eq!(t.dims(), dims);
+            assert_eq!(t.into_data().to_vec::<f32>().unwrap(), want);
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The video source: windows decoded from the transcoded scene files with FFmpeg's libraries.
+//!
+//! * **Index** (at [`Dataset::open`](super::Dataset::open)): a demux-only pass records every
+//!   frame's presentation timestamp and which frames are keyframes. Frames are addressed by
+//!   their rank in presentation order, found by timestamp, never by counting decoded frames.
+//! * **Decoders stay open and go forward.** Each worker keeps up to its share of
+//!   `max_open_decoders` decoders (least recently used closed first). A window is decoded by a
+//!   decoder already positioned at or before it when that costs no more than a seek would (no
+//!   keyframe between the decoder's position and the window, give or take one frame); otherwise
+//!   by seeking to the keyframe at or before the window's first frame and decoding forward,
+//!   dropping frames before it. The sampler's runs of consecutive windows make the first case
+//!   the common one: one frame decoded per frame used.
+//! * **Exact, or an error.** Every frame is identified by its timestamp; a missing frame after a
+//!   seek (FFmpeg can drop pictures after seeking to a keyframe that is not an IDR frame) makes
+//!   the window retry from the keyframe before, then from the start of the file. Decoders run
+//!   with `err_detect=explode`, and frames flagged corrupt are refused, so damaged data is an
+//!   error naming the file rather than concealed pixels.
+//! * **Only the crop is converted.** yuv420p frames go to RGB through swscale for the cropped
+//!   area only (even offsets: the same pixels as converting the whole frame, as `vsr prep frames`
+//!   does, with the same swscale settings); other pixel formats convert the whole frame.
+//!
+//! Scene files are expected as `vsr prep transcode` writes them: upright (no display matrix),
+//! one video stream, constant frame rate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use video_rs::ffmpeg as ff;
+
+use ff::ffi;
+use ff::format::Pixel;
+use ff::software::scaling::Flags as SwsFlags;
+
+use super::dataset::Scene;
+use super::loader::{Counters, Crop, WindowReader, write_frame};
+use crate::error::{Error, Result};
+use crate::prep::media::{self, media_err};
+
+/// Timestamps and keyframes of a scene file.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
+    /// Presentation timestamp of every frame (stream time base), increasing.
+    pub pts: Vec<i64>,
+    /// Frames (ranks in `pts`) that are keyframes, increasing; never empty (frame 0 at least).
+    pub keyframes: Vec<usize>,
+}
+
+impl Index {
+    /// Rank of the frame shown at `pts`.
+    pub fn frame_of(&self, pts: i64) -> Option<usize> {
+        self.pts.binary_search(&pts).ok()
+    }
+
+    /// The last keyframe at or before frame `i`.
+    pub fn key_at_or_before(&self, i: usize) -> usize {
+        match self.keyframes.binary_search(&i) {
+            Ok(k) => self.keyframes[k],
+            Err(0) => 0,
+            Err(k) => self.keyframes[k - 1],
+        }
+    }
+
+    /// The last keyframe strictly before frame `i` (0 when none).
+    pub fn key_before(&self, i: usize) -> usize {
+        if i == 0 { 0 } else { self.key_at_or_before(i - 1) }
+    }
+}
+
+/// Demuxes `path` (no decoding): its size, every frame's timestamp and the keyframes. Fails on
+/// files that cannot be opened, have no video stream, or are truncated.
+pub(crate) fn index_scene(path: &Path) -> Result<Scene> {
+    let (mut ictx, stream) = media::open_input(path)?;
+    let (listed, params) = {
+        let st = ictx.stream(stream).expect("stream exists");
+        (st.frames(), st.parameters())
+    };
+    let dec = ff::codec::context::Context::from_parameters(params)
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
+    let (width, height) = (dec.width() as usize, dec.height() as usize);
+    if width < 2 || height < 2 {
+        return Err(media_err(path, format!("video stream has no usable picture size ({width}x{height})")));
+    }
+    let mut frames: Vec<(i64, bool)> = Vec::new();
+    let mut packet = ff::Packet::empty();
+    loop {
+        match packet.read(&mut ictx) {
+            Ok(()) => {}
+            Err(ff::Error::Eof) => break,
+            Err(e) => {
+                return Err(media_err(path, format!("read error after {} frames ({e}): truncated or corrupt", frames.len())));
+            }
+        }
+        if packet.stream() != stream {
+            continue;
+        }
+        if let Some(t) = packet.pts().or(packet.dts()) {
+            frames.push((t, packet.is_key()));
+        }
+    }
+    if frames.is_empty() {
+        return Err(media_err(path, "video stream holds no frames"));
+    }
+    if listed > 0 && (frames.len() as i64) < listed {
+        return Err(media_err(
+            path,
+            format!("truncated: the index lists {listed} frames, only {} are in the file", frames.len()),
+        ));
+    }
+    frames.sort_unstable();
+    frames.dedup_by_key(|f| f.0);
+    let pts: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    let mut keyframes: Vec<usize> = frames.iter().enumerate().filter(|(_, f)| f.1).map(|(i, _)| i).collect();
+    if keyframes.first() != Some(&0) {
+        keyframes.insert(0, 0);
+    }
+    let bytes = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let name = path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(Scene {
+        name,
+        path: path.to_path_buf(),
+        frames: pts.len(),
+        height,
+        width,
+        bytes,
+        video: Some(Arc::new(Index { pts, keyframes })),
+    })
+}
+
+/// One open file and its decoder.
+struct Decoder {
+    path: PathBuf,
+    ictx: ff::format::context::Input,
+    decoder: ff::decoder::Video,
+    stream: usize,
+    eof: bool,
+    flushed: bool,
+    /// Rank of the next frame the decoder will output, when known.
+    next: Option<usize>,
+    last_use: u64,
+}
+
+impl Decoder {
+    fn open(path: &Path) -> Result<Decoder> {
+        let (ictx, stream) = media::open_input(path)?;
+        let params = ictx.stream(stream).expect("stream exists").parameters();
+        let mut ctx = ff::codec::context::Context::from_parameters(params)
+            .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
+        // One thread per decoder: the workers are the parallelism, and frame threads would
+        // add frames of latency to every seek.
+        ctx.set_threading(ff::threading::Config { kind: ff::threading::Type::Slice, count: 1, ..Default::default() });
+        // SAFETY: a valid, not yet opened context; plain int field.
+        unsafe { (*ctx.as_mut_ptr()).err_recognition |= ffi::AV_EF_EXPLODE as i32 };
+        let decoder = ctx.decoder().video().map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
+        Ok(Decoder { path: path.to_path_buf(), ictx, decoder, stream, eof: false, flushed: false, next: Some(0), last_use: 0 })
+    }
+
+    /// Seeks to keyframe `frame` (rank) of `index`.
+    fn seek(&mut self, index: &Index, frame: usize) -> Result<()> {
+        let ts = index.pts[frame];
+        // SAFETY: a valid open input; timestamps in the stream's time base.
+        let ret = unsafe { ffi::avformat_seek_file(self.ictx.as_mut_ptr(), self.stream as i32, i64::MIN, ts, ts, 0) };
+        if ret < 0 {
+            return Err(media_err(&self.path, format!("cannot seek to frame {frame} ({})", ff::Error::from(ret))));
+        }
+        self.decoder.flush();
+        self.eof = false;
+        self.flushed = false;
+        self.next = None;
+        Ok(())
+    }
+
+    /// The next frame in presentation order into `frame`; its timestamp, or None at the end.
+    fn next_frame(&mut self, frame: &mut ff::frame::Video) -> Result<Option<i64>> {
+        loop {
+            match self.decoder.receive_frame(frame) {
+                Ok(()) => {
+                    // SAFETY: a frame just filled by the decoder.
+                    let damaged = unsafe {
+                        let f = frame.as_ptr();
+                        ((*f).flags & ffi::AV_FRAME_FLAG_CORRUPT as i32) != 0 || (*f).decode_error_flags != 0
+                    };
+                    let Some(t) = frame.timestamp().or(frame.pts()) else { continue };
+                    if damaged {
+                        return Err(media_err(&self.path, format!("corrupt video data: the frame at timestamp {t} is damaged")));
+                    }
+                    return Ok(Some(t));
+                }
+                Err(ff::Error::Eof) => return Ok(None),
+                Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
+                Err(e) => return Err(media_err(&self.path, format!("corrupt video data ({e})"))),
+            }
+            if self.flushed {
+                return Ok(None);
+            }
+            if self.eof {
+                self.decoder.send_eof().map_err(|e| media_err(&self.path, format!("decoding failed ({e})")))?;
+                self.flushed = true;
+                continue;
+            }
+            let mut packet = ff::Packet::empty();
+            match packet.read(&mut self.ictx) {
+                Ok(()) => {
+                    if packet.stream() == self.stream {
+                        self.decoder
+                            .send_packet(&packet)
+                            .map_err(|e| media_err(&self.path, format!("corrupt video data ({e})")))?;
+                    }
+                }
+                Err(ff::Error::Eof) => self.eof = true,
+                Err(e) => return Err(media_err(&self.path, format!("read error ({e}): truncated or corrupt"))),
+            }
+        }
+    }
+}
+
+/// A swscale context converting a (fmt, w, h) picture to RGB24 of the same size.
+struct ToRgb {
+    ctx: *mut ffi::SwsContext,
+    key: (Pixel, usize, usize),
+}
+
+impl ToRgb {
+    fn new(fmt: Pixel, w: usize, h: usize) -> Result<ToRgb> {
+        // SAFETY: plain constructor; null means failure. BICUBIC as `vsr prep frames` uses (the
+        // flags do not matter to the unscaled yuv -> rgb path, but keep them identical).
+        let ctx = unsafe {
+            ffi::sws_getContext(
+                w as i32,
+                h as i32,
+                fmt.into(),
+                w as i32,
+                h as i32,
+                Pixel::RGB24.into(),
+                SwsFlags::BICUBIC.bits(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null(),
+            )
+        };
+        if ctx.is_null() {
+            return Err(Error::Invalid(format!("swscale cannot convert {fmt:?} {w}x{h} to RGB")));
+        }
+        Ok(ToRgb { ctx, key: (fmt, w, h) })
+    }
+
+    /// Converts `h` rows starting at the plane pointers `src` into packed RGB `dst` (`w * 3` a row).
+    ///
+    /// # Safety
+    /// `src`/`stride` must describe at least `key.2` rows of `key.1` pixels of format `key.0`.
+    unsafe fn run(&mut self, src: [*const u8; 4], stride: [i32; 4], dst: &mut [u8]) {
+        let (_, w, h) = self.key;
+        assert!(dst.len() >= w * h * 3);
+        let dst_ptr = [dst.as_mut_ptr(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut()];
+        let dst_stride = [(w * 3) as i32, 0, 0, 0];
+        // SAFETY: the caller vouches for the source; the destination holds h rows of w*3 bytes.
+        unsafe { ffi::sws_scale(self.ctx, src.as_ptr(), stride.as_ptr(), 0, h as i32, dst_ptr.as_ptr(), dst_stride.as_ptr()) };
+    }
+}
+
+impl Drop for ToRgb {
+    fn drop(&mut self) {
+        // SAFETY: created by sws_getContext, freed once.
+        unsafe { ffi::sws_freeContext(self.ctx) }
+    }
+}
+
+/// Reads windows from scene files (one per worker thread): its decoders, a frame, the RGB
+/// conversion.
+pub(crate) struct VideoReader {
+    decoders: Vec<Decoder>,
+    cap: usize,
+    clock: u64,
+    frame: ff::frame::Video,
+    rgb: Vec<u8>,
+    to_rgb: Option<ToRgb>,
+}
+
+impl VideoReader {
+    /// A reader keeping at most `cap` decoders open.
+    pub fn new(cap: usize) -> VideoReader {
+        media::init();
+        VideoReader { decoders: Vec::new(), cap: cap.max(1), clock: 0, frame: ff::frame::Video::empty(), rgb: Vec::new(), to_rgb: None }
+    }
+
+    /// A decoder for `path` that reaches frame `start` going forward: one already positioned at
+    /// or before it with no keyframe in between (give or take a frame), else one sought to the
+    /// keyframe at or before `start`. `fallback` (a keyframe) forces a fresh decoder sought there.
+    fn decoder_for(&mut self, path: &Path, index: &Index, start: usize, fallback: Option<usize>, counters: &Counters) -> Result<usize> {
+        self.clock += 1;
+        let target = fallback.unwrap_or_else(|| index.key_at_or_before(start));
+        let reaches = |d: &Decoder| d.next.is_some_and(|p| p <= start && p + 1 >= target);
+        if fallback.is_some() {
+            // the state of this file's decoders is suspect: start afresh
+            self.decoders.retain(|d| d.path != path);
+        } else if let Some(i) =
+            (0..self.decoders.len()).filter(|&i| self.decoders[i].path == path && reaches(&self.decoders[i])).max_by_key(|&i| self.decoders[i].next)
+        {
+            self.decoders[i].last_use = self.clock;
+            return Ok(i);
+        }
+        // Open one more while under the cap (the others keep their places), else seek this
+        // file's least recently used decoder, else close the least recently used one.
+        let same = (0..self.decoders.len()).filter(|&i| self.decoders[i].path == path).min_by_key(|&i| self.decoders[i].last_use);
+        let i = match same {
+            Some(i) if self.decoders.len() >= self.cap => i,
+            _ => {
+                if self.decoders.len() >= self.cap {
+                    let lru = (0..self.decoders.len()).min_by_key(|&i| self.decoders[i].last_use).expect("cap >= 1");
+                    self.decoders.swap_remove(lru);
+                }
+                self.decoders.push(Decoder::open(path)?);
+                counters.opened();
+                self.decoders.len() - 1
+            }
+        };
+        let d = &mut self.decoders[i];
+        d.last_use = self.clock;
+        if !reaches(&*d) {
+            d.seek(index, target)?;
+            counters.sought();
+        }
+        Ok(i)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_read(&mut self, scene: &Scene, index: &Index, start: usize, frames: usize, crop: Crop, out: &mut [u8], fallback: Option<usize>, counters: &Counters) -> Result<()> {
+        let di = self.decoder_for(&scene.path, index, start, fallback, counters)?;
+        let mut got = 0;
+        let result = loop {
+            let d = &mut self.decoders[di];
+            let t = match d.next_frame(&mut self.frame) {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    break Err(media_err(&scene.path, format!("ended before frame {} of its {} frames", start + got, index.pts.len())));
+                }
+                Err(e) => break Err(e),
+            };
+            counters.frame_decoded();
+            let Some(i) = index.frame_of(t) else {
+                break Err(media_err(&scene.path, format!("decoded a frame at timestamp {t} that its index does not list")));
+            };
+            d.next = Some(i + 1);
+            if i < start + got {
+                continue;
+            }
+            if i > start + got {
+                break Err(media_err(&scene.path, format!("frame {} did not come out of the decoder (got frame {i})", start + got)));
+            }
+            if let Err(e) = self.convert(scene, frames, got, crop, out) {
+                break Err(e);
+            }
+            got += 1;
+            if got == frames {
+                break Ok(());
+            }
+        };
+        if result.is_err() {
+            self.decoders[di].next = None;
+        }
+        result
+    }
+
+    /// Converts the decoded frame's crop into frame `f` of the window `out`.
+    fn convert(&mut self, scene: &Scene, frames: usize, f: usize, crop: Crop, out: &mut [u8]) -> Result<()> {
+        let frame = &self.frame;
+        let (fmt, w, h) = (frame.format(), frame.width() as usize, frame.height() as usize);
+        if (h, w) != (scene.height, scene.width) {
+            return Err(media_err(&scene.path, format!("a frame is {w}x{h}, the stream {}x{}", scene.width, scene.height)));
+        }
+        let planar420 = matches!(fmt, Pixel::YUV420P | Pixel::YUVJ420P) && crop.y0 % 2 == 0 && crop.x0 % 2 == 0;
+        let key = if planar420 { (fmt, crop.w, crop.h) } else { (fmt, w, h) };
+        if self.to_rgb.as_ref().is_none_or(|c| c.key != key) {
+            self.to_rgb = Some(ToRgb::new(key.0, key.1, key.2)?);
+        }
+        let conv = self.to_rgb.as_mut().expect("just set");
+        self.rgb.resize(key.1 * key.2 * 3, 0);
+        // SAFETY: the frame's planes hold h rows of w pixels; for 4:2:0 the offsets stay inside
+        // them (crop inside the frame, even offsets, chroma at half resolution).
+        unsafe {
+            let p = frame.as_ptr();
+            let stride = [(*p).linesize[0], (*p).linesize[1], (*p).linesize[2], (*p).linesize[3]];
+            let mut src = [(*p).data[0] as *const u8, (*p).data[1] as *const u8, (*p).data[2] as *const u8, (*p).data[3] as *const u8];
+            if planar420 {
+                src[0] = src[0].offset(crop.y0 as isize * stride[0] as isize + crop.x0 as isize);
+                for c in 1..3 {
+                    src[c] = src[c].offset((crop.y0 / 2) as isize * stride[c] as isize + (crop.x0 / 2) as isize);
+                }
+            }
+            conv.run(src, stride, &mut self.rgb);
+        }
+        let at = if planar420 { Crop { y0: 0, x0: 0, ..crop } } else { crop };
+        write_frame(out, frames, f, at, &self.rgb, key.1 * 3);
+        Ok(())
+    }
+}
+
+impl WindowReader for VideoReader {
+    fn read(&mut self, scene: &Scene, start: usize, frames: usize, crop: Crop, out: &mut [u8], counters: &Counters) -> Result<()> {
+        let index = scene.video.clone().ok_or_else(|| media_err(&scene.path, "not indexed as a video"))?;
+        let first = self.try_read(scene, &index, start, frames, crop, out, None, counters);
+        let Err(mut err) = first else { return Ok(()) };
+        // Retry from further back: the keyframe before this window's keyframe, then the start.
+        let key = index.key_at_or_before(start);
+        for fallback in [index.key_before(key), 0] {
+            counters.retried();
+            match self.try_read(scene, &index, start, frames, crop, out, Some(fallback), counters) {
+                Ok(()) => return Ok(()),
+                Err(e) => err = e,
+            }
+            if fallback == 0 {
+                break;
+            }
+        }
+        Err(err)
+    }
+}
