@@ -308,11 +308,13 @@ pub struct SrOutput<B: Backend> {
 }
 
 /// FlowNetSD's input X = (rgb - mean) / 255, with mean per sample and channel over all frames
-/// and pixels. (B, 3, F, H, W).
+/// and pixels. (B, 3, F, H, W). The mean is taken in fp32 whatever the input's precision (a sum
+/// over millions of pixels overflows fp16).
 fn flownet_input<B: Backend>(rgb: Tensor<B, 5>) -> Tensor<B, 5> {
     let [b, c, f, h, w] = rgb.dims();
-    let mean = rgb.clone().reshape([b, c, f * h * w]).mean_dim(2).reshape([b, c, 1, 1, 1]);
-    (rgb - mean) / 255.0
+    let dtype = rgb.dtype();
+    let mean = rgb.clone().cast(FloatDType::F32).reshape([b, c, f * h * w]).mean_dim(2).reshape([b, c, 1, 1, 1]);
+    (rgb - mean.cast(dtype)) / 255.0
 }
 
 /// Applies `op` to every frame of (B, C, F, H, W): (B F, C, H, W) -> (B F, C, H', W').
