@@ -30,6 +30,10 @@ pub enum What {
     /// settings (both single-threaded): frames per second per core.
     #[cfg(feature = "video")]
     Transcode(super::bench_transcode::TranscodeBenchArgs),
+    /// `vsr upscale`'s super-resolution throughput (frames per second) for given input sizes, on
+    /// synthetic or real frames: batches of windows through VSRNet (+ FlowNetSD), transfers
+    /// included, decoding and encoding excluded.
+    Upscale(super::bench_upscale::UpscaleBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -119,6 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         #[cfg(feature = "video")]
         What::Transcode(a) => super::bench_transcode::run(a),
+        What::Upscale(a) => super::bench_upscale::run(a),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;

@@ -2,6 +2,7 @@
 //! super-resolution literature computes them, MATLAB's bicubic `imresize` for the "BI"
 //! degradation and the bicubic baseline, and [`benchmark`], the `vsr eval` driver.
 
+pub mod benchmark;
 pub mod plane;
 pub mod psnr;
 pub mod resize;
