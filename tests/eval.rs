@@ -326,3 +326,35 @@ fn eval_errors_name_the_file() {
     let e = err(benchmark::evaluate(&engine, &clips, &o, |_, _, _| {}).map(drop));
     assert!(e.contains("lr/clip/a.png") && e.contains("not 1/4"), "{e}");
 }
+
+/// The engine on a GPU backend against the CPU (fp32, tiled, and fp16, with FlowNetSD):
+/// `VSR_TEST_GPU=cuda cargo test --test eval -- --ignored`. Ignored by default (CI has no GPU);
+/// when run, a missing GPU or variable fails it.
+#[test]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
+fn engine_on_requested_gpu() {
+    fn check<B: vsr::backend::VsrBackend>(device: B::Device) {
+        let frames = random_frames(4, 45, 30, 3); // padded to 48x32
+        let windows: Vec<Vec<&LrFrame>> = vec![frames[0..3].iter().collect(), frames[1..4].iter().collect()];
+        let cpu = Engine::new(vsrnet(3), Some(flownet()), Default::default(), EngineOptions { tile: 0, dtype: FloatDType::F32 })
+            .run(&windows)
+            .unwrap();
+        let config = VsrNetConfig::new();
+        for (tile, dtype, tol) in [(0, FloatDType::F32, 1e-3), (64, FloatDType::F32, 1e-3), (0, FloatDType::F16, 2e-2)] {
+            let net = vsr::checkpoint::load_vsrnet::<B>(&fixture("vsrnet_zip.pth"), &config, &device).unwrap();
+            let flow = vsr::checkpoint::load_flownet::<B>(&flownet_checkpoint(), &device).unwrap();
+            let gpu = Engine::new(net, Some(flow), device.clone(), EngineOptions { tile, dtype }).run(&windows).unwrap();
+            let d = cpu.iter().zip(&gpu).map(|(a, b)| max_diff(&a.y, &b.y)).fold(0.0, f32::max);
+            println!("{}: tile {tile}, {dtype:?}: max abs difference to the CPU {d:.2e}", vsr::backend::name::<B>());
+            assert!(d < tol, "{d}");
+        }
+    }
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
+    match which.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => check::<vsr::backend::Cuda>(burn::backend::cuda::CudaDevice::new(0)),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => check::<vsr::backend::Wgpu>(Default::default()),
+        other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
+    }
+}
