@@ -60,3 +60,15 @@ bench-loaders *ARGS:
     fi
     cargo run --release --features {{features}} -- bench loaders --data "$data" --resolution 720p \
         --batch 3 --frames 3 --crop 512x960 --workers 1,2 {{ARGS}}
+# 4x super-resolution of a video: `just upscale in.mp4 -o out.mp4 --checkpoint vsrnet.pth --flownet FlowNet2-SD_checkpoint.pth.tar`
+# (`--flownet none`: no motion compensation). Audio is copied, timestamps kept.
+upscale +ARGS:
+    cargo run --release --features {{features}} -- upscale {{ARGS}}
+
+# PSNR/SSIM on a benchmark of PNG clips beside bicubic and bilinear: `just eval --gt Vid4/GT --checkpoint vsrnet.pth --flownet none`
+eval +ARGS:
+    cargo run --release --features {{features}} -- eval {{ARGS}}
+
+# Upscale throughput (frames/s) for input sizes: `just bench-upscale --backend cuda --sizes 480x270,960x540 --precision fp16`
+bench-upscale *ARGS:
+    cargo run --release --features {{features}} -- bench upscale {{ARGS}}

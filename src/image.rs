@@ -17,6 +17,17 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
+    /// Reads a PNG (grey, grey+alpha, RGB or RGBA, 8 or 16 bits; alpha dropped, 16 bits
+    /// rounded to 8).
+    pub fn load_png(path: &Path) -> Result<RgbImage> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+            .map_err(|e| Error::Invalid(format!("{}: not a readable PNG ({e})", path.display())))?
+            .to_rgb8();
+        let (width, height) = (img.width() as usize, img.height() as usize);
+        Ok(RgbImage { width, height, data: img.into_raw() })
+    }
+
     /// Writes a PNG atomically.
     pub fn save_png(&self, path: &Path) -> Result<()> {
         let mut bytes = Vec::new();

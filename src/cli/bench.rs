@@ -33,6 +33,10 @@ pub enum What {
     /// The video loader against the PNG loader on the same data and sampling, at a simulated
     /// training step: bytes on disk, data wait per iteration, sequences/s, CPU cores, peak RSS.
     Loaders(super::bench_loaders::LoadersBenchArgs),
+    /// `vsr upscale`'s super-resolution throughput (frames per second) for given input sizes, on
+    /// synthetic or real frames: batches of windows through VSRNet (+ FlowNetSD), transfers
+    /// included, decoding and encoding excluded.
+    Upscale(super::bench_upscale::UpscaleBenchArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -123,6 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         #[cfg(feature = "video")]
         What::Transcode(a) => super::bench_transcode::run(a),
         What::Loaders(a) => super::bench_loaders::run(a),
+        What::Upscale(a) => super::bench_upscale::run(a),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;

@@ -1,19 +1,29 @@
 //! The `vsr` program: one subcommand per stage of the pipeline.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use burn::tensor::FloatDType;
 use clap::{Parser, Subcommand};
 
-use crate::backend::BackendKind;
+use crate::backend::{BackendKind, VsrBackend};
+use crate::checkpoint;
+use crate::infer::{Engine, EngineOptions};
+use crate::model::VsrNetConfig;
 
 pub mod bench;
 mod bench_loaders;
 #[cfg(feature = "video")]
 mod bench_transcode;
+mod bench_upscale;
 pub mod demo;
+pub mod eval;
 pub mod info;
 #[cfg(feature = "video")]
 pub mod prep;
+#[cfg(feature = "video")]
+pub mod upscale;
 
 /// Video super-resolution (VSRNet + FlowNet2-SD) trained in pure Rust.
 #[derive(Debug, Parser)]
@@ -47,12 +57,65 @@ impl BackendArgs {
     }
 }
 
+/// The networks of a super-resolution run, shared by `upscale`, `eval` and `bench upscale`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetworkArgs {
+    /// VSRNet weights (PyTorch state dict, safetensors or Burn record).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// FlowNetSD checkpoint (`FlowNet2-SD_checkpoint.pth.tar`, may be gzipped), or `none` for no
+    /// motion compensation (neighbour frames used unwarped).
+    #[arg(long)]
+    pub flownet: String,
+    /// Frames per window (odd), as the checkpoint was trained with.
+    #[arg(long, default_value_t = 3)]
+    pub frames: usize,
+    /// Side of the tiles the fusion layers run on, in output pixels (0: whole frames). Bounds
+    /// memory for large frames; the result is the same.
+    #[arg(long, default_value_t = 512)]
+    pub tile: usize,
+    /// Storage type of weights and activations.
+    #[arg(long, value_enum, default_value_t = bench::Precision::Fp32)]
+    pub precision: bench::Precision,
+}
+
+impl NetworkArgs {
+    /// Loads both networks onto `device` as an inference [`Engine`].
+    pub fn engine<B: VsrBackend>(&self, device: &B::Device) -> anyhow::Result<Engine<B>> {
+        let config = VsrNetConfig::new().with_frames(self.frames);
+        config.validate()?;
+        let net = checkpoint::load_vsrnet::<B>(&self.checkpoint, &config, device)
+            .with_context(|| format!("loading VSRNet weights from {}", self.checkpoint.display()))?;
+        let flownet = match self.flownet.as_str() {
+            "none" => None,
+            path => {
+                let tmp = tempfile::tempdir()?;
+                let mut path = PathBuf::from(path);
+                if path.extension().is_some_and(|e| e == "gz") {
+                    path = checkpoint::gunzip_to(&path, tmp.path())?;
+                }
+                Some(checkpoint::load_flownet::<B>(&path, device).context("loading FlowNetSD")?)
+            }
+        };
+        let dtype = match self.precision {
+            bench::Precision::Fp32 => FloatDType::F32,
+            bench::Precision::Fp16 => FloatDType::F16,
+        };
+        Ok(Engine::new(net, flownet, device.clone(), EngineOptions { tile: self.tile, dtype }))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Backends compiled in, devices found, versions.
     Info(info::Args),
     /// Super-resolve one frame of a video with VSRNet + FlowNetSD and write a PNG.
     Demo(demo::Args),
+    /// 4x super-resolution of a whole video (audio copied, timestamps kept).
+    #[cfg(feature = "video")]
+    Upscale(upscale::Args),
+    /// PSNR/SSIM on a benchmark of PNG clips (e.g. Vid4), beside bicubic and bilinear.
+    Eval(eval::Args),
     /// Benchmarks (table and JSON).
     Bench(bench::Args),
     /// Data preparation: split sources into scenes, transcode them, write PNG frames.
@@ -66,6 +129,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Demo(args) => demo::run(args),
+        #[cfg(feature = "video")]
+        Command::Upscale(args) => upscale::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "video")]
         Command::Prep(args) => prep::run(args),

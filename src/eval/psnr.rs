@@ -1,7 +1,19 @@
 //! PSNR on Y in [0, 255] with a symmetric border crop (the original cropped `[12:, :-12]`, top
-//! rows and right columns only; see the spec's list of defects).
+//! rows and right columns only; see the spec's list of defects): on tensors during training, and
+//! on [`Plane`]s for evaluation (BasicSR's `calculate_psnr`, in f64).
 
 use burn::tensor::{Tensor, backend::Backend};
+
+use super::plane::Plane;
+
+/// PSNR in dB of two planes in [0, 255] of equal size: 10 log10(255^2 / MSE); infinite when
+/// they are equal.
+pub fn psnr(a: &Plane, b: &Plane) -> f64 {
+    assert_eq!((a.width, a.height), (b.width, b.height), "PSNR of planes of different sizes");
+    let n = a.data.len() as f64;
+    let mse = a.data.iter().zip(&b.data).map(|(x, y)| (x - y) * (x - y)).sum::<f64>() / n;
+    if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0 * 255.0 / mse).log10() }
+}
 
 /// Border cropped on each side before PSNR, in pixels (the original's 12).
 pub const BORDER: usize = 12;
@@ -79,6 +91,14 @@ mod tests {
         let p = psnr_per_sample(pred, target, BORDER)[0];
         let want = 10.0 * (255.0f64 * 255.0 / 100.0).log10(); // MSE = 10^2
         assert!((p - want).abs() < 1e-3, "{p} vs {want}");
+    }
+
+    #[test]
+    fn plane_psnr_known_value() {
+        let a = Plane { width: 4, height: 1, data: vec![10.0, 20.0, 30.0, 40.0] };
+        let b = Plane { width: 4, height: 1, data: vec![12.0, 18.0, 32.0, 38.0] }; // MSE 4
+        assert!((psnr(&a, &b) - 10.0 * (255.0f64 * 255.0 / 4.0).log10()).abs() < 1e-12);
+        assert!(psnr(&a, &a).is_infinite());
     }
 
     #[test]

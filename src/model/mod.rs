@@ -7,4 +7,4 @@ pub mod vsrnet;
 pub mod warp;
 
 pub use flownet_sd::{FlowNetSD, FlowNetSDConfig};
-pub use vsrnet::{FlowInput, VsrNet, VsrNetConfig, VsrOutput};
+pub use vsrnet::{FlowInput, SrOutput, VsrNet, VsrNetConfig, VsrOutput};

@@ -7,6 +7,11 @@
 //! centre frame by FlowNetSD's optical flow, conv1 (shared) runs on every frame, and conv2/conv3
 //! fuse them. The two defects of the original are fixed (see the module docs of [`FlowInput`] and
 //! [`VsrOutput::target`]).
+//!
+//! The forward pass is split along the spec's lines: [`VsrNet::forward`] degrades HR windows as
+//! in training, [`VsrNet::forward_lr`] takes real low-resolution frames, and both feed
+//! [`VsrNet::super_resolve`] = [`VsrNet::compensate`] (flow and warp) then [`VsrNet::fuse`]
+//! (conv1..conv3), which [`VsrNet::fuse_tiled`] computes tile by tile for large frames.
 
 use burn::config::Config;
 use burn::module::Module;
@@ -15,7 +20,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module::{avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, activation::sigmoid, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, activation::sigmoid, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec};
 use super::flownet_sd::FlowNetSD;
@@ -158,9 +163,9 @@ impl<B: VsrBackend> VsrNet<B> {
         Ok(())
     }
 
-    /// Super-resolves the centre frame of `x` (B, 3, F, H, W), RGB in [0, 255]. Without
-    /// `flownet` the neighbours are used unwarped. FlowNetSD is run on untracked inputs, so no
-    /// autodiff graph is built for it.
+    /// Super-resolves the centre frame of `x` (B, 3, F, H, W), RGB in [0, 255], degrading every
+    /// frame first as in training. Without `flownet` the neighbours are used unwarped. FlowNetSD
+    /// is run on untracked inputs, so no autodiff graph is built for it.
     pub fn forward(&self, x: Tensor<B, 5>, flownet: Option<&FlowNetSD<B>>) -> VsrOutput<B> {
         let [b, _, f, h, w] = x.dims();
         let m = self.centre();
@@ -171,19 +176,62 @@ impl<B: VsrBackend> VsrNet<B> {
         let target = frame(&y, m);
         // LR_f = bilinear_up_x4(avg_pool_4x4(Y[:, :, f])), every frame      [b, f, h, w]
         let lr = down_up(y.reshape([b, f, h, w]));
-        let lr_frame = |i: usize| lr.clone().narrow(1, i, 1);
+        // FlowNetSD reads the degraded RGB frames (or the HR ones, as the original)
+        let flow_rgb = flownet.map(|_| match self.flow_input {
+            FlowInput::Hr => x,
+            FlowInput::Lr => map_frames(x, down_up),
+        });
 
-        // Motion compensation: W_f = warp(LR_f, flow(m -> f)) for f != m.
+        let sr = self.super_resolve(lr, flow_rgb, flownet);
+        VsrOutput { pred: sr.pred, target, bilinear: sr.bilinear, flows: sr.flows }
+    }
+
+    /// Super-resolves the centre frame of real low-resolution frames `lr` (B, 3, F, h, w), RGB in
+    /// [0, 255]: the training degradation without its down-sampling. The network and FlowNetSD
+    /// both read the bilinear x4 up-sampled frames, whatever `flow_input` says (there are no HR
+    /// frames). 4h and 4w must be multiples of 64.
+    pub fn forward_lr(&self, lr: Tensor<B, 5>, flownet: Option<&FlowNetSD<B>>) -> SrOutput<B> {
+        let (y, rgb) = upsample_lr(lr);
+        self.super_resolve(y, flownet.map(|_| rgb), flownet)
+    }
+
+    /// The network on degraded input: `lr` (B, F, H, W) holds LR_f, the bilinear up-sampled Y of
+    /// every frame in [0, 1]; `flow_rgb` (B, 3, F, H, W) the RGB frames in [0, 255] that
+    /// FlowNetSD reads (needed with `flownet`).
+    pub fn super_resolve(
+        &self,
+        lr: Tensor<B, 4>,
+        flow_rgb: Option<Tensor<B, 5>>,
+        flownet: Option<&FlowNetSD<B>>,
+    ) -> SrOutput<B> {
+        let bilinear = lr.clone().narrow(1, self.centre(), 1);
+        let (inputs, flows) = self.compensate(lr, flow_rgb, flownet);
+        SrOutput { pred: self.fuse(inputs), bilinear, flows }
+    }
+
+    /// Motion compensation of `lr` (B, F, H, W): W_f = warp(LR_f, flow(m -> f)) for f != m, and
+    /// LR_m itself, (B, F, H, W); with the flows (B, 2, H, W) in pixels, in frame order. Without
+    /// `flownet` (or `flow_rgb`) the frames pass unwarped.
+    pub fn compensate(
+        &self,
+        lr: Tensor<B, 4>,
+        flow_rgb: Option<Tensor<B, 5>>,
+        flownet: Option<&FlowNetSD<B>>,
+    ) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
+        let [_, f, h, w] = lr.dims();
+        let m = self.centre();
+        let lr_frame = |i: usize| lr.clone().narrow(1, i, 1);
+        let xn = flow_rgb.map(flownet_input);
+
         let mut flows = Vec::with_capacity(f.saturating_sub(1));
         let mut inputs = Vec::with_capacity(f);
-        let flow_net_input = flownet.map(|_| self.flownet_input(x));
         for i in 0..f {
             let lr_i = lr_frame(i);
             if i == m {
                 inputs.push(lr_i);
                 continue;
             }
-            match (flownet, &flow_net_input) {
+            match (flownet, &xn) {
                 (Some(net), Some(xn)) => {
                     // flow = bilinear_up_x4(FlowNetSD(concat(X_m, X_f)).flow2) / 16   (pixels)
                     let pair = Tensor::cat(vec![frame(xn, m), frame(xn, i)], 1); // [b, 6, h, w]
@@ -194,28 +242,88 @@ impl<B: VsrBackend> VsrNet<B> {
                 _ => inputs.push(lr_i),
             }
         }
+        (Tensor::cat(inputs, 1), flows)
+    }
 
-        // feat = concat over f of conv1(f == m ? LR_m : W_f): one conv1 call over all frames.
-        let stacked = Tensor::cat(inputs, 1).reshape([b * f, 1, h, w]);
+    /// pred = sigmoid(conv3(conv2(concat over f of conv1(input_f)))), (B, F, H, W) -> (B, 1, H,
+    /// W). conv1 is shared: one call over all frames. The sigmoid runs in fp32 whatever the
+    /// input's precision. Each output pixel depends on the input within [`FUSE_RADIUS`] pixels.
+    pub fn fuse(&self, inputs: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, f, h, w] = inputs.dims();
+        let stacked = inputs.reshape([b * f, 1, h, w]);
         let feat = self.conv1.forward(stacked).reshape([b, f * 64, h, w]); // [b, 64 f, h, w]
-        // pred = sigmoid(conv3(conv2(feat)))                                  [b, 1, h, w]
-        let pred = sigmoid(conv2d_module(&self.conv3, self.conv2.forward(feat)));
-        VsrOutput { pred, target, bilinear: lr_frame(m), flows }
+        let logits = conv2d_module(&self.conv3, self.conv2.forward(feat)); // [b, 1, h, w]
+        sigmoid(logits.cast(FloatDType::F32))
     }
+}
 
-    /// FlowNetSD's input X = (rgb - mean) / 255, with rgb the HR frames or their degraded
-    /// versions and mean per sample and channel over all frames and pixels. (B, 3, F, H, W).
-    fn flownet_input(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        let [b, c, f, h, w] = x.dims();
-        let rgb = match self.flow_input {
-            FlowInput::Hr => x,
-            FlowInput::Lr => down_up(frames_as_batch(x))
-                .reshape([b, f, c, h, w])
-                .swap_dims(1, 2),
-        };
-        let mean = rgb.clone().reshape([b, c, f * h * w]).mean_dim(2).reshape([b, c, 1, 1, 1]);
-        (rgb - mean) / 255.0
+/// Receptive radius of [`VsrNet::fuse`]: 4 (conv1, 9x9) + 2 (conv2, 5x5) + 2 (conv3, 5x5).
+pub const FUSE_RADIUS: usize = 8;
+
+impl<B: VsrBackend> VsrNet<B> {
+    /// [`VsrNet::fuse`] tile by tile: output tiles of `tile` x `tile` pixels, each computed from
+    /// its input tile plus a [`FUSE_RADIUS`] margin, so that the result is the same (every
+    /// output pixel sees the same inputs, and zero padding only at the frame's own border) while
+    /// memory is bounded by the tile size. `tile == 0`: the whole frame at once.
+    pub fn fuse_tiled(&self, inputs: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
+        let [b, f, h, w] = inputs.dims();
+        if tile == 0 || (h <= tile && w <= tile) {
+            return self.fuse(inputs);
+        }
+        let spans = |n: usize| -> Vec<(usize, usize)> { (0..n).step_by(tile).map(|a| (a, (a + tile).min(n))).collect() };
+        let mut rows = Vec::new();
+        for (y0, y1) in spans(h) {
+            let (ya, yb) = (y0.saturating_sub(FUSE_RADIUS), (y1 + FUSE_RADIUS).min(h));
+            let mut row = Vec::new();
+            for (x0, x1) in spans(w) {
+                let (xa, xb) = (x0.saturating_sub(FUSE_RADIUS), (x1 + FUSE_RADIUS).min(w));
+                let out = self.fuse(inputs.clone().slice([0..b, 0..f, ya..yb, xa..xb]));
+                row.push(out.slice([0..b, 0..1, y0 - ya..y1 - ya, x0 - xa..x1 - xa]));
+            }
+            rows.push(Tensor::cat(row, 3));
+        }
+        Tensor::cat(rows, 2)
     }
+}
+
+/// The degraded input of real low-resolution frames `lr` (B, 3, F, h, w), RGB in [0, 255]:
+/// RGB_f = bilinear_up_x4(LR_f) (B, 3, F, 4h, 4w), what FlowNetSD reads, and its luma
+/// Y(RGB_f) = bilinear_up_x4(Y(LR_f)) (B, F, 4h, 4w) in [0, 1], what the network reads.
+pub fn upsample_lr<B: Backend>(lr: Tensor<B, 5>) -> (Tensor<B, 4>, Tensor<B, 5>) {
+    let [b, _, f, h, w] = lr.dims();
+    let size = [h * SCALE, w * SCALE];
+    let rgb = map_frames(lr, |x| upsample_bilinear(x, size)); //           [b, 3, f, 4h, 4w]
+    let y = rgb_to_y(rgb.clone()).reshape([b, f, size[0], size[1]]); //     [b, f, 4h, 4w]
+    (y, rgb)
+}
+
+/// What [`VsrNet::super_resolve`] gives.
+#[derive(Debug, Clone)]
+pub struct SrOutput<B: Backend> {
+    /// Super-resolved Y of the centre frame, (B, 1, H, W) in [0, 1], fp32.
+    pub pred: Tensor<B, 4>,
+    /// LR_m, the bilinear up-sampled centre Y: the baseline. (B, 1, H, W).
+    pub bilinear: Tensor<B, 4>,
+    /// Flow (B, 2, H, W) in pixels from the centre to each neighbour, in frame order.
+    pub flows: Vec<Tensor<B, 4>>,
+}
+
+/// FlowNetSD's input X = (rgb - mean) / 255, with mean per sample and channel over all frames
+/// and pixels. (B, 3, F, H, W). The mean is taken in fp32 whatever the input's precision (a sum
+/// over millions of pixels overflows fp16).
+fn flownet_input<B: Backend>(rgb: Tensor<B, 5>) -> Tensor<B, 5> {
+    let [b, c, f, h, w] = rgb.dims();
+    let dtype = rgb.dtype();
+    let mean = rgb.clone().cast(FloatDType::F32).reshape([b, c, f * h * w]).mean_dim(2).reshape([b, c, 1, 1, 1]);
+    (rgb - mean.cast(dtype)) / 255.0
+}
+
+/// Applies `op` to every frame of (B, C, F, H, W): (B F, C, H, W) -> (B F, C, H', W').
+fn map_frames<B: Backend>(x: Tensor<B, 5>, op: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>) -> Tensor<B, 5> {
+    let [b, c, f, _, _] = x.dims();
+    let y = op(frames_as_batch(x));
+    let [_, _, h, w] = y.dims();
+    y.reshape([b, f, c, h, w]).swap_dims(1, 2)
 }
 
 /// MSE between prediction and target (the training loss).

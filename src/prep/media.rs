@@ -281,6 +281,9 @@ pub struct FrameReader {
     index: usize,
     flushed: bool,
     eof: bool,
+    /// Streams whose packets are kept (in file order) for [`FrameReader::take_packets`].
+    keep: Vec<usize>,
+    kept: std::collections::VecDeque<(usize, ff::Packet)>,
 }
 
 impl FrameReader {
@@ -292,7 +295,45 @@ impl FrameReader {
             .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
         ctx.set_threading(ff::threading::Config { kind: ff::threading::Type::Frame, count: threads, ..Default::default() });
         let decoder = ctx.decoder().video().map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
-        Ok(FrameReader { path: path.to_path_buf(), ictx, decoder, index, flushed: false, eof: false })
+        Ok(FrameReader {
+            path: path.to_path_buf(),
+            ictx,
+            decoder,
+            index,
+            flushed: false,
+            eof: false,
+            keep: Vec::new(),
+            kept: Default::default(),
+        })
+    }
+
+    /// Keeps the packets of `streams` met while decoding, for [`FrameReader::take_packets`].
+    pub fn keep_streams(&mut self, streams: &[usize]) {
+        self.keep = streams.to_vec();
+    }
+
+    /// The kept packets read so far, in file order, with their stream index.
+    pub fn take_packets(&mut self) -> impl Iterator<Item = (usize, ff::Packet)> + '_ {
+        self.kept.drain(..)
+    }
+
+    /// Index, codec parameters and time base of every stream of `medium`.
+    pub fn streams_of(&self, medium: media::Type) -> Vec<(usize, codec::Parameters, Rational)> {
+        self.ictx
+            .streams()
+            .filter(|s| s.parameters().medium() == medium)
+            .map(|s| (s.index(), s.parameters(), s.time_base()))
+            .collect()
+    }
+
+    /// The video stream's time base.
+    pub fn time_base(&self) -> Rational {
+        self.ictx.stream(self.index).expect("stream exists").time_base()
+    }
+
+    /// The video decoder (picture size, format, colour description).
+    pub fn decoder(&self) -> &ff::decoder::Video {
+        &self.decoder
     }
 
     /// Seeks to the last keyframe at or before `pts` (stream time base).
@@ -334,6 +375,8 @@ impl FrameReader {
                         self.decoder
                             .send_packet(&packet)
                             .map_err(|e| media_err(&self.path, format!("corrupt video data ({e})")))?;
+                    } else if self.keep.contains(&packet.stream()) {
+                        self.kept.push_back((packet.stream(), packet));
                     }
                 }
                 Err(ff::Error::Eof) => self.eof = true,
@@ -473,7 +516,43 @@ pub struct H264Settings {
     pub profile: Option<String>,
 }
 
-/// H.264 (libx264) into an MP4 file, yuv420p, no audio.
+/// What an output takes over from its input besides the pictures.
+#[derive(Default)]
+pub struct OutputExtras {
+    /// Container (FFmpeg muxer name); MP4 when `None`.
+    pub format: Option<&'static str>,
+    /// Colour description of the video stream.
+    pub colour: Option<ColourTags>,
+    /// Pixel aspect ratio of the video stream.
+    pub aspect: Option<Rational>,
+    /// Streams copied packet for packet: codec parameters and time base of each input stream.
+    /// They become output streams 1, 2, ... in this order (the video is stream 0).
+    pub copy: Vec<(codec::Parameters, Rational)>,
+}
+
+/// Colour description of a video stream (primaries, transfer, matrix, range).
+#[derive(Debug, Clone, Copy)]
+pub struct ColourTags {
+    pub primaries: ff::color::Primaries,
+    pub transfer: ff::color::TransferCharacteristic,
+    pub space: ff::color::Space,
+    pub range: ff::color::Range,
+}
+
+impl ColourTags {
+    /// The description of a decoder's stream.
+    pub fn of(decoder: &ff::decoder::Video) -> ColourTags {
+        ColourTags {
+            primaries: decoder.color_primaries(),
+            transfer: decoder.color_transfer_characteristic(),
+            space: decoder.color_space(),
+            range: decoder.color_range(),
+        }
+    }
+}
+
+/// H.264 (libx264) into an MP4 file (or another container, see [`OutputExtras`]), yuv420p,
+/// optionally with streams copied from an input.
 pub struct H264Writer {
     path: PathBuf,
     octx: ff::format::context::Output,
@@ -484,6 +563,7 @@ pub struct H264Writer {
     frame_ticks: i64,
     header: bool,
     packets: usize,
+    copied: usize,
 }
 
 impl H264Writer {
@@ -497,9 +577,25 @@ impl H264Writer {
         settings: &H264Settings,
         threads: usize,
     ) -> Result<H264Writer> {
+        Self::create_with(tmp, path, size, fps, time_base, settings, threads, OutputExtras::default())
+    }
+
+    /// [`H264Writer::create`] with a container, colour tags and copied streams.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with(
+        tmp: &Path,
+        path: &Path,
+        size: (u32, u32),
+        fps: Rational,
+        time_base: Rational,
+        settings: &H264Settings,
+        threads: usize,
+        extras: OutputExtras,
+    ) -> Result<H264Writer> {
         init();
         let err = |what: &str, e: ff::Error| media_err(path, format!("{what} ({e})"));
-        let mut octx = ff::format::output_as(&tmp, "mp4").map_err(|e| err("cannot create", e))?;
+        let mut octx =
+            ff::format::output_as(&tmp, extras.format.unwrap_or("mp4")).map_err(|e| err("cannot create", e))?;
         let codec = ff::encoder::find_by_name("libx264").ok_or_else(|| media_err(path, "FFmpeg has no libx264 encoder"))?;
         let global = octx.format().flags().contains(ff::format::Flags::GLOBAL_HEADER);
         let mut ctx = codec::context::Context::new_with_codec(codec);
@@ -514,6 +610,15 @@ impl H264Writer {
         enc.set_format(Pixel::YUV420P);
         enc.set_time_base(time_base);
         enc.set_frame_rate(Some(fps));
+        if let Some(c) = extras.colour {
+            enc.set_color_primaries(c.primaries);
+            enc.set_color_transfer_characteristic(c.transfer);
+            enc.set_colorspace(c.space);
+            enc.set_color_range(c.range);
+        }
+        if let Some(a) = extras.aspect.filter(|a| a.numerator() > 0 && a.denominator() > 0) {
+            enc.set_aspect_ratio(a);
+        }
         let mut opts = ff::Dictionary::new();
         opts.set("crf", &settings.crf.to_string());
         opts.set("preset", &settings.preset);
@@ -532,6 +637,14 @@ impl H264Writer {
         stream.set_time_base(time_base);
         stream.set_avg_frame_rate(fps);
         stream.set_rate(fps);
+        for (params, tb) in extras.copy {
+            let mut st = octx.add_stream(ff::encoder::find(codec::Id::None)).map_err(|e| err("cannot add a stream", e))?;
+            st.set_parameters(params);
+            st.set_time_base(tb);
+            // SAFETY: the stream's codec parameters are valid; a tag of the input's container
+            // may be wrong in this one, 0 lets the muxer choose.
+            unsafe { (*(*st.as_mut_ptr()).codecpar).codec_tag = 0 };
+        }
         let frame_ticks = 1i64.rescale(fps.invert(), time_base).max(1);
         Ok(H264Writer {
             path: path.to_path_buf(),
@@ -542,16 +655,46 @@ impl H264Writer {
             frame_ticks,
             header: false,
             packets: 0,
+            copied: 0,
         })
+    }
+
+    fn ensure_header(&mut self) -> Result<()> {
+        if !self.header {
+            self.octx.write_header().map_err(|e| {
+                media_err(&self.path, format!("writing the header ({e}): a copied stream may not fit this container"))
+            })?;
+            self.stream_tb = self.octx.stream(0).expect("one stream").time_base();
+            self.header = true;
+        }
+        Ok(())
+    }
+
+    /// Writes a packet of copied stream `index` (1-based among the copied streams, as in
+    /// [`OutputExtras::copy`]) whose timestamps are in `time_base`, unchanged but for them.
+    pub fn write_copied(&mut self, index: usize, mut packet: ff::Packet, time_base: Rational) -> Result<()> {
+        self.ensure_header()?;
+        let stream_tb = self
+            .octx
+            .stream(index)
+            .ok_or_else(|| media_err(&self.path, format!("no copied stream {index}")))?
+            .time_base();
+        packet.set_stream(index);
+        packet.set_position(-1);
+        packet.rescale_ts(time_base, stream_tb);
+        packet.write_interleaved(&mut self.octx).map_err(|e| media_err(&self.path, format!("writing ({e})")))?;
+        self.copied += 1;
+        Ok(())
+    }
+
+    /// Packets of copied streams written so far.
+    pub fn copied_packets(&self) -> usize {
+        self.copied
     }
 
     /// Encodes `frame` (yuv420p, the writer's size) at `pts` (the writer's time base).
     pub fn write(&mut self, frame: &mut ff::frame::Video, pts: i64) -> Result<()> {
-        if !self.header {
-            self.octx.write_header().map_err(|e| media_err(&self.path, format!("writing MP4 header ({e})")))?;
-            self.stream_tb = self.octx.stream(0).expect("one stream").time_base();
-            self.header = true;
-        }
+        self.ensure_header()?;
         frame.set_pts(Some(pts));
         frame.set_kind(ff::picture::Type::None);
         self.encoder.send_frame(frame).map_err(|e| media_err(&self.path, format!("encoding ({e})")))?;

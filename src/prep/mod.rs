@@ -180,8 +180,10 @@ pub struct Progress {
     frames: AtomicU64,
     items: AtomicUsize,
     start: Instant,
-    /// Last redraw of the terminal line, and the last item message.
+    /// Last redraw of the terminal line (or plain line), and the last item message.
     draw: Mutex<(Instant, String)>,
+    /// Off a terminal, also print a plain status line this often while frames advance.
+    plain_every: Option<Duration>,
 }
 
 impl Progress {
@@ -197,7 +199,16 @@ impl Progress {
             items: AtomicUsize::new(0),
             start: now,
             draw: Mutex::new((now - Duration::from_secs(1), String::new())),
+            plain_every: None,
         }
+    }
+
+    /// Off a terminal, prints a status line every `every` while frames advance (for long single
+    /// items, where one line per item says nothing for a long time).
+    pub fn with_plain_lines(mut self, every: Duration) -> Progress {
+        self.plain_every = Some(every);
+        self.draw.get_mut().unwrap_or_else(|e| e.into_inner()).0 = Instant::now();
+        self
     }
 
     fn status(&self, msg: &str) -> String {
@@ -225,6 +236,12 @@ impl Progress {
                 d.0 = Instant::now();
                 let line = self.status(&d.1);
                 eprint!("\r\x1b[2K{line}");
+            }
+        } else if let Some(every) = self.plain_every.filter(|_| self.visible) {
+            let mut d = self.draw.lock().unwrap_or_else(|e| e.into_inner());
+            if d.0.elapsed() >= every {
+                d.0 = Instant::now();
+                eprintln!("{}", self.status(&d.1));
             }
         }
     }
