@@ -110,9 +110,45 @@ pub trait BackendTask {
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
+static KERNEL_CACHE_DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+/// Where CubeCL backends keep autotune results and compiled kernels (see [`dispatch`]); the
+/// first call wins.
+pub fn set_kernel_cache_dir(dir: Option<std::path::PathBuf>) {
+    let _ = KERNEL_CACHE_DIR.set(dir);
+}
+
+/// `$XDG_CACHE_HOME/vsr/cubecl`, else `~/.cache/vsr/cubecl`.
+pub fn default_kernel_cache_dir() -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))?;
+    Some(base.join("vsr").join("cubecl"))
+}
+
+/// Points CubeCL's caches at the kernel cache directory, once, before a CubeCL device is used.
+#[allow(dead_code)]
+fn configure_cubecl() {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        static DONE: std::sync::Once = std::sync::Once::new();
+        DONE.call_once(|| {
+            if let Some(Some(dir)) = KERNEL_CACHE_DIR.get() {
+                if !vsr_kernels::cube::set_cache_dir(dir) {
+                    eprintln!("warning: CubeCL was configured before vsr could set its kernel cache to {}", dir.display());
+                }
+            }
+        });
+    }
+}
+
 /// Runs `task` on backend `kind`, device index `index` (GPU backends), or says why it can't.
 pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Result<T::Output> {
     use burn::backend::Autodiff;
+    if matches!(kind, BackendKind::Cuda | BackendKind::Wgpu) {
+        configure_cubecl();
+    }
     match kind {
         BackendKind::Cpu => Ok(task.run::<Autodiff<Cpu>>(Default::default())),
         #[cfg(feature = "cuda")]
@@ -156,6 +192,20 @@ pub fn cuda_device_count() -> std::result::Result<usize, String> {
         Ok(Err(e)) => Err(e),
         Err(_) => Err("no CUDA driver (libcuda) on this machine".into()),
     }
+}
+
+/// GPU memory used by this process according to `nvidia-smi` (allocator pools included), bytes.
+#[cfg(feature = "cuda")]
+pub fn cuda_memory_in_use() -> Option<u64> {
+    let out = std::process::Command::new("nvidia-smi")
+        .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+        .output()
+        .ok()?;
+    let me = std::process::id();
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let (pid, mib) = l.split_once(',')?;
+        (pid.trim().parse::<u32>().ok()? == me).then_some(mib.trim().parse::<u64>().ok()? << 20)
+    })
 }
 
 #[cfg(feature = "tch")]

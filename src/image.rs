@@ -28,8 +28,8 @@ impl RgbImage {
         Ok(RgbImage { width, height, data: img.into_raw() })
     }
 
-    /// Writes a PNG atomically.
-    pub fn save_png(&self, path: &Path) -> Result<()> {
+    /// The image as PNG bytes.
+    pub fn encode_png(&self) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         image::write_buffer_with_format(
             &mut std::io::Cursor::new(&mut bytes),
@@ -39,7 +39,13 @@ impl RgbImage {
             image::ExtendedColorType::Rgb8,
             image::ImageFormat::Png,
         )
-        .map_err(|e| Error::Invalid(format!("{}: encoding PNG: {e}", path.display())))?;
+        .map_err(|e| Error::Invalid(format!("encoding a {}x{} PNG: {e}", self.width, self.height)))?;
+        Ok(bytes)
+    }
+
+    /// Writes a PNG atomically.
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        let bytes = self.encode_png().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         crate::checkpoint::write_atomic(path, &bytes)
     }
 
@@ -86,6 +92,23 @@ pub fn colourise<B: Backend>(y: Tensor<B, 4>, centre_rgb: Tensor<B, 4>) -> Vec<R
                 let g = yy - 0.344136 * cb - 0.714136 * cr;
                 let bl = yy + 1.772 * cb;
                 data.extend([r, g, bl].map(|v| v.round().clamp(0.0, 255.0) as u8));
+            }
+            RgbImage { width: w, height: h, data }
+        })
+        .collect()
+}
+
+/// RGB images from a (B, 3, H, W) tensor in [0, 255] (rounded, clamped).
+pub fn rgb_to_images<B: Backend>(rgb: Tensor<B, 4>) -> Vec<RgbImage> {
+    let [batch, _, h, w] = rgb.dims();
+    let v = rgb.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+    (0..batch)
+        .map(|b| {
+            let mut data = Vec::with_capacity(h * w * 3);
+            for i in 0..h * w {
+                for c in 0..3 {
+                    data.push(v[(b * 3 + c) * h * w + i].round().clamp(0.0, 255.0) as u8);
+                }
             }
             RgbImage { width: w, height: h, data }
         })

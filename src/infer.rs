@@ -12,13 +12,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{FloatDType, Tensor, TensorData};
 
 use crate::backend::VsrBackend;
 use crate::error::{Error, Result};
 use crate::model::vsrnet::{SCALE, SIZE_MULTIPLE, upsample_lr};
-use crate::model::{FlowNetSD, VsrNet};
+use crate::model::{FlowEstimator, FlowNetSD, VsrNet};
+use crate::precision::{Precision, cast_module};
 
 /// Low-resolution frame sides are padded to multiples of this (so that 4x is a multiple of 64).
 pub const LR_MULTIPLE: usize = SIZE_MULTIPLE / SCALE;
@@ -144,25 +144,14 @@ pub struct SrFrame {
     pub y: Vec<f32>,
 }
 
-/// Casts every float tensor of a module to one type.
-struct CastFloats(FloatDType);
-
-impl<B: burn::tensor::backend::Backend> ModuleMapper<B> for CastFloats {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, tensor.cast(self.0), mapper)
-    }
-}
-
 impl<B: VsrBackend> Engine<B> {
-    /// The networks (in inference mode) on `device`; weights cast to `options.dtype`.
-    pub fn new(net: VsrNet<B>, flownet: Option<FlowNetSD<B>>, device: B::Device, options: EngineOptions) -> Self {
-        let (net, flownet) = if options.dtype == FloatDType::F32 {
-            (net, flownet)
-        } else {
-            let mut cast = CastFloats(options.dtype);
-            (net.map(&mut cast), flownet.map(|f| f.map(&mut cast)))
-        };
+    /// The networks (in inference mode) on `device`. fp16 (`options.dtype`): VSRNet's
+    /// convolutions compute in fp16 with BatchNorm in fp32 ([`crate::precision`]); FlowNetSD's
+    /// weights are cast once.
+    pub fn new(mut net: VsrNet<B>, flownet: Option<FlowNetSD<B>>, device: B::Device, options: EngineOptions) -> Self {
+        let dtype: burn::tensor::DType = options.dtype.into();
+        net.precision = if dtype == burn::tensor::DType::F32 { Precision::Fp32 } else { Precision::Fp16 };
+        let flownet = flownet.map(|f| cast_module(f, dtype));
         Engine { net, flownet, device, options }
     }
 
@@ -197,12 +186,11 @@ impl<B: VsrBackend> Engine<B> {
         }
         let b = windows.len();
         let (ph, pw) = (h.div_ceil(LR_MULTIPLE) * LR_MULTIPLE, w.div_ceil(LR_MULTIPLE) * LR_MULTIPLE);
-        let x = Tensor::<B, 5>::from_data(TensorData::new(pad_windows(windows, ph, pw), [b, 3, f, ph, pw]), &self.device)
-            .cast(self.options.dtype);
+        let x = Tensor::<B, 5>::from_data(TensorData::new(pad_windows(windows, ph, pw), [b, 3, f, ph, pw]), &self.device);
 
         // LR_f = Y(bilinear_up_x4(LR RGB_f)); FlowNetSD reads bilinear_up_x4(LR RGB_f)
         let (y, rgb) = upsample_lr(x);
-        let flownet = self.flownet.as_ref();
+        let flownet = self.flownet.as_ref().map(|f| f as &dyn FlowEstimator<B>);
         let (inputs, _flows) = self.net.compensate(y, flownet.map(|_| rgb), flownet);
         let pred = self.net.fuse_tiled(inputs, self.options.tile);
         let (oh, ow) = (h * SCALE, w * SCALE);

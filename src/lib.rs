@@ -18,6 +18,7 @@ pub mod eval;
 pub mod image;
 pub mod infer;
 pub mod model;
+pub mod precision;
 #[cfg(feature = "video")]
 pub mod prep;
 pub mod tensors;

@@ -37,6 +37,21 @@ pub enum What {
     /// synthetic or real frames: batches of windows through VSRNet (+ FlowNetSD), transfers
     /// included, decoding and encoding excluded.
     Upscale(super::bench_upscale::UpscaleBenchArgs),
+    /// A full training step (frozen FlowNetSD, warp, VSRNet forward and backward, Adam) on
+    /// device-resident synthetic input: time to the first step, warm ms/iter, per-stage times,
+    /// device memory.
+    Step(super::bench_step::StepArgs),
+}
+
+/// Prints a benchmark's Markdown table and its JSON, and writes the JSON to `json` if given.
+pub fn report<T: Serialize>(table: &str, result: &T, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    println!("{table}");
+    let text = serde_json::to_string_pretty(result)?;
+    println!("{text}");
+    if let Some(path) = json {
+        crate::checkpoint::write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -63,13 +78,7 @@ pub struct WarpArgs {
     pub backend: BackendArgs,
 }
 
-/// Floating-point precision of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Fp32,
-    Fp16,
-}
+pub use crate::precision::Precision;
 
 /// One row of `vsr bench warp`.
 #[derive(Debug, Serialize)]
@@ -128,43 +137,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Transcode(a) => super::bench_transcode::run(a),
         What::Loaders(a) => super::bench_loaders::run(a),
         What::Upscale(a) => super::bench_upscale::run(a),
+        What::Step(a) => super::bench_step::run(a, super::process_start()),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;
-            println!("| shape | precision | kernel fwd ms | kernel fwd+bwd ms | Burn ops fwd ms | Burn ops fwd+bwd ms | fwd GB/s (% roof) | fwd+bwd GB/s (% roof) |");
-            println!("|---|---|---|---|---|---|---|---|");
+            let mut table = String::from("| shape | precision | kernel fwd ms | kernel fwd+bwd ms | Burn ops fwd ms | Burn ops fwd+bwd ms | fwd GB/s (% roof) | fwd+bwd GB/s (% roof) |\n|---|---|---|---|---|---|---|---|\n");
             for r in &rows {
                 let [b, c, h, w] = r.shape;
-                println!(
-                    "| {b}x{c}x{h}x{w} | {:?} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} ({:.0}%) | {:.0} ({:.0}%) |",
+                table += &format!(
+                    "| {b}x{c}x{h}x{w} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} ({:.0}%) | {:.0} ({:.0}%) |\n",
                     r.precision, r.kernel_forward_ms, r.kernel_forward_backward_ms, r.burn_forward_ms,
                     r.burn_forward_backward_ms, r.kernel_forward_gbps, r.forward_roofline_pct,
                     r.kernel_forward_backward_gbps, r.forward_backward_roofline_pct
                 );
             }
-            let json = serde_json::to_string_pretty(&rows)?;
-            println!("{json}");
-            if let Some(path) = a.json {
-                crate::checkpoint::write_atomic(&path, json.as_bytes())?;
-            }
-            Ok(())
+            report(&table, &rows, a.json.as_deref())
         }
         What::Flownet(a) => {
             let kind = a.backend.kind();
-            let result = dispatch(kind, a.backend.device, Flownet(a.clone()))??;
-            println!("| backend | batch | size | load s | cold ms | warm median ms | warm p90 ms |");
-            println!("|---|---|---|---|---|---|---|");
-            println!(
-                "| {} | {} | {}x{} | {:.2} | {:.1} | {:.2} | {:.2} |",
-                result.backend, result.batch, result.height, result.width, result.load_s, result.cold_ms,
-                result.warm_median_ms, result.warm_p90_ms
+            let r = dispatch(kind, a.backend.device, Flownet(a.clone()))??;
+            let table = format!(
+                "| backend | batch | size | load s | cold ms | warm median ms | warm p90 ms |\n|---|---|---|---|---|---|---|\n| {} | {} | {}x{} | {:.2} | {:.1} | {:.2} | {:.2} |",
+                r.backend, r.batch, r.height, r.width, r.load_s, r.cold_ms, r.warm_median_ms, r.warm_p90_ms
             );
-            let json = serde_json::to_string_pretty(&result)?;
-            println!("{json}");
-            if let Some(path) = a.json {
-                crate::checkpoint::write_atomic(&path, json.as_bytes())?;
-            }
-            Ok(())
+            report(&table, &r, a.json.as_deref())
         }
     }
 }
@@ -227,10 +223,7 @@ impl BackendTask for Warp {
     type Output = anyhow::Result<Vec<WarpRow>>;
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
-        let dtype = match a.precision {
-            Precision::Fp32 => burn::tensor::DType::F32,
-            Precision::Fp16 => burn::tensor::DType::F16,
-        };
+        let dtype = a.precision.dtype();
         let mut rows = Vec::new();
         for shape in a.shapes.split(',') {
             let shape = parse_shape(shape)?;

@@ -98,7 +98,7 @@ fn demo<B: VsrAutodiffBackend>(args: Args, device: B::Device) -> anyhow::Result<
     };
 
     let t = Instant::now();
-    let out = net.forward(x.clone(), flownet.as_ref());
+    let out = net.forward(x.clone(), flownet.as_ref().map(|n| n as &dyn crate::model::FlowEstimator<_>));
     let psnr = |a: burn::tensor::Tensor<I<B>, 4>| -> f32 {
         let mse: f32 = crate::model::vsrnet::mse(a, out.target.clone()).into_scalar().to_string().parse().unwrap_or(f32::NAN);
         10.0 * (1.0 / mse).log10()

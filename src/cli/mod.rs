@@ -14,6 +14,7 @@ use crate::model::VsrNetConfig;
 
 pub mod bench;
 mod bench_loaders;
+mod bench_step;
 #[cfg(feature = "video")]
 mod bench_transcode;
 mod bench_upscale;
@@ -24,6 +25,8 @@ pub mod info;
 pub mod prep;
 #[cfg(feature = "video")]
 pub mod upscale;
+pub mod runs;
+pub mod train;
 
 /// Video super-resolution (VSRNet + FlowNet2-SD) trained in pure Rust.
 #[derive(Debug, Parser)]
@@ -31,6 +34,10 @@ pub mod upscale;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Where GPU backends keep tuned kernel choices and compiled kernels between runs
+    /// [default: ~/.cache/vsr/cubecl].
+    #[arg(long, global = true, env = "VSR_CACHE_DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 /// Backend selection shared by every command that computes.
@@ -121,11 +128,26 @@ pub enum Command {
     /// Data preparation: split sources into scenes, transcode them, write PNG frames.
     #[cfg(feature = "video")]
     Prep(prep::Args),
+    /// Train VSRNet (frozen FlowNetSD motion compensation) on prepared data, or resume a run.
+    Train(train::Args),
+    /// Training curves of runs (their TensorBoard files) as a PNG chart.
+    Plot(runs::PlotArgs),
+    /// Compare two runs' logged values: the same run, bit for bit (or within a tolerance)?
+    Compare(runs::CompareArgs),
+}
+
+static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// When this process started (the first call of [`main`]), for launch-to-first-step timings.
+pub fn process_start() -> std::time::Instant {
+    *PROCESS_START.get_or_init(std::time::Instant::now)
 }
 
 /// Parses the command line, runs, prints any error once with its causes, returns the exit code.
 pub fn main() -> ExitCode {
+    process_start();
     let cli = Cli::parse();
+    crate::backend::set_kernel_cache_dir(cli.cache_dir.clone().or_else(crate::backend::default_kernel_cache_dir));
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Demo(args) => demo::run(args),
@@ -135,6 +157,9 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         #[cfg(feature = "video")]
         Command::Prep(args) => prep::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Plot(args) => runs::plot(args),
+        Command::Compare(args) => runs::compare(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

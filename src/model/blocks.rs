@@ -4,8 +4,10 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::{Tensor, activation::leaky_relu, backend::Backend};
+use burn::tensor::{DType, Tensor, activation::leaky_relu, backend::Backend};
 use vsr_kernels::conv::{ConvBackend, conv2d_module, conv_transpose2d_module};
+
+use crate::precision::cast_module;
 
 /// Negative slope of every LeakyReLU in both networks.
 pub const LEAKY_SLOPE: f64 = 0.1;
@@ -55,13 +57,18 @@ impl ConvSpec {
 }
 
 impl<B: ConvBackend> ConvBlock<B> {
+    /// Computes in the dtype of `x` (autocast, see [`crate::precision`]): the convolution's
+    /// weights are cast to it when they differ, BatchNorm and its activation run in fp32, and the
+    /// output has the dtype of `x`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let x = conv2d_module(&self.conv, x);
+        let dtype = x.dtype();
+        let x = conv2d_module(&cast_module(self.conv.clone(), dtype), x);
         let x = match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => bn.forward(x.cast(DType::F32)),
             None => x,
         };
-        if self.activation { leaky_relu(x, LEAKY_SLOPE) } else { x }
+        let x = if self.activation { leaky_relu(x, LEAKY_SLOPE) } else { x };
+        x.cast(dtype)
     }
 }
 

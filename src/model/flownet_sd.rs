@@ -76,7 +76,7 @@ impl FlowNetSDConfig {
         let bn = self.batch_norm;
         let conv = |cin, cout, stride| ConvSpec::conv(cin, cout, 3, stride, bn).init(init.clone(), device);
         let i_conv = |cin, cout| ConvSpec::i_conv(cin, cout).init(init.clone(), device);
-        FlowNetSD {
+        crate::precision::materialize(FlowNetSD {
             conv0: conv(6, 64, 1),
             conv1: conv(64, 64, 2),
             conv1_1: conv(64, 128, 1),
@@ -107,7 +107,7 @@ impl FlowNetSDConfig {
             upsampled_flow5_to_4: upsample_x2(2, 2, device),
             upsampled_flow4_to_3: upsample_x2(2, 2, device),
             upsampled_flow3_to_2: upsample_x2(2, 2, device),
-        }
+        })
     }
 }
 

@@ -7,4 +7,4 @@ pub mod vsrnet;
 pub mod warp;
 
 pub use flownet_sd::{FlowNetSD, FlowNetSDConfig};
-pub use vsrnet::{FlowInput, SrOutput, VsrNet, VsrNetConfig, VsrOutput};
+pub use vsrnet::{FlowEstimator, FlowInput, Frozen, SrOutput, VsrNet, VsrNetConfig, VsrOutput};

@@ -20,14 +20,16 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module::{avg_pool2d, interpolate};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{FloatDType, Tensor, activation::sigmoid, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec};
 use super::flownet_sd::FlowNetSD;
 use super::warp::warp;
 use crate::backend::VsrBackend;
-use vsr_kernels::conv::conv2d_module;
 use crate::error::{Error, Result};
+use crate::precision::{Precision, cast_module, materialize};
+use vsr_kernels::conv::conv2d_module;
 
 /// Down- and up-sampling factor.
 pub const SCALE: usize = 4;
@@ -68,6 +70,8 @@ pub struct VsrNet<B: Backend> {
     pub conv3: Conv2d<B>,
     pub frames: usize,
     pub flow_input: FlowInput,
+    /// Compute precision of the convolutions (not saved with the weights).
+    pub precision: Precision,
 }
 
 /// What one forward pass gives.
@@ -95,7 +99,7 @@ impl VsrNetConfig {
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> VsrNet<B> {
         let default_init = Conv2dConfig::new([1, 1], [1, 1]).initializer;
-        VsrNet {
+        materialize(VsrNet {
             conv1: ConvSpec::conv(1, 64, 9, 1, true).init(default_init.clone(), device),
             conv2: ConvSpec::conv(64 * self.frames, 32, 5, 1, true).init(default_init, device),
             conv3: Conv2dConfig::new([32, 1], [5, 5])
@@ -104,7 +108,8 @@ impl VsrNetConfig {
                 .init(device),
             frames: self.frames,
             flow_input: self.flow_input,
-        }
+            precision: Precision::Fp32,
+        })
     }
 }
 
@@ -120,8 +125,12 @@ pub fn rgb_to_y<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
 /// (PyTorch `Upsample(scale_factor=4, mode='bilinear')`, align_corners=False).
 pub fn down_up<B: Backend>(img: Tensor<B, 4>) -> Tensor<B, 4> {
     let [_, _, h, w] = img.dims();
-    let lr = avg_pool2d(img, [SCALE, SCALE], [SCALE, SCALE], [0, 0], true, false);
-    upsample_bilinear(lr, [h, w])
+    upsample_bilinear(avg_pool_x4(img), [h, w])
+}
+
+/// 4x4 average pooling: the low-resolution frame of the training degradation.
+pub fn avg_pool_x4<B: Backend>(img: Tensor<B, 4>) -> Tensor<B, 4> {
+    avg_pool2d(img, [SCALE, SCALE], [SCALE, SCALE], [0, 0], true, false)
 }
 
 /// Bilinear up-sampling to `size` with half-pixel centres (align_corners=False).
@@ -138,6 +147,37 @@ fn frame<B: Backend>(x: &Tensor<B, 5>, f: usize) -> Tensor<B, 4> {
 fn frames_as_batch<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 4> {
     let [b, c, f, h, w] = x.dims();
     x.swap_dims(1, 2).reshape([b * f, c, h, w])
+}
+
+/// Optical flow for the motion compensation: FlowNetSD's `flow2`.
+///
+/// At inference FlowNetSD runs on the same backend as VSRNet ([`FlowNetSD`] implements this);
+/// in training it is [`Frozen`]: it runs on the autodiff backend's inner backend, so no graph is
+/// built for it and its weights never see a gradient.
+pub trait FlowEstimator<B: Backend> {
+    /// `flow2` (N, 2, H/4, W/4) of N (centre, neighbour) pairs (N, 6, H, W), in fp32 whatever the
+    /// estimator computes in (its weights' dtype).
+    fn flow2(&self, pairs: Tensor<B, 4>) -> Tensor<B, 4>;
+}
+
+impl<B: VsrBackend> FlowEstimator<B> for FlowNetSD<B> {
+    fn flow2(&self, pairs: Tensor<B, 4>) -> Tensor<B, 4> {
+        let dtype = self.conv0.conv.weight.val().dtype();
+        self.forward(pairs.cast(dtype)).cast(FloatDType::F32)
+    }
+}
+
+/// A FlowNetSD on the inner backend of an autodiff backend: frozen, untracked.
+#[derive(Debug, Clone)]
+pub struct Frozen<M>(pub M);
+
+impl<B: AutodiffBackend> FlowEstimator<B> for Frozen<FlowNetSD<B::InnerBackend>>
+where
+    B::InnerBackend: VsrBackend,
+{
+    fn flow2(&self, pairs: Tensor<B, 4>) -> Tensor<B, 4> {
+        Tensor::from_inner(self.0.flow2(pairs.inner()))
+    }
 }
 
 impl<B: VsrBackend> VsrNet<B> {
@@ -166,7 +206,7 @@ impl<B: VsrBackend> VsrNet<B> {
     /// Super-resolves the centre frame of `x` (B, 3, F, H, W), RGB in [0, 255], degrading every
     /// frame first as in training. Without `flownet` the neighbours are used unwarped. FlowNetSD
     /// is run on untracked inputs, so no autodiff graph is built for it.
-    pub fn forward(&self, x: Tensor<B, 5>, flownet: Option<&FlowNetSD<B>>) -> VsrOutput<B> {
+    pub fn forward(&self, x: Tensor<B, 5>, flownet: Option<&dyn FlowEstimator<B>>) -> VsrOutput<B> {
         let [b, _, f, h, w] = x.dims();
         let m = self.centre();
 
@@ -190,19 +230,19 @@ impl<B: VsrBackend> VsrNet<B> {
     /// [0, 255]: the training degradation without its down-sampling. The network and FlowNetSD
     /// both read the bilinear x4 up-sampled frames, whatever `flow_input` says (there are no HR
     /// frames). 4h and 4w must be multiples of 64.
-    pub fn forward_lr(&self, lr: Tensor<B, 5>, flownet: Option<&FlowNetSD<B>>) -> SrOutput<B> {
+    pub fn forward_lr(&self, lr: Tensor<B, 5>, flownet: Option<&dyn FlowEstimator<B>>) -> SrOutput<B> {
         let (y, rgb) = upsample_lr(lr);
         self.super_resolve(y, flownet.map(|_| rgb), flownet)
     }
 
     /// The network on degraded input: `lr` (B, F, H, W) holds LR_f, the bilinear up-sampled Y of
     /// every frame in [0, 1]; `flow_rgb` (B, 3, F, H, W) the RGB frames in [0, 255] that
-    /// FlowNetSD reads (needed with `flownet`).
+    /// FlowNetSD reads (needed with `flownet`). Convolutions compute in `self.precision`.
     pub fn super_resolve(
         &self,
         lr: Tensor<B, 4>,
         flow_rgb: Option<Tensor<B, 5>>,
-        flownet: Option<&FlowNetSD<B>>,
+        flownet: Option<&dyn FlowEstimator<B>>,
     ) -> SrOutput<B> {
         let bilinear = lr.clone().narrow(1, self.centre(), 1);
         let (inputs, flows) = self.compensate(lr, flow_rgb, flownet);
@@ -216,33 +256,28 @@ impl<B: VsrBackend> VsrNet<B> {
         &self,
         lr: Tensor<B, 4>,
         flow_rgb: Option<Tensor<B, 5>>,
-        flownet: Option<&FlowNetSD<B>>,
+        flownet: Option<&dyn FlowEstimator<B>>,
     ) -> (Tensor<B, 4>, Vec<Tensor<B, 4>>) {
         let [_, f, h, w] = lr.dims();
         let m = self.centre();
-        let lr_frame = |i: usize| lr.clone().narrow(1, i, 1);
-        let xn = flow_rgb.map(flownet_input);
-
-        let mut flows = Vec::with_capacity(f.saturating_sub(1));
-        let mut inputs = Vec::with_capacity(f);
-        for i in 0..f {
-            let lr_i = lr_frame(i);
-            if i == m {
-                inputs.push(lr_i);
-                continue;
-            }
-            match (flownet, &xn) {
-                (Some(net), Some(xn)) => {
-                    // flow = bilinear_up_x4(FlowNetSD(concat(X_m, X_f)).flow2) / 16   (pixels)
-                    let pair = Tensor::cat(vec![frame(xn, m), frame(xn, i)], 1); // [b, 6, h, w]
-                    let flow = upsample_bilinear(net.forward(pair), [h, w]) / 16.0; // [b, 2, h, w]
-                    inputs.push(warp(lr_i, flow.clone()));
-                    flows.push(flow);
-                }
-                _ => inputs.push(lr_i),
-            }
+        let neighbours: Vec<usize> = (0..f).filter(|&i| i != m).collect();
+        let (Some(net), Some(rgb)) = (flownet, flow_rgb) else { return (lr, Vec::new()) };
+        if neighbours.is_empty() {
+            return (lr, Vec::new());
         }
-        (Tensor::cat(inputs, 1), flows)
+        // All neighbours in one batch, neighbour-major:
+        //   flow = bilinear_up_x4(FlowNetSD(concat(X_m, X_f)).flow2) / 16    (pixels)
+        //   W_f  = warp(LR_f, flow)                                           for f != m
+        let xn = flownet_input(rgb); //                                         [b, 3, f, h, w]
+        let pairs = Tensor::cat(
+            neighbours.iter().map(|&i| Tensor::cat(vec![frame(&xn, m), frame(&xn, i)], 1)).collect(),
+            0,
+        ); //                                                                   [(f-1) b, 6, h, w]
+        let flow = upsample_bilinear(net.flow2(pairs), [h, w]) / 16.0; //        [(f-1) b, 2, h, w]
+        let lr_n = Tensor::cat(neighbours.iter().map(|&i| lr.clone().narrow(1, i, 1)).collect(), 0);
+        let mut frames = warp(lr_n, flow.clone()).chunk(neighbours.len(), 0); // (f-1) x [b, 1, h, w]
+        frames.insert(m, lr.narrow(1, m, 1));
+        (Tensor::cat(frames, 1), flow.chunk(neighbours.len(), 0))
     }
 
     /// pred = sigmoid(conv3(conv2(concat over f of conv1(input_f)))), (B, F, H, W) -> (B, 1, H,
@@ -250,9 +285,11 @@ impl<B: VsrBackend> VsrNet<B> {
     /// input's precision. Each output pixel depends on the input within [`FUSE_RADIUS`] pixels.
     pub fn fuse(&self, inputs: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, f, h, w] = inputs.dims();
-        let stacked = inputs.reshape([b * f, 1, h, w]);
+        // in the compute precision (fp16: weights cast per layer, BatchNorm in fp32)
+        let stacked = inputs.reshape([b * f, 1, h, w]).cast(self.precision.dtype());
         let feat = self.conv1.forward(stacked).reshape([b, f * 64, h, w]); // [b, 64 f, h, w]
-        let logits = conv2d_module(&self.conv3, self.conv2.forward(feat)); // [b, 1, h, w]
+        let conv3 = cast_module(self.conv3.clone(), feat.dtype());
+        let logits = conv2d_module(&conv3, self.conv2.forward(feat)); //      [b, 1, h, w]
         sigmoid(logits.cast(FloatDType::F32))
     }
 }

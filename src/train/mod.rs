@@ -1,8 +1,25 @@
-//! Training: the pieces of the original's `main.py` that stand on their own. The loop itself
-//! (loader, optimiser, validation, logging, checkpoints) builds on these.
+//! Training (`vsr train`): the original's `main.py` with its defects fixed.
+//!
+//! - [`config`]: the run's settings ([`TrainConfig`]), saved with every checkpoint.
+//! - [`step`]: one optimisation step ([`Trainer`]): VSRNet forward with a frozen FlowNetSD, MSE
+//!   against the true HR frame, backward, Adam with weight decay; fp16 with fp32 master weights
+//!   and dynamic loss scaling ([`LossScaler`]).
+//! - [`schedule`]: the triangular cyclic learning rate ([`CyclicLr`]).
+//! - [`run`]: the loop: data, steps, validation ([`validate`]), logging ([`log`], TensorBoard
+//!   files by [`tfevents`]), atomic checkpoints and exact resume ([`checkpoint`]).
 
+pub mod checkpoint;
+pub mod config;
+pub mod log;
+pub mod run;
 pub mod scaler;
 pub mod schedule;
+pub mod step;
+pub mod tfevents;
+pub mod validate;
 
+pub use config::TrainConfig;
+pub use run::{RunSummary, train};
 pub use scaler::LossScaler;
 pub use schedule::CyclicLr;
+pub use step::{AdamSettings, StepOutcome, Trainer};

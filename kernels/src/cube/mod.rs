@@ -15,3 +15,15 @@ pub use backend::{
     BackwardStages, atomic_grad_img, set_atomic_grad_img, warp_backward, warp_backward_stages,
     warp_forward,
 };
+
+/// Keeps CubeCL's autotune results and compiled kernels under `dir` (`autotune/`, `kernels/`)
+/// instead of `./target` of whatever directory the program runs from, so that tuning done once
+/// serves every later run. Must be called before the first CubeCL device is used; returns `false`
+/// (and changes nothing) if CubeCL's configuration was already fixed.
+pub fn set_cache_dir(dir: &std::path::Path) -> bool {
+    use cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir();
+    config.autotune.cache = CacheConfig::File(dir.join("autotune"));
+    config.compilation.cache = Some(CacheConfig::File(dir.join("kernels")));
+    std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config)).is_ok()
+}
