@@ -39,10 +39,23 @@ fn data() -> &'static Path {
 
 /// `vsr train` on the prepared data with small, fast settings, plus `extra`.
 fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
+    let defaults = [
+        ("--resolution", "136p"),
+        ("--batch", "2"),
+        ("--crop", "64x128"),
+        ("--val-crop", "64x128"),
+        ("--flownet", "none"),
+        ("--seed", "5"),
+        ("--workers", "1"),
+    ];
     let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
-    c.args(["train", "--backend", "cpu", "--resolution", "136p", "--batch", "2", "--crop", "64x128"])
-        .args(["--val-crop", "64x128", "--flownet", "none", "--seed", "5", "--workers", "1"])
-        .arg("--data")
+    c.args(["train", "--backend", "cpu"]);
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            c.args([flag, value]);
+        }
+    }
+    c.arg("--data")
         .arg(data())
         .arg("--runs-dir")
         .arg(runs)
