@@ -20,11 +20,56 @@ setup:
         build-essential pkg-config clang libclang-dev \
         libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
         libavfilter-dev libavdevice-dev \
-        protobuf-compiler mesa-vulkan-drivers libvulkan1 ca-certificates
+        protobuf-compiler mesa-vulkan-drivers libvulkan1 ca-certificates python3-pip
+    # TensorBoard: to view runs, and the tests read our event files with it.
+    python3 -c 'import tensorboard' 2>/dev/null || python3 -m pip install -q tensorboard \
+        || python3 -m pip install -q --break-system-packages tensorboard
 
 # Build the release binary.
 build:
     cargo build --release --features {{features}}
+
+# Train on the bundled clips, prepared on the first run at 270p (CPU by default: a few minutes).
+# Prints validation PSNR against bilinear; logs and checkpoints in runs/bundled-*.
+# e.g. `just train`, `just train --backend cuda --max-steps 2000`
+train *ARGS: (bundled-data)
+    cargo run --release --features {{features}} -- train --data data/bundled --resolution 270p \
+        --batch 4 --crop 128x256 --val-crop 256x448 --flownet none --max-steps 300 --val-every 100 \
+        --min-lr 1e-3 --max-lr 1e-3 --name bundled-$(date -u +%Y%m%dT%H%M%S) {{ARGS}}
+
+# The bundled clips split, transcoded to 270p (GOP 4) and ready to train on.
+bundled-data:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -f data/bundled/manifest.json ] && [ -d data/bundled/270p/scenes/val ] && exit 0
+    cargo run --release --features {{features}} -- prep all assets/bikes.mp4 assets/bigbuckbunny.mp4 \
+        --out data/bundled --detect --resolution 270p --val-scenes 1
+
+# The original's run.sh: 720p data, batch 2, 3 frames, 512x960 crops, cyclic LR 1e-4..1e-3, fp32.
+# DATA: a `vsr prep` directory with 720p transcodes. Needs FlowNet2-SD_checkpoint.pth.tar (or --flownet none).
+train-720p DATA *ARGS:
+    cargo run --release --features {{features}} -- train --data {{DATA}} --resolution 720p --batch 2 \
+        --frames 3 --crop 512x960 --min-lr 1e-4 --max-lr 1e-3 {{ARGS}}
+
+# The original README's fp16 run: batch 7, min_lr = max_lr = 1e-3.
+train-fp16 DATA *ARGS:
+    cargo run --release --features {{features}} -- train --data {{DATA}} --resolution 720p --batch 7 \
+        --frames 3 --crop 512x960 --min-lr 1e-3 --max-lr 1e-3 --precision fp16 {{ARGS}}
+
+# Two short identical CPU runs: their loss curves must match bit for bit.
+reproduce: (bundled-data)
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for r in a b; do
+        cargo run --release --features {{features}} -- train --data data/bundled --resolution 270p --batch 2 \
+            --crop 64x128 --val-crop 256x448 --flownet none --max-steps 20 --seed 7 --backend cpu \
+            --runs-dir runs/reproduce --name $r-$(date -u +%s) >/dev/null
+    done
+    cargo run --release --features {{features}} -- compare $(ls -d runs/reproduce/a-* | tail -1) $(ls -d runs/reproduce/b-* | tail -1)
+
+# Plot the curves of runs (loss, PSNR, LR) into one PNG: `just plot runs/a runs/b -o curves.png`
+plot +ARGS:
+    cargo run --release --features {{features}} -- plot {{ARGS}}
 
 # Run every test (CPU; the warp kernel also on wgpu/lavapipe).
 test:
