@@ -38,7 +38,8 @@ where
             let img = img.tensor.detach().set_requires_grad(true);
             let flow = flow.tensor.detach().set_requires_grad(true);
             let out = grid_sample(&img, &flow);
-            let loss = (out * &grad_out.tensor).sum(None);
+            let kind = out.kind();
+            let loss = (out * &grad_out.tensor).sum(kind);
             let mut g = tch::Tensor::run_backward(&[loss], &[&img, &flow], false, false);
             let gf = g.pop().expect("flow gradient");
             let gi = g.pop().expect("image gradient");

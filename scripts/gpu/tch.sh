@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine, after scripts/gpu/stage_tch.sh staged the LibTorch build in .gpu/: what
-# LibTorch vsr loads, the parity and engine tests on it, then `vsr bench step` (fp32 and fp16,
+# LibTorch vsr loads, the parity, warp/convolution and engine tests on it, then `vsr bench step` (fp32 and fp16,
 # batch 3 and 7, 512x960, 3 frames, the fixture FlowNetSD) and `vsr bench upscale` (fp32 and
 # fp16, 480x270 and 960x540). Logs and JSON in $OUT.
 set -uo pipefail
@@ -20,6 +20,8 @@ echo "== parity (TF32 convolutions allowed, as PyTorch's default), then f32 conv
 for t in parity_on_requested_gpu parity_on_requested_gpu_f32_convolutions; do
   .gpu/parity-tch "$t" --exact --ignored --nocapture 2>&1 | tee "$OUT/$t.log" | grep -E "max abs|test result|panicked|error"
 done
+echo "== warp (grid_sample) and f32 convolutions on LibTorch's CUDA device, then its CPU"
+.gpu/kernels-tch --include-ignored --test-threads 1 2>&1 | tee "$OUT/kernels_tch.log" | grep -E "^test |test result|panicked"
 echo "== inference engine against the CPU"
 .gpu/eval-tch engine_on_requested_gpu --exact --ignored --nocapture 2>&1 | tee "$OUT/engine.log" \
   | grep -E "difference|test result|panicked|error"
