@@ -72,6 +72,20 @@ reproduce: (bundled-data)
 plot +ARGS:
     cargo run --release --features {{features}} -- plot {{ARGS}}
 
+# Against the PyTorch that python3 imports (or LIBTORCH=<site-packages>/torch); run the binary with
+# LD_LIBRARY_PATH=$LIBTORCH/lib. README: "Building with LibTorch".
+# Build the release binary with the LibTorch backend too (`--backend tch`).
+build-tch:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "${LIBTORCH:-}" ]; then
+        LIBTORCH=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))') \
+            || { echo "no PyTorch for python3: pip install torch==2.11.0, or set LIBTORCH" >&2; exit 1; }
+    fi
+    export LIBTORCH LIBTORCH_BYPASS_VERSION_CHECK=1
+    cargo build --release --features tch
+    echo "built target/release/vsr; run it with LD_LIBRARY_PATH=$LIBTORCH/lib"
+
 # Run every test (CPU; the warp kernel also on wgpu/lavapipe).
 test:
     cargo test --workspace --features {{features}} --no-fail-fast
