@@ -173,21 +173,30 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Res
     }
 }
 
-/// Number of CUDA devices, or why none can be used (no driver, no GPU).
+/// Number of CUDA devices, or why none can be used (no driver, no GPU). Probed once per process.
 #[cfg(feature = "cuda")]
 pub fn cuda_device_count() -> std::result::Result<usize, String> {
-    // cudarc loads libcuda at run time and panics when it cannot: turn that into an error.
-    let probe = std::panic::catch_unwind(|| {
-        cudarc::driver::result::init()
-            .and_then(|_| cudarc::driver::result::device::get_count())
-            .map_err(|e| format!("CUDA driver error: {e:?}"))
-    });
-    match probe {
-        Ok(Ok(0)) => Err("the CUDA driver found no GPU".into()),
-        Ok(Ok(n)) => Ok(n as usize),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err("no CUDA driver (libcuda) on this machine".into()),
-    }
+    static PROBE: std::sync::OnceLock<std::result::Result<usize, String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            // cudarc loads libcuda at run time and panics when it cannot: turn that into an error,
+            // without the panic message and backtrace the default hook would print.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let probe = std::panic::catch_unwind(|| {
+                cudarc::driver::result::init()
+                    .and_then(|_| cudarc::driver::result::device::get_count())
+                    .map_err(|e| format!("CUDA driver error: {e:?}"))
+            });
+            std::panic::set_hook(hook);
+            match probe {
+                Ok(Ok(0)) => Err("the CUDA driver found no GPU".into()),
+                Ok(Ok(n)) => Ok(n as usize),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err("no CUDA driver (libcuda) on this machine".into()),
+            }
+        })
+        .clone()
 }
 
 /// GPU memory used by this process according to `nvidia-smi` (allocator pools included), bytes.

@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# GPU call A: warp kernels (backward forced) and parity on CUDA, warp bench beside PyTorch's,
+# GPU call A (carries vsr, parity): parity on CUDA (warp backward kernel forced), warp bench beside PyTorch's,
 # the fp32 training step with an empty and with a warm kernel cache.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
-
-echo "== warp kernels on CUDA (backward kernels forced)"
-VSR_WARP_BACKWARD_KERNEL=1 timeout 150 .gpu/cuda --ignored --test-threads 1 >"$OUT/cuda_kernels.log" 2>&1; verdict "$OUT/cuda_kernels.log"; stamp
 
 echo "== parity vs PyTorch: TF32 autotuned convs (kernel backward), f32-only convs"
 VSR_WARP_BACKWARD_KERNEL=1 timeout 150 .gpu/parity parity_on_requested_gpu --exact --ignored --nocapture >"$OUT/parity_tf32.log" 2>&1

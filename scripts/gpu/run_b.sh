@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# GPU call B: the training step fp16 (empty cache, then warm) and batch 7, beside PyTorch's
+# GPU call B (carries vsr, cuda: the carry limit): warp kernel tests, the training step fp16 (empty cache, then warm) and batch 7, beside PyTorch's
 # reference (eager, autocast, torch.compile) on the same GPU in the same command.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
 export VSR_WARP_BACKWARD_KERNEL=${VSR_WARP_BACKWARD_KERNEL:-1}
+
+echo "== warp kernels on CUDA (backward kernels forced)"
+VSR_WARP_BACKWARD_KERNEL=1 timeout 150 .gpu/cuda --ignored --test-threads 1 >"$OUT/cuda_kernels.log" 2>&1; verdict "$OUT/cuda_kernels.log"; stamp
+
 
 echo "== training step fp16, batch 3: empty fp16 tuning (fp32's kept), then warm"
 timeout 300 $V bench step --backend cuda --precision fp16 --flownet $FLOWNET --iters 10 \
