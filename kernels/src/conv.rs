@@ -14,10 +14,9 @@
 //!   module helpers [`conv2d_module`], [`conv_transpose2d_module`]) use Burn's direct kernels on
 //!   CubeCL backends, which multiply and accumulate in f32 (slower).
 //!
-//! Scope: the choice applies to every forward through these functions, with or without autodiff;
-//! under `Autodiff<B>`, [`conv2d`]'s backward is [`crate::conv_grad`]'s (Burn's transposed
-//! convolution for the input, matrix products over the taps for the weight). CPU backends
-//! compute in f32 either way.
+//! Scope: the choice applies to backends without autodiff (inference, evaluation, frozen
+//! networks, parity tests). Under `Autodiff<B>` these functions are Burn's own (autotuned, TF32
+//! allowed on CUDA), forward and backward. CPU backends compute in f32 either way.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
@@ -110,17 +109,6 @@ pub trait ConvBackend: Backend {
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
         <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options)
-    }
-
-    /// `conv2d` at the current [`conv_precision`]; under `Autodiff<B>` its weight gradient is
-    /// [`crate::conv_grad::conv2d_weight_grad`] (matrix products over the taps) instead of Burn's.
-    fn conv2d_any(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        crate::conv_grad::conv2d_inner::<Self>(x, weight, bias, options)
     }
 }
 
@@ -227,14 +215,6 @@ pub fn tch_cudnn_benchmark() -> bool {
 impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     ConvBackend for burn::backend::Autodiff<B, C>
 {
-    fn conv2d_any(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        crate::conv_grad::conv2d_autodiff::<B, C>(x, weight, bias, options)
-    }
 }
 
 fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
@@ -242,19 +222,22 @@ fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 }
 
 /// Burn's `conv2d` (same arguments, symmetric padding in `options`), computed at the current
-/// [`conv_precision`]; under autodiff with the tap-product weight gradient ([`crate::conv_grad`]).
+/// [`conv_precision`].
 pub fn conv2d<B: ConvBackend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::conv2d_any(
-        float(x),
-        float(weight),
-        bias.map(float),
-        options,
-    )))
+    match conv_precision() {
+        ConvPrecision::Tf32 => burn::tensor::module::conv2d(x, weight, bias, options),
+        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(B::conv2d_f32(
+            float(x),
+            float(weight),
+            bias.map(float),
+            options,
+        ))),
+    }
 }
 
 /// Burn's `conv_transpose2d`, computed at the current [`conv_precision`].
@@ -283,8 +266,11 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
-/// `conv.forward(x)` at the current [`conv_precision`] (see [`conv2d`]).
+/// `conv.forward(x)` at the current [`conv_precision`].
 pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if conv_precision() == ConvPrecision::Tf32 {
+        return conv.forward(x);
+    }
     let [_, _, h, w] = x.dims();
     let ((top, bottom), (left, right)) = match conv.padding {
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),

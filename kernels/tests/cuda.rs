@@ -1,7 +1,7 @@
 //! The CubeCL kernels on CUDA, bare `CubeBackend` and `burn::backend::Cuda` (fusion custom op).
 //! Ignored by default (CI has no GPU); on a GPU machine run them with `--ignored`, where a missing
-//! GPU fails them. The backward checks need `VSR_WARP_BACKWARD_KERNEL=1` to exercise the kernels
-//! rather than the tensor-op fallback CUDA uses for now; `passes_against_model` runs the
+//! GPU fails them. The backward kernels run by default (`VSR_WARP_BACKWARD_KERNEL=0` would test
+//! the tensor-op fallback instead); `passes_against_model` runs the
 //! deterministic backward's passes directly and compares each with its host model.
 #![cfg(feature = "cuda")]
 

@@ -44,19 +44,15 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> WarpBacken
     }
 }
 
-/// Whether the backward kernels may run on this runtime. On CUDA (H100, 2026-11-25) the
-/// fixed-point image-gradient passes gave wrong and run-to-run different values while every
-/// check passed on wgpu/lavapipe. Cause (found 2026-11-26 from the CubeCL sources, see
-/// `zeros_linear`): their scratch buffers came from Burn's `zeros_client` with the image's 4-D
-/// shape, which CUDA allocates with padded rows and zeroes only the logical elements, while the
-/// kernels index them linearly; the buffers are rank 1 now. Until that fix is confirmed on a GPU
-/// (`scripts/gpu/kernels_debug.sh`), CUDA takes the tensor-op backward (correct, slower);
-/// `VSR_WARP_BACKWARD_KERNEL=1` forces the kernels.
-fn backward_kernel_verified<R: CubeRuntime>(client: &cubecl::prelude::ComputeClient<R>) -> bool {
-    if std::env::var("VSR_WARP_BACKWARD_KERNEL").is_ok_and(|v| v == "1") {
-        return true;
-    }
-    !R::name(client).to_ascii_lowercase().contains("cuda")
+/// Whether the backward kernels run (the default) or the tensor-op backward
+/// (`VSR_WARP_BACKWARD_KERNEL=0`, for comparison). History: on CUDA (H100, 2026-11-25) the
+/// fixed-point image-gradient passes first gave wrong, run-to-run different values: their
+/// scratch buffers came from Burn's `zeros_client` with the image's 4-D shape, which CUDA
+/// allocates with padded rows and zeroes only the logical elements, while the kernels index them
+/// linearly (see `zeros_linear`). With rank-1 buffers all 21 kernel tests, determinism included,
+/// pass on an H100 (2026-11-26, `scripts/gpu/run_k.sh`).
+fn backward_kernel_verified<R: CubeRuntime>(_client: &cubecl::prelude::ComputeClient<R>) -> bool {
+    std::env::var("VSR_WARP_BACKWARD_KERNEL").map_or(true, |v| v != "0")
 }
 
 /// Contiguous, and in `dtype` (the kernels have one storage type for all their float tensors).
