@@ -170,11 +170,7 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Res
         }
         #[cfg(feature = "tch")]
         BackendKind::Tch => {
-            let device = if tch_cuda_available() {
-                burn::backend::libtorch::LibTorchDevice::Cuda(index)
-            } else {
-                burn::backend::libtorch::LibTorchDevice::Cpu
-            };
+            let device = tch_device(index).map_err(|why| kind.not_available(&why))?;
             Ok(task.run::<Autodiff<Tch>>(device))
         }
         #[cfg(feature = "wgpu")]
@@ -185,8 +181,8 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Res
 }
 
 /// Runs `task` on backend `kind` with the devices of indices `indices` (GPU backends: each index
-/// once; the CPU and wgpu backends have one device, which every index names: the workers then
-/// share it), or says why it can't.
+/// once; the CPU and wgpu backends, and LibTorch without a CUDA device, have one device, which
+/// every index names: the workers then share it), or says why it can't.
 pub fn dispatch_devices<T: MultiDeviceTask>(kind: BackendKind, indices: &[usize], task: T) -> Result<T::Output> {
     use burn::backend::Autodiff;
     if indices.is_empty() {
@@ -213,11 +209,18 @@ pub fn dispatch_devices<T: MultiDeviceTask>(kind: BackendKind, indices: &[usize]
         }
         #[cfg(feature = "tch")]
         BackendKind::Tch => {
-            let cuda = tch_cuda_available();
-            let devices = indices
-                .iter()
-                .map(|&i| if cuda { burn::backend::libtorch::LibTorchDevice::Cuda(i) } else { burn::backend::libtorch::LibTorchDevice::Cpu })
-                .collect();
+            // Each index chosen (and cuDNN's benchmark mode set) as `dispatch` does, so that one
+            // device behaves as there; several without a CUDA device share LibTorch's CPU, which
+            // every index then names (as on the cpu backend).
+            let devices = if n > 1 && tch::Cuda::device_count() == 0 {
+                vec![tch_device(0).map_err(|why| kind.not_available(&why))?; n]
+            } else {
+                indices
+                    .iter()
+                    .map(|&i| tch_device(i))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|why| kind.not_available(&why))?
+            };
             Ok(task.run::<Autodiff<Tch>>(devices))
         }
         #[cfg(feature = "wgpu")]
@@ -245,7 +248,7 @@ pub fn cuda_device_count() -> std::result::Result<usize, String> {
 }
 
 /// GPU memory used by this process according to `nvidia-smi` (allocator pools included), bytes.
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "tch"))]
 pub fn cuda_memory_in_use() -> Option<u64> {
     let out = std::process::Command::new("nvidia-smi")
         .args(["--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
@@ -258,9 +261,77 @@ pub fn cuda_memory_in_use() -> Option<u64> {
     })
 }
 
+/// LibTorch's device for `--backend tch --device index`: its CUDA device `index` when LibTorch
+/// sees a GPU (with cuDNN's benchmark mode on, as PyTorch training scripts set it: the fastest
+/// algorithm per convolution shape, timed on first use), else its CPU, which only index 0 names.
 #[cfg(feature = "tch")]
-fn tch_cuda_available() -> bool {
-    tch::Cuda::is_available()
+pub fn tch_device(index: usize) -> std::result::Result<burn::backend::libtorch::LibTorchDevice, String> {
+    use burn::backend::libtorch::LibTorchDevice;
+    let count = tch::Cuda::device_count() as usize;
+    if count == 0 {
+        if index != 0 {
+            return Err(format!("LibTorch sees no CUDA device, so no device with index {index}"));
+        }
+        if std::env::var_os("VSR_QUIET_TCH_CPU").is_none() {
+            eprintln!("note: LibTorch sees no CUDA device; backend tch runs on LibTorch's CPU");
+        }
+        return Ok(LibTorchDevice::Cpu);
+    }
+    if index >= count {
+        return Err(format!("no CUDA device with index {index} ({count} found by LibTorch)"));
+    }
+    vsr_kernels::conv::set_tch_cudnn_benchmark(true);
+    Ok(LibTorchDevice::Cuda(index))
+}
+
+/// What LibTorch this process loaded: its version (from the installation the shared library was
+/// loaded from), CUDA devices, CUDA runtime and cuDNN versions.
+#[cfg(feature = "tch")]
+pub fn tch_summary() -> String {
+    let version = libtorch_dir()
+        .and_then(|lib| libtorch_version(&lib).map(|v| format!("libtorch {v} ({})", lib.display())))
+        .unwrap_or_else(|| "libtorch (version unknown)".into());
+    let cuda = tch::Cuda::device_count();
+    if cuda == 0 {
+        return format!("{version}; no CUDA device, runs on CPU ({} threads)", tch::get_num_threads());
+    }
+    // CUDART_VERSION is 1000 major + 10 minor; CUDNN_VERSION (9.x) 10000 major + 100 minor + patch.
+    let cudart = tch::utils::version_cudart();
+    let cudnn = tch::utils::version_cudnn();
+    format!(
+        "{version}; {cuda} CUDA device(s), CUDA runtime {}.{}, cuDNN {}",
+        cudart / 1000,
+        cudart % 1000 / 10,
+        if tch::Cuda::cudnn_is_available() {
+            format!("{}.{}.{}", cudnn / 10000, cudnn % 10000 / 100, cudnn % 100)
+        } else {
+            "unavailable".into()
+        }
+    )
+}
+
+/// The directory this process loaded `libtorch_cpu.so` from (`/proc/self/maps`).
+#[cfg(feature = "tch")]
+fn libtorch_dir() -> Option<std::path::PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        let path = l.split_whitespace().nth(5)?;
+        path.ends_with("/libtorch_cpu.so").then(|| std::path::Path::new(path).parent().map(|p| p.to_path_buf()))?
+    })
+}
+
+/// The version of the LibTorch installation whose `lib` directory is `lib`: a pip install's
+/// `torch/version.py`, or the `build-version` file of LibTorch's zip.
+#[cfg(feature = "tch")]
+fn libtorch_version(lib: &std::path::Path) -> Option<String> {
+    let root = lib.parent()?;
+    if let Ok(py) = std::fs::read_to_string(root.join("version.py")) {
+        return py.lines().find_map(|l| {
+            let v = l.strip_prefix("__version__")?.split(['\'', '"']).nth(1)?;
+            Some(v.to_string())
+        });
+    }
+    std::fs::read_to_string(root.join("build-version")).ok().map(|v| v.trim().to_string())
 }
 
 /// Silences the default panic message while `f` runs (for probes that may panic).
@@ -270,6 +341,33 @@ pub fn quiet_panics<R>(f: impl FnOnce() -> R) -> R {
     let r = f();
     std::panic::set_hook(hook);
     r
+}
+
+/// [`name`] of the backend and, where one backend type serves several kinds of device (LibTorch),
+/// the device's kind: `tch-cuda`, `tch-cpu`.
+pub fn device_name<B: Backend>(device: &B::Device) -> String {
+    let name = name::<B>();
+    if name == "tch" {
+        let full = B::name(device); // "libtorch<cuda>"
+        if let Some(kind) = full.strip_prefix("libtorch<").and_then(|k| k.strip_suffix('>')) {
+            return format!("tch-{kind}");
+        }
+    }
+    name
+}
+
+/// GPU memory in use by this process on `device` (the whole process on CUDA, allocator pools
+/// included), if the backend runs on an NVIDIA GPU and `nvidia-smi` can tell; bytes.
+pub fn device_memory_in_use<B: Backend>(device: &B::Device) -> Option<u64> {
+    #[cfg(any(feature = "cuda", feature = "tch"))]
+    {
+        let name = device_name::<B>(device);
+        if name.starts_with("cuda") || name == "tch-cuda" {
+            return cuda_memory_in_use();
+        }
+    }
+    let _ = device;
+    None
 }
 
 /// Short name of a backend type for reports (`Fusion<CubeBackend<CudaRuntime, ..>>` -> `cuda`).

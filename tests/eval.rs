@@ -331,7 +331,7 @@ fn eval_errors_name_the_file() {
 /// `VSR_TEST_GPU=cuda cargo test --test eval -- --ignored`. Ignored by default (CI has no GPU);
 /// when run, a missing GPU or variable fails it.
 #[test]
-#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu|tch|tch-cpu and pass --ignored"]
 fn engine_on_requested_gpu() {
     fn check<B: vsr::backend::VsrBackend>(device: B::Device) {
         let frames = random_frames(4, 45, 30, 3); // padded to 48x32
@@ -349,12 +349,14 @@ fn engine_on_requested_gpu() {
             assert!(d < tol, "{d}");
         }
     }
-    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda, wgpu, tch or tch-cpu");
     match which.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => check::<vsr::backend::Cuda>(burn::backend::cuda::CudaDevice::new(0)),
         #[cfg(feature = "wgpu")]
         "wgpu" => check::<vsr::backend::Wgpu>(Default::default()),
+        #[cfg(feature = "tch")]
+        tch if tch_test_device(tch).is_some() => check::<vsr::backend::Tch>(tch_test_device(tch).unwrap().0),
         other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
     }
 }

@@ -88,13 +88,14 @@ fn flownet_has_published_parameter_count() {
     assert_eq!(net.num_params(), vsr::model::FlowNetSD::<Cpu>::NUM_PARAMS);
 }
 
-/// The same checks on a GPU backend: `VSR_TEST_GPU=cuda cargo test --test parity -- --ignored`.
+/// The same checks on a GPU backend: `VSR_TEST_GPU=cuda cargo test --test parity -- --ignored`
+/// (`tch`: LibTorch on CUDA, `tch-cpu`: LibTorch on its CPU, in f32).
 /// Ignored by default (CI has no GPU); when run, a missing GPU or variable fails it.
 #[test]
-#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu|tch|tch-cpu and pass --ignored"]
 fn parity_on_requested_gpu() {
     let _gpu = GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda, wgpu, tch or tch-cpu");
     match which.as_str() {
         #[cfg(feature = "cuda")]
         "cuda" => {
@@ -110,6 +111,14 @@ fn parity_on_requested_gpu() {
             run_vsrnet::<vsr::backend::Wgpu>(&device, TOLERANCE);
             run_warp::<burn::backend::Autodiff<vsr::backend::Wgpu>>(&device, warp);
         }
+        #[cfg(feature = "tch")]
+        tch if tch_test_device(tch).is_some() => {
+            let (device, tf32) = tch_test_device(tch).unwrap();
+            let rtol = if tf32 { TOLERANCE } else { F32_TOLERANCE };
+            run_flownet::<vsr::backend::Tch>(&device, rtol);
+            run_vsrnet::<vsr::backend::Tch>(&device, rtol);
+            run_warp::<burn::backend::Autodiff<vsr::backend::Tch>>(&device, warp);
+        }
         other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
     }
 }
@@ -120,7 +129,7 @@ static GPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// FlowNetSD and VSRNet on the GPU backend with every convolution in f32
 /// (`ConvPrecision::F32`, no TF32 tensor cores): 10x tighter than the fixtures' tolerance.
 #[test]
-#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu and pass --ignored"]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu|tch|tch-cpu and pass --ignored"]
 fn parity_on_requested_gpu_f32_convolutions() {
     use vsr_kernels::conv::{ConvPrecision, set_conv_precision};
     let _gpu = GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,7 +141,7 @@ fn parity_on_requested_gpu_f32_convolutions() {
         }
     }
     let _reset = Reset;
-    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda or wgpu");
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda, wgpu, tch or tch-cpu");
     set_conv_precision(ConvPrecision::F32);
     match which.as_str() {
         #[cfg(feature = "cuda")]
@@ -146,6 +155,12 @@ fn parity_on_requested_gpu_f32_convolutions() {
             let device = Default::default();
             run_flownet::<vsr::backend::Wgpu>(&device, F32_TOLERANCE);
             run_vsrnet::<vsr::backend::Wgpu>(&device, F32_TOLERANCE);
+        }
+        #[cfg(feature = "tch")]
+        tch if tch_test_device(tch).is_some() => {
+            let (device, _) = tch_test_device(tch).unwrap();
+            run_flownet::<vsr::backend::Tch>(&device, F32_TOLERANCE);
+            run_vsrnet::<vsr::backend::Tch>(&device, F32_TOLERANCE);
         }
         other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
     }

@@ -114,8 +114,103 @@ pub trait ConvBackend: Backend {
 
 impl ConvBackend for burn::backend::Flex {}
 
+/// LibTorch: cuDNN convolutions with TF32 turned off for this call (`torch._convolution`'s
+/// `allow_tf32`, what `torch.backends.cudnn.allow_tf32 = False` does globally); on CPU the same
+/// convolution as Burn's.
 #[cfg(feature = "tch")]
-impl<E> ConvBackend for burn::backend::LibTorch<E> where burn::backend::LibTorch<E>: Backend {}
+impl<E> ConvBackend for burn::backend::LibTorch<E>
+where
+    burn::backend::LibTorch<E>: Backend<FloatTensorPrimitive = burn::backend::libtorch::TchTensor>,
+{
+    fn conv2d_f32(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        tch_convolution(
+            x,
+            weight,
+            bias,
+            &options.stride,
+            &options.padding,
+            &options.dilation,
+            false,
+            &[0, 0],
+            options.groups,
+        )
+    }
+
+    fn conv_transpose2d_f32(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        tch_convolution(
+            x,
+            weight,
+            bias,
+            &options.stride,
+            &options.padding,
+            &options.dilation,
+            true,
+            &options.padding_out,
+            options.groups,
+        )
+    }
+}
+
+/// `torch._convolution` with `allow_tf32 = false` (cuDNN enabled, benchmark mode as set).
+#[cfg(feature = "tch")]
+#[allow(clippy::too_many_arguments)]
+fn tch_convolution(
+    x: burn::backend::libtorch::TchTensor,
+    weight: burn::backend::libtorch::TchTensor,
+    bias: Option<burn::backend::libtorch::TchTensor>,
+    stride: &[usize; 2],
+    padding: &[usize; 2],
+    dilation: &[usize; 2],
+    transposed: bool,
+    padding_out: &[usize; 2],
+    groups: usize,
+) -> burn::backend::libtorch::TchTensor {
+    let i64s = |v: &[usize; 2]| v.map(|i| i as i64);
+    let out = x.tensor.internal_convolution(
+        &weight.tensor,
+        bias.as_ref().map(|b| &b.tensor),
+        i64s(stride),
+        i64s(padding),
+        i64s(dilation),
+        transposed,
+        i64s(padding_out),
+        groups as i64,
+        tch_cudnn_benchmark(),
+        false,
+        true,
+        false,
+    );
+    burn::backend::libtorch::TchTensor::new(out)
+}
+
+#[cfg(feature = "tch")]
+static TCH_CUDNN_BENCHMARK: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Turns cuDNN's benchmark mode (`torch.backends.cudnn.benchmark`: time the algorithms for each
+/// new convolution shape, keep the fastest) on or off, for every LibTorch convolution of the
+/// process.
+#[cfg(feature = "tch")]
+pub fn set_tch_cudnn_benchmark(on: bool) {
+    TCH_CUDNN_BENCHMARK.store(on, Ordering::Relaxed);
+    tch::Cuda::cudnn_set_benchmark(on);
+}
+
+/// Whether [`set_tch_cudnn_benchmark`] turned benchmark mode on.
+#[cfg(feature = "tch")]
+pub fn tch_cudnn_benchmark() -> bool {
+    TCH_CUDNN_BENCHMARK.load(Ordering::Relaxed)
+}
 
 impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     ConvBackend for burn::backend::Autodiff<B, C>

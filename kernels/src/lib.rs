@@ -10,7 +10,8 @@
 //!
 //! [`WarpBackend`] carries the operation. Its provided methods are the tensor-op implementation,
 //! which every backend gets for free; CubeCL backends override them with the kernels
-//! (`cube` module, features `cuda` / `wgpu`), `Fusion<B>` forwards them to its inner backend as a
+//! (`cube` module, features `cuda` / `wgpu`), LibTorch with PyTorch's `grid_sample` (feature
+//! `tch`), `Fusion<B>` forwards them to its inner backend as a
 //! fusion custom op, and `Autodiff<B>` differentiates them with `B::warp_backward`.
 //!
 //! The image gradient of the CubeCL backward is deterministic (same inputs, same bits); see
@@ -26,6 +27,8 @@ pub mod conv;
 #[cfg(feature = "cubecl")]
 pub mod cube;
 pub mod fixed_point;
+#[cfg(feature = "tch")]
+mod libtorch;
 
 /// A backend that can warp an image by a flow field.
 pub trait WarpBackend: Backend {
@@ -228,6 +231,3 @@ pub fn warp_backward_reference<B: Backend>(
 }
 
 impl WarpBackend for burn::backend::Flex {}
-
-#[cfg(feature = "tch")]
-impl<E> WarpBackend for burn::backend::LibTorch<E> where burn::backend::LibTorch<E>: Backend {}

@@ -100,16 +100,22 @@ done
 # Everything these libraries and vsr need beyond glibc/libstdc++/libgcc and the GPU driver, taken
 # from this machine (for the libraries, only libx264.so.164 today). A bare Ubuntu 24.04 has
 # glibc 2.39, libstdc++ and libgcc_s; all else travels.
+# VSR_EXTERNAL_LIBS=<dir>: libraries the GPU machine has at its own place (LibTorch: a local copy
+# of its site-packages with torch/ and nvidia/), resolved from <dir>/torch/lib here for the checks,
+# never carried.
 base='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libresolv|libutil|libgcc_s|libstdc\+\+|libcuda|libnvidia-.*)\.so'
+ext=${VSR_EXTERNAL_LIBS:-}
+ldpath=$dest${ext:+:$ext/torch/lib}
 bins=("$dest"/*)
 [ -n "${VSR_BIN:-}" ] && bins+=("$VSR_BIN")
 for b in "${bins[@]}"; do
   while read -r name path; do
     [[ $name =~ $base ]] && continue
+    [ -n "$ext" ] && [[ $path == "$ext"/* ]] && continue
     [ -e "$dest/$name" ] && continue
     [ "$path" = "not" ] && { echo "$b needs $name, which is not found here" >&2; exit 1; }
     cp -L "$path" "$dest/$name"
-  done < <(LD_LIBRARY_PATH=$dest ldd "$b" | awk '$2=="=>"{print $1, $3}')
+  done < <(LD_LIBRARY_PATH=$ldpath ldd "$b" | awk '$2=="=>"{print $1, $3}')
 done
 # Loaded with dlopen, so invisible to ldd: wgpu's Vulkan loader (a bare Ubuntu has none; the NVIDIA
 # driver brings only its ICD). CUDA's libcuda/libnvrtc come from the GPU machine. Set
@@ -122,7 +128,7 @@ done
 chmod 644 "$dest"/*
 strip --strip-unneeded "$dest"/*
 
-missing=$(for f in "$dest"/* ${VSR_BIN:+"$VSR_BIN"}; do LD_LIBRARY_PATH=$dest ldd -r "$f" 2>&1 | grep -E "not found|undefined symbol" || true; done)
+missing=$(for f in "$dest"/* ${VSR_BIN:+"$VSR_BIN"}; do LD_LIBRARY_PATH=$ldpath ldd -r "$f" 2>&1 | grep -E "not found|undefined symbol" || true; done)
 [ -z "$missing" ] || { echo "unresolved: $missing" >&2; exit 1; }
 echo "FFmpeg $upstream ($revision) minimal, in $dest:"
 ls -l "$dest" | awk 'NR>1{printf "  %-28s %9d\n", $9, $5}'

@@ -21,7 +21,8 @@ vsr=$(printf '%s\n' "${bins[@]}" | sed -n 's/^vsr=//p')
 
 # FFmpeg (and whatever else vsr needs beyond glibc) into .gpu/ffmpeg/lib; quick when built before.
 VSR_BIN=$vsr scripts/gpu/build_ffmpeg.sh
-rm -f .gpu/*.xz .gpu/*.txz .gpu/vsr .gpu/parity .gpu/cuda
+# only this script's files: scripts/gpu/stage_tch.sh stages its own beside them
+rm -f .gpu/{vsr,parity,cuda}{,.xz} .gpu/ffmpeg.txz
 for b in "${bins[@]}"; do cp "${b#*=}" ".gpu/${b%%=*}"; done
 strip .gpu/vsr .gpu/parity .gpu/cuda
 missing=$(LD_LIBRARY_PATH=.gpu/ffmpeg/lib ldd .gpu/vsr .gpu/parity .gpu/cuda | grep "not found" || true)

@@ -159,7 +159,7 @@ impl BackendTask for Step {
         let mut times: Vec<f64> = (0..a.iters.max(1)).map(|_| step(&mut trainer)).collect::<anyhow::Result<_>>()?;
         times.sort_by(f64::total_cmp);
         let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-        let device_memory_bytes = device_memory::<B>();
+        let device_memory_bytes = crate::backend::device_memory_in_use::<I<B>>(&device);
 
         // Per-stage breakdown: each stage alone, synchronised, on the same input.
         let n = a.iters.clamp(3, 10);
@@ -207,7 +207,7 @@ impl BackendTask for Step {
         let valid = trainer.model.valid();
         stages.push(("VSRNet forward, inference (no flow)".to_string(), time(&mut || drop(valid.forward(xi.clone(), None).pred))?));
         Ok(StepResult {
-            backend: crate::backend::name::<I<B>>(),
+            backend: crate::backend::device_name::<I<B>>(&device),
             precision: a.precision,
             batch: a.batch,
             frames: a.frames,
@@ -221,15 +221,6 @@ impl BackendTask for Step {
             device_memory_bytes,
         })
     }
-}
-
-/// Device memory in use by the process (CUDA), if this backend can tell.
-fn device_memory<B: Backend>() -> Option<u64> {
-    #[cfg(feature = "cuda")]
-    if crate::backend::name::<B>().starts_with("cuda") {
-        return crate::backend::cuda_memory_in_use();
-    }
-    None
 }
 
 /// Result of `vsr bench step --gpus 1,2,...`.
@@ -438,7 +429,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
             });
         }
         Ok(ScalingResult {
-            backend: crate::backend::name::<I<B>>(),
+            backend: crate::backend::device_name::<I<B>>(&devices[0]),
             precision: a.precision,
             batch_per_gpu: a.batch,
             frames: a.frames,

@@ -224,7 +224,7 @@ impl BackendTask for Bench {
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
             let row = UpscaleRow {
-                backend: crate::backend::name::<I<B>>(),
+                backend: crate::backend::device_name::<I<B>>(&device),
                 precision: a.precision,
                 input: input.into(),
                 width: w,

@@ -54,7 +54,7 @@ fn probe(kind: BackendKind) -> (bool, String) {
             Err(e) => (false, e),
         },
         #[cfg(feature = "tch")]
-        BackendKind::Tch => (true, format!("libtorch, CUDA available: {}", tch::Cuda::is_available())),
+        BackendKind::Tch => (true, crate::backend::tch_summary()),
         _ => (true, "compiled in; devices are probed at first use".into()),
     }
 }

@@ -30,7 +30,7 @@ pub mod train;
 
 /// Video super-resolution (VSRNet + FlowNet2-SD) trained in pure Rust.
 #[derive(Debug, Parser)]
-#[command(name = "vsr", version, about, propagate_version = true)]
+#[command(name = "vsr", version, about, propagate_version = true, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -45,3 +45,20 @@ pub fn assert_close(name: &str, actual: &TensorData, expected: &TensorData, rel:
     assert!(r <= rel, "{name}: max abs error {abs} (relative {r}) exceeds {rel}");
     (abs, r)
 }
+
+/// LibTorch's device for the GPU tests: `VSR_TEST_GPU=tch` is its CUDA device 0, which must
+/// exist (no silent fall-back to the CPU); `VSR_TEST_GPU=tch-cpu` is its CPU. `None` for other
+/// values. Also reports whether convolutions may use TF32 (CUDA).
+#[cfg(feature = "tch")]
+pub fn tch_test_device(which: &str) -> Option<(burn::backend::libtorch::LibTorchDevice, bool)> {
+    use burn::backend::libtorch::LibTorchDevice;
+    match which {
+        "tch" => {
+            let device = vsr::backend::tch_device(0).expect("LibTorch device");
+            assert!(matches!(device, LibTorchDevice::Cuda(0)), "VSR_TEST_GPU=tch: LibTorch sees no CUDA device");
+            Some((device, true))
+        }
+        "tch-cpu" => Some((LibTorchDevice::Cpu, false)),
+        _ => None,
+    }
+}
