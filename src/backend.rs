@@ -110,6 +110,13 @@ pub trait BackendTask {
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
+/// Work to run on several devices of one backend (data-parallel training).
+pub trait MultiDeviceTask {
+    type Output;
+    /// Runs with the backend `B` on `devices` (at least one).
+    fn run<B: VsrAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
 static KERNEL_CACHE_DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
 
 /// Where CubeCL backends keep autotune results and compiled kernels (see [`dispatch`]); the
@@ -168,6 +175,56 @@ pub fn dispatch<T: BackendTask>(kind: BackendKind, index: usize, task: T) -> Res
         }
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => Ok(task.run::<Autodiff<Wgpu>>(Default::default())),
+        #[allow(unreachable_patterns)]
+        other => Err(other.not_available("not compiled into this build (see the README's cargo features)")),
+    }
+}
+
+/// Runs `task` on backend `kind` with the devices of indices `indices` (GPU backends: each index
+/// once; the CPU and wgpu backends, and LibTorch without a CUDA device, have one device, which
+/// every index names: the workers then share it), or says why it can't.
+pub fn dispatch_devices<T: MultiDeviceTask>(kind: BackendKind, indices: &[usize], task: T) -> Result<T::Output> {
+    use burn::backend::Autodiff;
+    if indices.is_empty() {
+        return Err(Error::Invalid("no device given".into()));
+    }
+    let mut seen = indices.to_vec();
+    seen.sort_unstable();
+    if seen.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::Invalid(format!("device list {indices:?} names a device twice")));
+    }
+    if matches!(kind, BackendKind::Cuda | BackendKind::Wgpu) {
+        configure_cubecl();
+    }
+    let n = indices.len();
+    match kind {
+        BackendKind::Cpu => Ok(task.run::<Autodiff<Cpu>>(vec![Default::default(); n])),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let count = cuda_device_count().map_err(|why| kind.not_available(&why))?;
+            if let Some(bad) = indices.iter().find(|&&i| i >= count) {
+                return Err(kind.not_available(&format!("no CUDA device with index {bad} ({count} found)")));
+            }
+            Ok(task.run::<Autodiff<Cuda>>(indices.iter().map(|&i| burn::backend::cuda::CudaDevice::new(i)).collect()))
+        }
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => {
+            // Each index chosen (and cuDNN's benchmark mode set) as `dispatch` does, so that one
+            // device behaves as there; several without a CUDA device share LibTorch's CPU, which
+            // every index then names (as on the cpu backend).
+            let devices = if n > 1 && tch::Cuda::device_count() == 0 {
+                vec![tch_device(0).map_err(|why| kind.not_available(&why))?; n]
+            } else {
+                indices
+                    .iter()
+                    .map(|&i| tch_device(i))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|why| kind.not_available(&why))?
+            };
+            Ok(task.run::<Autodiff<Tch>>(devices))
+        }
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Ok(task.run::<Autodiff<Wgpu>>(vec![Default::default(); n])),
         #[allow(unreachable_patterns)]
         other => Err(other.not_available("not compiled into this build (see the README's cargo features)")),
     }

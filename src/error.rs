@@ -38,6 +38,19 @@ pub enum Error {
     /// Invalid arguments or inputs (shape, frame count, sizes).
     #[error("{0}")]
     Invalid(String),
+    /// Data-parallel training: the gradient all-reduce between the workers failed (a worker or
+    /// node stopped, the collective was reset after another worker's failure, a timeout).
+    #[error("collective: {0}")]
+    Collective(String),
+    /// Data-parallel training: one worker failed, which stopped the whole run.
+    #[error("worker {rank} ({device}) failed: {error}")]
+    Worker {
+        /// The worker's global rank.
+        rank: usize,
+        device: String,
+        /// What went wrong (shown in this error's message, so not chained as its source).
+        error: Box<Error>,
+    },
 }
 
 impl Error {

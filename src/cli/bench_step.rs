@@ -45,6 +45,15 @@ pub struct StepArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Data-parallel scaling: numbers of workers, e.g. 1,2,4: N workers on GPUs --device ..
+    /// --device + N - 1 (--backend cpu: N workers sharing the CPU), --batch windows each
+    /// (per GPU); each against one worker of the same batch in the same process: ms/iter,
+    /// samples/s, scaling efficiency, all-reduce time.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub gpus: Vec<usize>,
+    /// Data-parallel on exactly these GPUs (instead of --gpus), e.g. 0,2.
+    #[arg(long, value_delimiter = ',', conflicts_with = "gpus")]
+    pub devices: Option<Vec<usize>>,
     #[command(flatten)]
     pub backend: BackendArgs,
 }
@@ -72,6 +81,20 @@ pub struct StepResult {
 
 pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
     let kind = a.backend.kind();
+    let counts: Vec<usize> = match &a.devices {
+        Some(list) => vec![1, list.len()],
+        None => a.gpus.clone(),
+    };
+    if counts.contains(&0) {
+        anyhow::bail!("--gpus: every count must be at least 1");
+    }
+    if counts.iter().any(|&n| n > 1) {
+        let devices = match &a.devices {
+            Some(list) => list.clone(),
+            None => (a.backend.device..a.backend.device + counts.iter().copied().max().unwrap_or(1)).collect(),
+        };
+        return run_parallel(a, devices, counts);
+    }
     let r = dispatch(kind, a.backend.device, Step(a.clone(), started))??;
     let mut table = String::from("| backend | precision | batch | crop | first step s | median ms | p90 ms | memory GiB |\n|---|---|---|---|---|---|---|---|\n");
     table += &format!(
@@ -196,6 +219,225 @@ impl BackendTask for Step {
             iters: times.len(),
             stages_ms: stages,
             device_memory_bytes,
+        })
+    }
+}
+
+/// Result of `vsr bench step --gpus 1,2,...`.
+#[derive(Debug, Serialize)]
+pub struct ScalingResult {
+    pub backend: String,
+    pub precision: Precision,
+    /// Windows per worker (per GPU).
+    pub batch_per_gpu: usize,
+    pub frames: usize,
+    pub height: usize,
+    pub width: usize,
+    pub iters: usize,
+    /// Floats in the all-reduced bucket (gradients, loss, flags).
+    pub bucket_floats: usize,
+    /// One row per number of workers; the row of 1 is the single-device path (no collective)
+    /// on the first device.
+    pub rows: Vec<ScalingRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScalingRow {
+    pub gpus: usize,
+    /// Device indices (the CPU backend: all the same CPU).
+    pub devices: Vec<usize>,
+    /// Median step time of worker 0 (every worker steps in lockstep).
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    /// gpus x batch_per_gpu / median.
+    pub samples_per_s: f64,
+    /// samples_per_s / (gpus x the 1-GPU row's samples_per_s).
+    pub scaling_efficiency: f64,
+    /// Median time inside the all-reduce call during the steps (including waiting for the
+    /// slowest worker), ms; None for 1.
+    pub allreduce_in_step_ms: Option<f64>,
+    /// Median time of the all-reduce of a bucket alone (workers already in step), ms.
+    pub allreduce_alone_ms: Option<f64>,
+}
+
+fn percentiles(mut times: Vec<f64>) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    (pct(0.5), pct(0.9))
+}
+
+fn run_parallel(a: StepArgs, devices: Vec<usize>, counts: Vec<usize>) -> anyhow::Result<()> {
+    let kind = a.backend.kind();
+    let r = crate::backend::dispatch_devices(kind, &devices, Scaling(a.clone(), counts))??;
+    let mut table = String::from(
+        "| backend | precision | batch/GPU | crop | GPUs | ms/iter | p90 ms | samples/s | scaling efficiency | all-reduce in step ms | all-reduce alone ms |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let ms = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    for row in &r.rows {
+        table += &format!(
+            "| {} | {} | {} | {}x{} | {} | {:.2} | {:.2} | {:.2} | {:.1}% | {} | {} |\n",
+            r.backend,
+            r.precision,
+            r.batch_per_gpu,
+            r.height,
+            r.width,
+            row.gpus,
+            row.median_ms,
+            row.p90_ms,
+            row.samples_per_s,
+            row.scaling_efficiency * 100.0,
+            ms(row.allreduce_in_step_ms),
+            ms(row.allreduce_alone_ms),
+        );
+    }
+    super::bench::report(&table, &r, a.json.as_deref())
+}
+
+/// The scaling bench: `.1` numbers of workers on the first devices of those given.
+struct Scaling(StepArgs, Vec<usize>);
+
+/// A trainer with random (or given, already decompressed) FlowNetSD weights, fp16 started at a
+/// steady loss scale.
+fn bench_trainer<B: VsrAutodiffBackend>(a: &StepArgs, flownet: Option<&std::path::Path>, device: &B::Device) -> anyhow::Result<Trainer<B>> {
+    type I<B> = <B as AutodiffBackend>::InnerBackend;
+    let config = VsrNetConfig::new().with_frames(a.frames);
+    config.validate()?;
+    let flownet = match flownet {
+        Some(p) => checkpoint::load_flownet::<I<B>>(p, device).context("loading FlowNetSD")?,
+        None => FlowNetSDConfig::new().init::<I<B>>(device),
+    };
+    let mut trainer = Trainer::new(config.init::<B>(device), Some(flownet), a.precision, AdamSettings::default());
+    if a.precision == Precision::Fp16 {
+        trainer.scaler.scale = 1024.0;
+    }
+    Ok(trainer)
+}
+
+/// Per worker: step times, all-reduce waits in the steps, all-reduce alone, bucket size.
+type WorkerTimes = (Vec<f64>, Vec<f64>, Vec<f64>, usize);
+
+impl crate::backend::MultiDeviceTask for Scaling {
+    type Output = anyhow::Result<ScalingResult>;
+    fn run<B: VsrAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        use crate::train::collective::{Cluster, GradSync};
+        use crate::train::parallel::{WorkerInput, run_workers};
+        type I<B> = <B as AutodiffBackend>::InnerBackend;
+        let (a, mut counts) = (self.0, self.1);
+        counts.sort_unstable();
+        counts.dedup();
+        let (h, w) = parse_size(&a.crop)?;
+        let tmp = tempfile::tempdir()?;
+        let flownet = match &a.flownet {
+            Some(p) if p.extension().is_some_and(|e| e == "gz") => Some(checkpoint::gunzip_to(p, tmp.path())?),
+            Some(p) => Some(p.clone()),
+            None => None,
+        };
+        let indices: Vec<usize> = match &a.devices {
+            Some(list) => list.clone(),
+            None => (a.backend.device..a.backend.device + devices.len()).collect(),
+        };
+        let steps = 1 + a.warmup + a.iters.max(1);
+
+        // One worker: the single-device path.
+        let one = {
+            let device = devices[0].clone();
+            let mut trainer = bench_trainer::<B>(&a, flownet.as_deref(), &device)?;
+            let x = Tensor::<B, 5>::random([a.batch, 3, a.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
+            let mut times = Vec::new();
+            for i in 0..steps {
+                let t = Instant::now();
+                trainer.step(x.clone(), 1e-4)?;
+                B::sync(&device)?;
+                if i > a.warmup {
+                    times.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            percentiles(times)
+        };
+        let one_rate = a.batch as f64 * 1e3 / one.0;
+        let mut rows = vec![ScalingRow {
+            gpus: 1,
+            devices: vec![indices[0]],
+            median_ms: one.0,
+            p90_ms: one.1,
+            samples_per_s: one_rate,
+            scaling_efficiency: 1.0,
+            allreduce_in_step_ms: None,
+            allreduce_alone_ms: None,
+        }];
+        let mut bucket_floats = 0;
+        for &n in counts.iter().filter(|&&n| n > 1) {
+            let inputs = devices[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, d)| WorkerInput { rank: i, name: format!("{d:?}"), input: d.clone() })
+                .collect();
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let (args, flownet) = (a.clone(), flownet.clone());
+            let per_worker = run_workers(
+                inputs,
+                crate::train::run::DEFAULT_TIMEOUT,
+                &stop,
+                crate::train::collective::reset::<I<B>>,
+                move |local, device: B::Device, progress| -> crate::error::Result<WorkerTimes> {
+                    let err = |e: anyhow::Error| crate::error::Error::Invalid(format!("{e:#}"));
+                    let mut trainer = bench_trainer::<B>(&args, flownet.as_deref(), &device).map_err(err)?;
+                    let sync = GradSync::join::<I<B>>(local, n, n, &device, &Cluster::single(), Some((progress, local)))?;
+                    trainer.sync = Some(sync);
+                    let x = Tensor::<B, 5>::random([args.batch, 3, args.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
+                    let (mut times, mut waits) = (Vec::new(), Vec::new());
+                    for i in 0..steps {
+                        let t = Instant::now();
+                        trainer.step(x.clone(), 1e-4)?;
+                        B::sync(&device).map_err(|e| crate::error::Error::Invalid(format!("{e:?}")))?;
+                        if i > args.warmup {
+                            times.push(t.elapsed().as_secs_f64() * 1e3);
+                            waits.push(trainer.sync.as_ref().expect("synced").last_wait.as_secs_f64() * 1e3);
+                        }
+                    }
+                    // The all-reduce alone, on a bucket of the gradients' size (+ the loss).
+                    let bucket = burn::module::Module::num_params(&trainer.model) + 1;
+                    let mut sync = trainer.sync.take().expect("synced");
+                    let t = Tensor::<I<B>, 1>::random([bucket], Distribution::Default, &device);
+                    let mut alone = Vec::new();
+                    for i in 0..args.iters.max(1) + 3 {
+                        let t0 = Instant::now();
+                        let r = sync.all_reduce_mean(t.clone())?;
+                        drop(r.into_data());
+                        if i >= 3 {
+                            alone.push(t0.elapsed().as_secs_f64() * 1e3);
+                        }
+                    }
+                    sync.leave::<I<B>>();
+                    Ok((times, waits, alone, bucket))
+                },
+            )?;
+            let (times, waits, alone, bucket) = per_worker.into_iter().next().expect("a worker");
+            bucket_floats = bucket;
+            let (median_ms, p90_ms) = percentiles(times);
+            let samples_per_s = (n * a.batch) as f64 * 1e3 / median_ms;
+            rows.push(ScalingRow {
+                gpus: n,
+                devices: indices[..n].to_vec(),
+                median_ms,
+                p90_ms,
+                samples_per_s,
+                scaling_efficiency: samples_per_s / (n as f64 * one_rate),
+                allreduce_in_step_ms: Some(median(waits)),
+                allreduce_alone_ms: Some(median(alone)),
+            });
+        }
+        Ok(ScalingResult {
+            backend: crate::backend::device_name::<I<B>>(&devices[0]),
+            precision: a.precision,
+            batch_per_gpu: a.batch,
+            frames: a.frames,
+            height: h,
+            width: w,
+            iters: a.iters.max(1),
+            bucket_floats,
+            rows,
         })
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 use super::BackendArgs;
 use super::demo::parse_size;
-use crate::backend::{BackendTask, VsrAutodiffBackend, dispatch};
+use crate::backend::{MultiDeviceTask, VsrAutodiffBackend, dispatch_devices};
 use crate::data::SourceKind;
 use crate::model::FlowInput;
 use crate::precision::Precision;
@@ -32,9 +32,15 @@ pub struct Args {
     /// Distance between window starts in a scene [default: frames].
     #[arg(long)]
     pub stride: Option<usize>,
-    /// Windows per batch [default: 2].
+    /// Windows per batch [default: 2]; with several GPUs (--gpus, --nodes) the global batch,
+    /// split evenly across them.
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Gradient accumulation: cut each GPU's share of the batch into N micro-batches, each with
+    /// its own BatchNorm statistics, one optimiser step for all [default: 1]. One GPU with
+    /// --accumulate N computes the step of N GPUs; may change on --resume.
+    #[arg(long)]
+    pub accumulate: Option<usize>,
     /// Random training crop HxW, multiples of 64 [default: 512x960].
     #[arg(long)]
     pub crop: Option<String>,
@@ -104,6 +110,98 @@ pub struct Args {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub backend: BackendArgs,
+    #[command(flatten)]
+    pub parallel: ParallelArgs,
+}
+
+/// Data-parallel training: several devices, several nodes. `--batch` is the global batch,
+/// split evenly across all workers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ParallelArgs {
+    /// Train data-parallel on N GPUs of this machine: devices --device .. --device + N - 1, one
+    /// worker each (with --backend cpu: N workers sharing the CPU) [default: 1].
+    #[arg(long, conflicts_with = "devices")]
+    pub gpus: Option<usize>,
+    /// Train data-parallel on these GPUs, e.g. 0,2.
+    #[arg(long, value_delimiter = ',', conflicts_with = "gpus")]
+    pub devices: Option<Vec<usize>>,
+    /// Nodes (machines, or processes) in the run; each runs this command with the same settings
+    /// and number of workers, and its own --node-rank.
+    #[arg(long, env = "NNODES", default_value_t = 1)]
+    pub nodes: usize,
+    /// This node's index, 0..--nodes; node 0 hosts the rendezvous and logs, validates and writes
+    /// checkpoints.
+    #[arg(long, env = "NODE_RANK", default_value_t = 0)]
+    pub node_rank: usize,
+    /// Node 0's host name or IP address, as every node reaches it.
+    #[arg(long, env = "MASTER_ADDR", default_value = "127.0.0.1")]
+    pub master_addr: String,
+    /// Port of the rendezvous (burn-collective's orchestrator) on node 0.
+    #[arg(long, env = "MASTER_PORT", default_value_t = crate::train::collective::DEFAULT_MASTER_PORT)]
+    pub master_port: u16,
+    /// This node's host name or IP address, as the other nodes reach it [default: the host name].
+    #[arg(long)]
+    pub node_addr: Option<String>,
+    /// Port of this node's tensor service, reached by the other nodes [default: --master-port + 1 + --node-rank].
+    #[arg(long)]
+    pub node_port: Option<u16>,
+    /// Seconds a worker may wait for the others in a collective (all-reduce, joining) before
+    /// the run ends with an error naming the workers that did not come.
+    #[arg(long, default_value_t = crate::train::run::DEFAULT_TIMEOUT.as_secs())]
+    pub collective_timeout: u64,
+}
+
+impl ParallelArgs {
+    /// Device indices of this node's workers.
+    pub fn device_indices(&self, first: usize) -> anyhow::Result<Vec<usize>> {
+        match (&self.devices, self.gpus) {
+            (Some(list), _) if list.is_empty() => bail!("--devices: give at least one device index"),
+            (Some(list), _) => Ok(list.clone()),
+            (None, Some(0)) => bail!("--gpus must be at least 1"),
+            (None, Some(n)) => Ok((first..first + n).collect()),
+            (None, None) => Ok(vec![first]),
+        }
+    }
+
+    pub fn parallel(&self) -> anyhow::Result<train::Parallel> {
+        let node_addr = match &self.node_addr {
+            Some(a) => a.clone(),
+            None if self.nodes > 1 => host_name().context("finding this machine's host name: pass --node-addr")?,
+            None => "127.0.0.1".into(),
+        };
+        let node_port = match self.node_port {
+            Some(p) => p,
+            None => self
+                .master_port
+                .checked_add(1 + self.node_rank as u16)
+                .context("--master-port + 1 + --node-rank is above 65535: pass --node-port")?,
+        };
+        let cluster = train::Cluster {
+            nodes: self.nodes,
+            node_rank: self.node_rank,
+            master_addr: self.master_addr.clone(),
+            master_port: self.master_port,
+            node_addr,
+            node_port,
+        };
+        cluster.validate()?;
+        if self.collective_timeout == 0 {
+            bail!("--collective-timeout must be at least 1 second");
+        }
+        Ok(train::Parallel { cluster, timeout: std::time::Duration::from_secs(self.collective_timeout) })
+    }
+}
+
+/// This machine's host name.
+fn host_name() -> anyhow::Result<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if r != 0 {
+        bail!("gethostname: {}", std::io::Error::last_os_error());
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 impl Args {
@@ -132,6 +230,9 @@ impl Args {
         }
         if let Some(v) = self.prefetch {
             c.prefetch = v;
+        }
+        if let Some(v) = self.accumulate {
+            c.accumulate = v;
         }
     }
 
@@ -233,8 +334,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("\nCtrl-C: finishing the current step, saving a checkpoint (Ctrl-C again to quit at once)");
     })
     .context("installing the Ctrl-C handler")?;
-    println!("backend: {kind}");
-    let summary = dispatch(kind, args.backend.device, Train(args))??;
+    let devices = args.parallel.device_indices(args.backend.device)?;
+    if devices.len() > 1 || args.parallel.nodes > 1 {
+        println!("backend: {kind}, devices {devices:?}, node {} of {}", args.parallel.node_rank, args.parallel.nodes);
+    } else {
+        println!("backend: {kind}");
+    }
+    let summary = dispatch_devices(kind, &devices, Train(args))??;
     match summary.last_val {
         Some((psnr, bil)) => println!(
             "done: {} steps; validation PSNR {psnr:.2} dB (bilinear {bil:.2} dB, {:+.2} dB)",
@@ -254,10 +360,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 struct Train(Args);
 
-impl BackendTask for Train {
+impl MultiDeviceTask for Train {
     type Output = anyhow::Result<train::RunSummary>;
-    fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: VsrAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let args = self.0;
+        let parallel = args.parallel.parallel()?;
+        let device = devices[0].clone();
         let (config, run_dir, resume) = match &args.resume {
             Some(target) => {
                 let (run_dir, ckpt) = resolve_resume::<B>(target, &device)?;
@@ -285,7 +393,7 @@ impl BackendTask for Train {
                 (args.config()?, run_dir, None)
             }
         };
-        Ok(train::train::<B>(config, &run_dir, resume, device, &STOP)?)
+        Ok(train::train_on::<B>(config, &run_dir, resume, devices, &parallel, &STOP)?)
     }
 }
 

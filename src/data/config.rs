@@ -60,6 +60,34 @@ pub struct LoaderConfig {
     pub repeat: bool,
     /// Leave out the last batch of an epoch when it would be smaller than `batch`.
     pub drop_last: bool,
+    /// Data-parallel training: which share of every batch this loader reads (see [`Shard`]).
+    #[serde(default)]
+    pub shard: Shard,
+}
+
+/// One worker's share of each batch in data-parallel training: of the `batch` windows the
+/// sampler puts in batch i, worker `rank` of `count` takes windows
+/// `rank * batch / count .. (rank + 1) * batch / count`. The shares are disjoint, their union is
+/// the whole batch, and what a worker reads is, like the batch itself, a pure function of
+/// (seed, epoch, window): the same on every run whatever the number of threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub rank: usize,
+    pub count: usize,
+}
+
+impl Default for Shard {
+    /// The whole batch.
+    fn default() -> Self {
+        Shard { rank: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// The range of a batch of `n` windows this shard reads.
+    pub fn range(&self, n: usize) -> std::ops::Range<usize> {
+        self.rank * n / self.count..(self.rank + 1) * n / self.count
+    }
 }
 
 impl LoaderConfig {
@@ -79,6 +107,7 @@ impl LoaderConfig {
             seed,
             repeat: true,
             drop_last: true,
+            shard: Shard::default(),
         }
     }
 
@@ -122,6 +151,15 @@ impl LoaderConfig {
         }
         if self.max_open_decoders == 0 {
             return bad("max_open_decoders must be at least 1".into());
+        }
+        if self.shard.count == 0 || self.shard.rank >= self.shard.count {
+            return bad(format!("loader shard {} of {}: the rank must be below the count", self.shard.rank, self.shard.count));
+        }
+        if self.batch % self.shard.count != 0 {
+            return bad(format!(
+                "a batch of {} windows cannot be split evenly across {} data-parallel workers: make --batch a multiple of {1}",
+                self.batch, self.shard.count
+            ));
         }
         let scenes: Vec<_> = dataset.entries().iter().filter(|s| s.frames >= self.frames).collect();
         if scenes.is_empty() {

@@ -4,6 +4,8 @@
 //! * **Order.** Batch `i` of epoch `e` holds windows `i*B .. (i+1)*B` of the epoch's plan
 //!   ([`super::sampler`]): what a batch holds never depends on threads or timing, and a loader
 //!   started at a [`LoaderState`] computes its first batch directly, decoding nothing before it.
+//!   A data-parallel worker's loader reads only its [`Shard`](super::config::Shard) of each
+//!   batch.
 //! * **Work.** A free worker takes the earliest window of the next `prefetch` batches that it may
 //!   take: the windows of a run go to one worker at a time, in order, preferably the worker that
 //!   did the run's previous window (its decoder is positioned right after it); a window of the
@@ -254,7 +256,8 @@ impl Shared {
             let (epoch, index) = (g / bpe, (g % bpe) as usize);
             let plan = self.plan(st, epoch);
             let b = self.cfg.batch;
-            let items = plan[index * b..((index + 1) * b).min(plan.len())].to_vec();
+            let batch = &plan[index * b..((index + 1) * b).min(plan.len())];
+            let items = batch[self.cfg.shard.range(batch.len())].to_vec();
             let n = items.len();
             st.slots.insert(
                 g,

@@ -34,7 +34,7 @@ pub mod sampler;
 #[cfg(feature = "video")]
 pub mod video;
 
-pub use config::{CropMode, LoaderConfig};
+pub use config::{CropMode, LoaderConfig, Shard};
 pub use dataset::{Dataset, Scene};
 pub use device::{DeviceBatch, DeviceLoader, upload};
 pub use loader::{HostBatch, Loader, LoaderState, LoaderStats};

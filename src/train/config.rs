@@ -25,6 +25,12 @@ pub struct TrainConfig {
     /// Distance between window starts inside a scene (default F).
     pub stride: usize,
     pub batch: usize,
+    /// Micro-batches per worker and step (gradient accumulation): each worker's share of the
+    /// batch is cut into this many parts, each forwarded with its own BatchNorm batch
+    /// statistics, and their gradients averaged before the step. `--gpus N` and `--accumulate N`
+    /// on one GPU compute the same step (the batch falls into the same N BatchNorm groups).
+    #[serde(default = "one")]
+    pub accumulate: usize,
     /// Training crop (H, W), multiples of 64.
     pub crop: [usize; 2],
     /// Validation: centre crop (H, W), or whole frames floored to multiples of 64.
@@ -70,6 +76,7 @@ impl Default for TrainConfig {
             frames: 3,
             stride: 3,
             batch: 2,
+            accumulate: 1,
             crop: [512, 960],
             val_crop: None,
             workers: default_workers(),
@@ -93,6 +100,10 @@ impl Default for TrainConfig {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Cores minus one, at least one.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get().saturating_sub(1)).unwrap_or(1).max(1)
@@ -107,6 +118,12 @@ impl TrainConfig {
         }
         if self.batch == 0 {
             return bad("--batch must be at least 1".into());
+        }
+        if self.accumulate == 0 || self.batch % self.accumulate != 0 {
+            return bad(format!(
+                "--batch {} cannot be cut into --accumulate {} equal micro-batches",
+                self.batch, self.accumulate
+            ));
         }
         if self.stride == 0 {
             return bad("--stride must be at least 1".into());

@@ -7,10 +7,14 @@
 //! - [`schedule`]: the triangular cyclic learning rate ([`CyclicLr`]).
 //! - [`run`]: the loop: data, steps, validation ([`validate`]), logging ([`log`], TensorBoard
 //!   files by [`tfevents`]), atomic checkpoints and exact resume ([`checkpoint`]).
+//! - Data-parallel training on several devices and nodes: [`collective`] (the gradient
+//!   all-reduce, burn-collective) and [`parallel`] (worker threads, watchdog, failures).
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod log;
+pub mod parallel;
 pub mod run;
 pub mod scaler;
 pub mod schedule;
@@ -19,7 +23,8 @@ pub mod tfevents;
 pub mod validate;
 
 pub use config::TrainConfig;
-pub use run::{RunSummary, train};
+pub use collective::Cluster;
+pub use run::{Parallel, RunSummary, train, train_on};
 pub use scaler::LossScaler;
 pub use schedule::CyclicLr;
 pub use step::{AdamSettings, StepOutcome, Trainer};

@@ -3,22 +3,25 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::Optimizer;
+use burn::tensor::Tensor;
 
 use super::checkpoint::{self, Checkpoint, TrainState};
+use super::collective::{self, Cluster, GradSync, check_port_free, start_orchestrator};
 use super::log::{RunLog, StepLog};
-use super::step::Trainer;
+use super::parallel::{InjectedFailure, Progress, WorkerInput, run_workers};
+use super::step::{OptimizerRecord, Trainer};
 use super::validate::{Validation, validate};
-use super::{CyclicLr, TrainConfig};
+use super::{CyclicLr, LossScaler, TrainConfig};
 use crate::backend::VsrAutodiffBackend;
 use crate::checkpoint::{gunzip_to, load_flownet, load_vsrnet, write_atomic};
-use crate::data::{CropMode, Dataset, DeviceLoader, Loader, LoaderConfig, LoaderState, Split};
+use crate::data::{CropMode, Dataset, DeviceLoader, Loader, LoaderConfig, LoaderState, Shard, Split};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, colourise};
-use crate::model::{FlowEstimator, FlowNetSD, VsrNetConfig};
+use crate::model::{FlowEstimator, FlowNetSD, VsrNet, VsrNetConfig};
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -48,9 +51,71 @@ pub fn train<B: VsrAutodiffBackend>(
     device: B::Device,
     stop: &AtomicBool,
 ) -> Result<RunSummary> {
+    train_on::<B>(config, run_dir, resume, vec![device], &Parallel::single(), stop)
+}
+
+/// How a run is spread over devices and nodes (data-parallel training).
+#[derive(Debug, Clone)]
+pub struct Parallel {
+    pub cluster: Cluster,
+    /// The longest a worker may wait in a collective (for the others to reach the all-reduce,
+    /// for the other nodes to join) before the run is declared stuck and ends with an error.
+    pub timeout: Duration,
+}
+
+impl Parallel {
+    /// This process only, no data parallelism across nodes.
+    pub fn single() -> Parallel {
+        Parallel { cluster: Cluster::single(), timeout: DEFAULT_TIMEOUT }
+    }
+}
+
+/// Default of [`Parallel::timeout`] (PyTorch's default collective timeout).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// [`train`] on one or several devices of this process (and, with [`Parallel::cluster`], of
+/// other processes): data-parallel with one worker per device when there is more than one
+/// worker in all.
+///
+/// Every worker starts from the same weights and optimiser state, reads its own share of every
+/// batch ([`crate::data::Shard`]: `config.batch` is the global batch, split evenly), computes
+/// its gradients with its own BatchNorm batch statistics (per GPU, as the original), and the
+/// gradients are averaged across workers before every optimiser step ([`super::collective`]),
+/// so that every replica applies the same update. Worker 0 (global rank 0) logs, validates and
+/// writes checkpoints, which hold nothing per worker: a run resumes on any number of workers.
+/// A worker that fails ends the run with its error ([`super::parallel`]).
+pub fn train_on<B: VsrAutodiffBackend>(
+    config: TrainConfig,
+    run_dir: &Path,
+    resume: Option<Checkpoint<B>>,
+    devices: Vec<B::Device>,
+    parallel: &Parallel,
+    stop: &AtomicBool,
+) -> Result<RunSummary> {
     config.validate()?;
-    std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    let cluster = &parallel.cluster;
+    cluster.validate()?;
+    if devices.is_empty() {
+        return Err(Error::Invalid("training needs at least one device".into()));
+    }
+    let local = devices.len();
+    let world = local * cluster.nodes;
+    if config.batch % (world * config.accumulate) != 0 {
+        return Err(Error::Invalid(format!(
+            "--batch {} (the global batch) cannot be split evenly across {world} workers ({local} per node x {} node(s)) \
+             and {} micro-batches each (--accumulate): make it a multiple of {}",
+            config.batch,
+            cluster.nodes,
+            config.accumulate,
+            world * config.accumulate
+        )));
+    }
+    let leader = cluster.is_leader();
+    if leader {
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(run_dir, e))?;
+    }
     let ckpt_dir = checkpoint_dir(run_dir);
+    let device = devices[0].clone();
     B::seed(&device, config.seed);
 
     // ---- model, frozen flow network, optimiser ----
@@ -64,42 +129,53 @@ pub fn train<B: VsrAutodiffBackend>(
         (None, None) => (net_config.init::<B>(&device), None),
     };
     let flownet = load_frozen_flownet::<B>(config.flownet.as_deref(), &device)?;
-    let mut trainer = Trainer::new(model, flownet, config.precision, config.adam);
-    let mut state = match resume {
+    let scaler = LossScaler::for_precision(config.precision);
+    let (mut state, optim) = match resume {
         Some((path, state, optim)) => {
-            trainer.optim = trainer.optim.clone().load_record(optim);
-            trainer.scaler = state.scaler;
-            println!("resuming from {} at step {}", path.display(), state.step);
-            state
+            if leader {
+                println!("resuming from {} at step {}", path.display(), state.step);
+            }
+            (state, Some(optim))
         }
-        None => TrainState {
-            format: checkpoint::FORMAT,
-            step: 0,
-            loader: LoaderState { epoch: 0, batch: 0 },
-            scaler: trainer.scaler,
-            best_psnr: None,
-            epoch_loss: (0.0, 0),
-            config: config.clone(),
-        },
+        None => (
+            TrainState {
+                format: checkpoint::FORMAT,
+                step: 0,
+                loader: LoaderState { epoch: 0, batch: 0 },
+                scaler,
+                best_psnr: None,
+                epoch_loss: (0.0, 0),
+                config: config.clone(),
+            },
+            None,
+        ),
     };
     state.config = config.clone();
 
-    // ---- data ----
+    // ---- data: every worker its share of each batch ----
     let train_set = Arc::new(Dataset::open(config.loader, &config.data, &config.resolution, Split::Train)?);
-    let val_set = match Dataset::open(config.loader, &config.data, &config.resolution, Split::Val) {
-        Ok(set) => Some(Arc::new(set)),
-        Err(e) => {
-            eprintln!("warning: no validation: {e}");
-            None
+    let val_set = if !leader {
+        None
+    } else {
+        match Dataset::open(config.loader, &config.data, &config.resolution, Split::Val) {
+            Ok(set) => Some(Arc::new(set)),
+            Err(e) => {
+                eprintln!("warning: no validation: {e}");
+                None
+            }
         }
     };
-    let mut loader_config = LoaderConfig::train(config.frames, config.batch, config.crop[0], config.crop[1], config.seed);
-    loader_config.stride = config.stride;
-    loader_config.workers = config.workers;
-    loader_config.prefetch = config.prefetch;
-    loader_config.initial_fill = config.shuffle_fill;
-    let loader = Loader::new(train_set, loader_config, state.loader)?;
-    let per_epoch = loader.batches_per_epoch() as u64;
+    let mut loaders = Vec::with_capacity(local);
+    for i in 0..local {
+        let mut loader_config = LoaderConfig::train(config.frames, config.batch, config.crop[0], config.crop[1], config.seed);
+        loader_config.stride = config.stride;
+        loader_config.workers = if local == 1 { config.workers } else { (config.workers / local).max(1) };
+        loader_config.prefetch = config.prefetch;
+        loader_config.initial_fill = config.shuffle_fill;
+        loader_config.shard = Shard { rank: cluster.node_rank * local + i, count: world };
+        loaders.push(Loader::new(train_set.clone(), loader_config, state.loader)?);
+    }
+    let per_epoch = loaders[0].batches_per_epoch() as u64;
     if per_epoch == 0 {
         return Err(Error::Invalid(format!(
             "{}: the training scenes hold fewer windows than one batch of {}",
@@ -107,77 +183,301 @@ pub fn train<B: VsrAutodiffBackend>(
             config.batch
         )));
     }
-    let mut loader = DeviceLoader::<B>::new(loader, device.clone());
     let schedule = CyclicLr::for_epoch(config.min_lr, config.max_lr, per_epoch as usize);
     let total = config.max_steps.unwrap_or(config.epochs as u64 * per_epoch);
     let epochs = total.div_ceil(per_epoch);
+    let plan = Plan { config: config.clone(), per_epoch, total, epochs, schedule };
 
-    // ---- logging ----
-    let mut log = RunLog::create(run_dir)?;
-    if state.step == 0 {
-        let json = serde_json::to_string_pretty(&config).expect("config serialises");
-        write_atomic(&run_dir.join("config.json"), json.as_bytes())?;
-        log.events().text("config", 0, &format!("```\n{json}\n```"))?;
-    }
-    if trainer.flownet.is_none() {
-        log.say("WARNING: training WITHOUT motion compensation (--flownet none): neighbour frames are used unwarped");
-    }
-    println!(
-        "training {} steps ({} epochs of {per_epoch}) on {} ({}), batch {}, crop {}x{}, {}; logs in {}",
-        total,
-        epochs,
-        config.data.display(),
-        config.resolution,
-        config.batch,
-        config.crop[0],
-        config.crop[1],
-        config.precision,
-        run_dir.display()
-    );
+    // ---- logging (global rank 0) ----
+    let lead = if leader {
+        let mut log = RunLog::create(run_dir)?;
+        if state.step == 0 {
+            let json = serde_json::to_string_pretty(&config).expect("config serialises");
+            write_atomic(&run_dir.join("config.json"), json.as_bytes())?;
+            log.events().text("config", 0, &format!("```\n{json}\n```"))?;
+        }
+        if flownet.is_none() {
+            log.say("WARNING: training WITHOUT motion compensation (--flownet none): neighbour frames are used unwarped");
+        }
+        let workers = if world > 1 {
+            format!(
+                ", data-parallel on {world} workers ({local} per node x {} node(s), {} windows each)",
+                cluster.nodes,
+                config.batch / world
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "training {} steps ({} epochs of {per_epoch}) on {} ({}), batch {}, crop {}x{}, {}{workers}; logs in {}",
+            total,
+            epochs,
+            config.data.display(),
+            config.resolution,
+            config.batch,
+            config.crop[0],
+            config.crop[1],
+            config.precision,
+            run_dir.display()
+        );
+        Some(Leader { log, val_set, ckpt_dir, run_dir: run_dir.to_path_buf() })
+    } else {
+        None
+    };
+    let fail = InjectedFailure::from_env()?;
 
+    if world == 1 {
+        let mut trainer = Trainer::new(model, flownet, config.precision, config.adam);
+        if let Some(optim) = optim {
+            trainer.optim = trainer.optim.clone().load_record(optim);
+            trainer.scaler = state.scaler;
+        }
+        let loader = DeviceLoader::<B>::new(loaders.pop().expect("one loader"), device.clone());
+        let mut replica = Replica { trainer, loader, device, rank: 0, watch: None, fail };
+        return run_loop(&mut replica, state, lead, &plan, &|| stop.load(Ordering::SeqCst));
+    }
+
+    // ---- data-parallel: one worker thread per device ----
+    if cluster.is_multi_node() {
+        if leader {
+            start_orchestrator(cluster.master_port)?;
+        }
+        check_port_free(cluster.node_port, "tensor service of this node (--node-port)")?;
+        if leader {
+            println!(
+                "waiting for {} node(s) at ws://{}:{}",
+                cluster.nodes,
+                cluster.master_addr,
+                cluster.master_port
+            );
+        }
+    }
+    let mut lead = lead;
+    let inputs: Vec<WorkerInput<WorkerParts<B>>> = devices
+        .into_iter()
+        .zip(loaders)
+        .enumerate()
+        .map(|(i, (device, loader))| {
+            let rank = cluster.node_rank * local + i;
+            WorkerInput {
+                rank,
+                name: format!("{:?}", device),
+                input: WorkerParts {
+                    model: model.clone(),
+                    flownet: flownet.clone(),
+                    optim: optim.clone(),
+                    state: state.clone(),
+                    loader,
+                    leader: if i == 0 { lead.take() } else { None },
+                    device,
+                },
+            }
+        })
+        .collect();
+    drop((model, flownet, optim));
+    let cluster = cluster.clone();
+    let plan = Arc::new(plan);
+    let summaries = run_workers(inputs, parallel.timeout, stop, collective::reset::<B::InnerBackend>, move |local_index, parts, progress| {
+        let WorkerParts { model, flownet, optim, state, loader, leader, device } = parts;
+        let rank = cluster.node_rank * local + local_index;
+        let mut trainer = Trainer::new(model.fork(&device), flownet.map(|f| f.fork(&device)), plan.config.precision, plan.config.adam);
+        if let Some(optim) = optim {
+            trainer.optim = trainer.optim.clone().load_record(optim);
+        }
+        trainer.scaler = state.scaler;
+        let checksum = weights_checksum(&trainer.model);
+        let mut sync = GradSync::join::<B::InnerBackend>(rank, world, local, &device, &cluster, Some((progress.clone(), local_index)))?;
+        let c = &plan.config;
+        sync.check_same::<B::InnerBackend>(
+            &["the number of workers", "the step to start from", "the batch size", "the frames per window", "the crop", "the seed", "the precision", "the initial weights"],
+            &[
+                world as u64,
+                state.step,
+                c.batch as u64,
+                c.frames as u64,
+                (c.crop[0] * 4096 + c.crop[1]) as u64,
+                c.seed,
+                c.precision as u64,
+                checksum,
+            ],
+            &device,
+        )?;
+        trainer.sync = Some(sync);
+        let loader = DeviceLoader::<B>::new(loader, device.clone());
+        let mut replica = Replica { trainer, loader, device, rank, watch: Some((progress.clone(), local_index)), fail };
+        let summary = run_loop(&mut replica, state, leader, &plan, &|| progress.stop_requested())?;
+        if let Some(sync) = replica.trainer.sync.take() {
+            sync.leave::<B::InnerBackend>();
+        }
+        Ok(summary)
+    })?;
+    Ok(summaries.into_iter().next().expect("at least one worker"))
+}
+
+/// `x` cut along the batch into `n` equal parts (in order: part i holds windows
+/// `i * B / n .. (i + 1) * B / n`, as [`Shard`] cuts a batch across workers).
+fn micro_batches<B: VsrAutodiffBackend>(x: Tensor<B, 5>, n: usize) -> Vec<Tensor<B, 5>> {
+    let b = x.dims()[0];
+    if n <= 1 || b < n {
+        return vec![x];
+    }
+    (0..n).map(|i| x.clone().narrow(0, i * b / n, (i + 1) * b / n - i * b / n)).collect()
+}
+
+/// What a data-parallel worker starts from (moved onto its thread).
+struct WorkerParts<B: VsrAutodiffBackend> {
+    model: VsrNet<B>,
+    flownet: Option<FlowNetSD<B::InnerBackend>>,
+    optim: Option<OptimizerRecord<B>>,
+    state: TrainState,
+    loader: Loader,
+    leader: Option<Leader>,
+    device: B::Device,
+}
+
+/// A hash of every weight of `model` (bit for bit), for the check that every worker starts
+/// from the same weights.
+fn weights_checksum<B: VsrAutodiffBackend>(model: &VsrNet<B>) -> u64 {
+    struct Hash(u64);
+    impl<B: burn::tensor::backend::Backend> ModuleVisitor<B> for Hash {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let data = param.val().into_data().convert::<f32>();
+            for v in data.iter::<f32>() {
+                self.0 = (self.0 ^ u64::from(v.to_bits())).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    let mut h = Hash(0xcbf2_9ce4_8422_2325);
+    model.visit(&mut h);
+    h.0
+}
+
+/// What the loop runs: the settings and the step counts derived from the data.
+struct Plan {
+    config: TrainConfig,
+    per_epoch: u64,
+    total: u64,
+    epochs: u64,
+    schedule: CyclicLr,
+}
+
+/// One worker's model, optimiser and data.
+struct Replica<B: VsrAutodiffBackend> {
+    trainer: Trainer<B>,
+    loader: DeviceLoader<B>,
+    device: B::Device,
+    /// Global rank (0: the worker that logs, validates and writes checkpoints).
+    rank: usize,
+    /// Data-parallel: the watchdog's view of this worker (progress, local index).
+    watch: Option<(Arc<Progress>, usize)>,
+    /// The failure test hook ([`InjectedFailure`]).
+    fail: Option<InjectedFailure>,
+}
+
+/// What only global rank 0 has: the log, validation, the checkpoints.
+struct Leader {
+    log: RunLog,
+    val_set: Option<Arc<Dataset>>,
+    ckpt_dir: PathBuf,
+    run_dir: PathBuf,
+}
+
+/// The training loop of one worker (the only one without data parallelism). `stop` tells
+/// whether Ctrl-C was pressed; data-parallel workers vote on it in every step's all-reduce so
+/// that all stop after the same step.
+fn run_loop<B: VsrAutodiffBackend>(
+    rep: &mut Replica<B>,
+    mut state: TrainState,
+    mut leader: Option<Leader>,
+    plan: &Plan,
+    stop: &dyn Fn() -> bool,
+) -> Result<RunSummary> {
+    let config = &plan.config;
+    let (per_epoch, total, epochs) = (plan.per_epoch, plan.total, plan.epochs);
+    let parallel = rep.trainer.sync.is_some();
     let mut summary = RunSummary { steps: state.step, checkpoint: None, last_val: None, best_psnr: state.best_psnr, interrupted: false };
     let mut epoch_started = false;
     while state.step < total {
+        if let Some((progress, local)) = &rep.watch {
+            if progress.aborted() {
+                return Err(Error::Collective("stopped because another worker failed".into()));
+            }
+            progress.set_step(*local, state.step);
+        }
+        if let Some(fail) = &rep.fail {
+            fail.check(rep.rank, state.step)?;
+        }
         let epoch = state.loader.epoch;
         if !epoch_started {
-            log.start_epoch(epoch, epochs, per_epoch.min(total - epoch * per_epoch), state.loader.batch as u64);
+            if let Some(l) = leader.as_mut() {
+                l.log.start_epoch(epoch, epochs, per_epoch.min(total - epoch * per_epoch), state.loader.batch as u64);
+            }
             epoch_started = true;
         }
-        let batch = match loader.next() {
+        let batch = match rep.loader.next() {
             Some(b) => b?,
             None => return Err(Error::Invalid("the training loader ended unexpectedly".into())),
         };
+        if parallel && (batch.epoch, batch.index) != (state.loader.epoch, state.loader.batch) {
+            return Err(Error::Invalid(format!(
+                "step {}: no window of this worker's share of batch {} of epoch {} could be read (see the warnings \
+                 above): the workers would go out of step",
+                state.step,
+                state.loader.batch,
+                state.loader.epoch + 1
+            )));
+        }
         debug_assert_eq!((batch.epoch, batch.index), (state.loader.epoch, state.loader.batch));
         let t = Instant::now();
-        let lr = schedule.lr(state.step);
-        let images = (state.step % config.image_every == 0).then(|| batch.frames.clone().narrow(0, 0, 1));
-        let outcome = match trainer.step(batch.frames, lr) {
+        let lr = plan.schedule.lr(state.step);
+        let images = (leader.is_some() && state.step % config.image_every == 0).then(|| batch.frames.clone().narrow(0, 0, 1));
+        let result = if parallel {
+            let vote = if stop() { 1.0 } else { 0.0 };
+            let micro = micro_batches(batch.frames, config.accumulate);
+            rep.trainer.step_micro(micro, lr, &[vote]).map(|(o, signals)| (o, Some(signals[0] > 0.0)))
+        } else if config.accumulate > 1 {
+            let micro = micro_batches(batch.frames, config.accumulate);
+            rep.trainer.step_micro(micro, lr, &[]).map(|(o, _)| (o, None))
+        } else {
+            rep.trainer.step(batch.frames, lr).map(|o| (o, None))
+        };
+        let (outcome, voted_stop) = match result {
             Ok(o) => o,
             Err(e) => {
-                let last = summary.checkpoint.as_ref().or(checkpoint::list(&ckpt_dir)?.first().map(|(_, p)| p)).cloned();
-                let keep = match last {
-                    Some(p) => format!("the last good checkpoint is {}", p.display()),
-                    None => "no checkpoint was written yet".into(),
+                let keep = match &leader {
+                    Some(l) => {
+                        let last = summary.checkpoint.as_ref().or(checkpoint::list(&l.ckpt_dir)?.first().map(|(_, p)| p)).cloned();
+                        match last {
+                            Some(p) => format!("; the last good checkpoint is {}", p.display()),
+                            None => "; no checkpoint was written yet".into(),
+                        }
+                    }
+                    None => String::new(),
                 };
-                return Err(Error::Invalid(format!("step {}: {e}; {keep}", state.step)));
+                return Err(match e {
+                    Error::Collective(_) => e,
+                    e => Error::Invalid(format!("step {}: {e}{keep}", state.step)),
+                });
             }
         };
         let step_ms = t.elapsed().as_secs_f64() * 1e3;
-        state.scaler = trainer.scaler;
+        state.scaler = rep.trainer.scaler;
         state.epoch_loss.0 += outcome.loss;
         state.epoch_loss.1 += 1;
-        log.step(&StepLog {
-            step: state.step,
-            epoch,
-            loss: outcome.loss,
-            lr,
-            scale: outcome.scale,
-            skipped: trainer.scaler.skipped_steps,
-            data_ms: batch.wait.as_secs_f64() * 1e3,
-            step_ms,
-        })?;
-        if let Some(x) = images {
-            log_images(&mut log, "train", state.step, &trainer, x)?;
+        if let Some(l) = leader.as_mut() {
+            l.log.step(&StepLog {
+                step: state.step,
+                epoch,
+                loss: outcome.loss,
+                lr,
+                scale: outcome.scale,
+                skipped: rep.trainer.scaler.skipped_steps,
+                data_ms: batch.wait.as_secs_f64() * 1e3,
+                step_ms,
+            })?;
+            if let Some(x) = images {
+                log_images(&mut l.log, "train", state.step, &rep.trainer, x)?;
+            }
         }
         state.step += 1;
         state.loader = if batch.index as u64 + 1 == per_epoch {
@@ -189,35 +489,46 @@ pub fn train<B: VsrAutodiffBackend>(
 
         let epoch_end = state.loader.batch == 0;
         let last = state.step == total;
-        let interrupted = stop.load(Ordering::SeqCst);
+        let interrupted = voted_stop.unwrap_or_else(stop);
         if epoch_end || last || interrupted {
-            log.end_epoch();
+            if let Some(l) = leader.as_mut() {
+                l.log.end_epoch();
+            }
             epoch_started = false;
         }
         if epoch_end {
             let (sum, n) = state.epoch_loss;
-            log.events().scalar("train/epoch_loss", state.step, sum / n.max(1) as f64)?;
-            log.say(&format!("epoch {}: mean training loss {:.5}", epoch + 1, sum / n.max(1) as f64));
+            if let Some(l) = leader.as_mut() {
+                l.log.events().scalar("train/epoch_loss", state.step, sum / n.max(1) as f64)?;
+                l.log.say(&format!("epoch {}: mean training loss {:.5}", epoch + 1, sum / n.max(1) as f64));
+            }
             state.epoch_loss = (0.0, 0);
         }
+        let Some(l) = leader.as_mut() else {
+            if interrupted {
+                summary.interrupted = true;
+                break;
+            }
+            continue;
+        };
         let validate_now = epoch_end || last || config.val_every.is_some_and(|n| state.step % n == 0);
-        if let (true, Some(set)) = (validate_now && !interrupted, &val_set) {
-            let v = run_validation::<B>(&trainer, set.clone(), &config, &device)?;
+        if let (true, Some(set)) = (validate_now && !interrupted, &l.val_set) {
+            let v = run_validation::<B>(&rep.trainer, set.clone(), config, &rep.device)?;
             let (psnr, bil) = (v.psnr.mean(), v.psnr_bilinear.mean());
-            log_validation(&mut log, state.step, &v)?;
+            log_validation(&mut l.log, state.step, &v)?;
             summary.last_val = Some((psnr, bil));
             if state.best_psnr.is_none_or(|(best, _)| psnr > best) {
                 state.best_psnr = Some((psnr, state.step));
                 summary.best_psnr = state.best_psnr;
-                save_checkpoint(&trainer, &state, &ckpt_dir.join("best.ckpt"), &log);
+                save_checkpoint(&rep.trainer, &state, &l.ckpt_dir.join("best.ckpt"), &l.log);
             }
         }
         if epoch_end || last || interrupted || state.step % config.checkpoint_every == 0 {
-            let path = ckpt_dir.join(checkpoint::step_name(state.step));
-            if save_checkpoint(&trainer, &state, &path, &log) {
+            let path = l.ckpt_dir.join(checkpoint::step_name(state.step));
+            if save_checkpoint(&rep.trainer, &state, &path, &l.log) {
                 summary.checkpoint = Some(path);
-                if let Err(e) = checkpoint::prune(&ckpt_dir, config.keep) {
-                    log.say(&format!("warning: pruning old checkpoints: {e}"));
+                if let Err(e) = checkpoint::prune(&l.ckpt_dir, config.keep) {
+                    l.log.say(&format!("warning: pruning old checkpoints: {e}"));
                 }
             } else if last || interrupted {
                 return Err(Error::Invalid(format!(
@@ -227,10 +538,10 @@ pub fn train<B: VsrAutodiffBackend>(
             }
         }
         if interrupted {
-            log.say(&format!(
+            l.log.say(&format!(
                 "interrupted at step {}: saved; continue with `vsr train --resume {}`",
                 state.step,
-                run_dir.display()
+                l.run_dir.display()
             ));
             summary.interrupted = true;
             break;

@@ -21,6 +21,14 @@ impl Default for LossScaler {
 }
 
 impl LossScaler {
+    /// The scaler a fresh run starts with: disabled in fp32.
+    pub fn for_precision(precision: crate::precision::Precision) -> Self {
+        match precision {
+            crate::precision::Precision::Fp32 => LossScaler::disabled(),
+            crate::precision::Precision::Fp16 => LossScaler::default(),
+        }
+    }
+
     /// A scaler that never scales (fp32 training).
     pub fn disabled() -> Self {
         Self { scale: 1.0, growth_interval: u64::MAX, ..Self::default() }

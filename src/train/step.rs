@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::LossScaler;
+use super::collective::{self, GradSync};
 use crate::backend::VsrAutodiffBackend;
 use crate::error::{Error, Result};
 use crate::model::vsrnet::mse;
@@ -65,6 +66,8 @@ pub struct Trainer<B: VsrAutodiffBackend> {
     pub flownet: Option<Frozen<FlowNetSD<B::InnerBackend>>>,
     pub scaler: LossScaler,
     pub precision: Precision,
+    /// Data-parallel training: this worker's end of the gradient all-reduce; `None`: one device.
+    pub sync: Option<GradSync>,
 }
 
 impl<B: VsrAutodiffBackend> Trainer<B> {
@@ -74,11 +77,8 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         let mut model = model;
         model.precision = precision;
         let flownet = flownet.map(|net| Frozen(cast_module(net, precision.dtype())));
-        let scaler = match precision {
-            Precision::Fp32 => LossScaler::disabled(),
-            Precision::Fp16 => LossScaler::default(),
-        };
-        Self { model, optim: adam.config().init(), flownet, scaler, precision }
+        let scaler = LossScaler::for_precision(precision);
+        Self { model, optim: adam.config().init(), flownet, scaler, precision, sync: None }
     }
 
     fn flow(&self) -> Option<&dyn FlowEstimator<B>> {
@@ -90,7 +90,13 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
     /// fp32: a non-finite loss is an error (the weights are left as they were). fp16: the loss is
     /// multiplied by the scale before the backward pass, the gradients are divided by it; if any
     /// is inf/NaN the step is skipped and the scale halved ([`LossScaler`]).
+    ///
+    /// With [`Trainer::sync`] (data-parallel), `x` is this worker's share of the batch and the
+    /// step is [`Trainer::step_micro`]'s with one micro-batch.
     pub fn step(&mut self, x: Tensor<B, 5>, lr: f64) -> Result<StepOutcome> {
+        if self.sync.is_some() {
+            return self.step_micro(vec![x], lr, &[]).map(|(outcome, _)| outcome);
+        }
         let out = self.model.forward(x, self.flow());
         let loss = mse(out.pred, out.target);
         let scale = self.scaler.scale;
@@ -101,11 +107,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
 
         let finite = match self.precision {
             Precision::Fp32 => {
-                if !loss_value.is_finite() {
-                    return Err(Error::Invalid(format!(
-                        "the training loss is {loss_value} (fp32): the run diverged; lower --max-lr, or resume from the last good checkpoint"
-                    )));
-                }
+                check_loss(loss_value)?;
                 true
             }
             Precision::Fp16 => unscale(&self.model, &mut grads, scale) && loss_value.is_finite(),
@@ -117,6 +119,90 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         }
         Ok(StepOutcome { loss: loss_value, applied, scale })
     }
+
+    /// One step on the mean loss of several micro-batches, each with its own BatchNorm batch
+    /// statistics (gradient accumulation), averaged with the other workers' when data-parallel
+    /// ([`Trainer::sync`]). `signals` (e.g. a stop request) are averaged across workers with the
+    /// gradients, in the same all-reduce, and returned.
+    ///
+    /// The gradients of the micro-batches and of the workers are summed as flat f32 buckets and
+    /// divided by their number: N workers of one micro-batch each and one worker of N
+    /// micro-batches compute the same sums. The overflow check (fp16) and the loss check (fp32)
+    /// see the averaged values: every worker takes the same decision.
+    pub fn step_micro(&mut self, micro: Vec<Tensor<B, 5>>, lr: f64, signals: &[f32]) -> Result<(StepOutcome, Vec<f32>)> {
+        if micro.is_empty() {
+            return Err(Error::Invalid("a training step needs at least one micro-batch".into()));
+        }
+        let scale = self.scaler.scale;
+        let factor = (scale != 1.0).then(|| 1.0 / scale);
+        let count = micro.len();
+        let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
+        let mut layout = Vec::new();
+        let mut grads = GradientsParams::new();
+        for x in micro {
+            let out = self.model.forward(x, self.flow());
+            let loss = mse(out.pred, out.target);
+            let scaled = if scale == 1.0 { loss.clone() } else { loss.clone() * scale };
+            grads = GradientsParams::from_grads(scaled.backward(), &self.model);
+            let (mut parts, l) = collective::flatten::<B, _>(&self.model, &mut grads, factor);
+            layout = l;
+            parts.push(loss.inner().cast(burn::tensor::DType::F32).reshape([1]));
+            let bucket = Tensor::cat(parts, 0);
+            sum = Some(match sum {
+                Some(s) => s + bucket,
+                None => bucket,
+            });
+        }
+        let mut bucket = sum.expect("at least one micro-batch");
+        if count > 1 {
+            bucket = bucket.div_scalar(count as f32);
+        }
+        let n = collective::layout_len(&layout);
+        let device = bucket.device();
+        if !signals.is_empty() {
+            bucket = Tensor::cat(vec![bucket, Tensor::from_floats(signals, &device)], 0);
+        }
+        if let Some(sync) = self.sync.as_mut() {
+            bucket = sync.all_reduce_mean(bucket)?;
+        }
+        // One read-back: [sum of |g| (fp16), loss, signals...].
+        let tail = bucket.clone().slice([n..n + 1 + signals.len()]);
+        let check = match self.precision {
+            Precision::Fp32 => tail,
+            Precision::Fp16 => Tensor::cat(vec![bucket.clone().slice([0..n]).abs().sum(), tail], 0),
+        };
+        let values: Vec<f32> = check.into_data().convert::<f32>().to_vec().map_err(|e| Error::Invalid(format!("reading the loss back: {e:?}")))?;
+        let (grad_abs, rest) = match self.precision {
+            Precision::Fp32 => (0.0, &values[..]),
+            Precision::Fp16 => (values[0], &values[1..]),
+        };
+        let loss_value = rest[0] as f64;
+        let signals = rest[1..].to_vec();
+        let finite = match self.precision {
+            Precision::Fp32 => {
+                check_loss(loss_value)?;
+                true
+            }
+            Precision::Fp16 => grad_abs.is_finite() && loss_value.is_finite(),
+        };
+        let applied = self.scaler.update(finite);
+        if applied {
+            collective::unflatten::<B, _>(&self.model, &mut grads, bucket, &layout);
+            let model = self.model.clone();
+            self.model = self.optim.step(lr, model, grads);
+        }
+        Ok((StepOutcome { loss: loss_value, applied, scale }, signals))
+    }
+}
+
+/// fp32: a non-finite loss ends the run.
+fn check_loss(loss: f64) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "the training loss is {loss} (fp32): the run diverged; lower --max-lr, or resume from the last good checkpoint"
+    )))
 }
 
 /// Divides every gradient of `model`'s parameters by `scale`; returns whether all are finite.

@@ -1,0 +1,255 @@
+//! Data-parallel `vsr train --gpus N` on the CPU backend (N workers on N CPU devices, gradients
+//! averaged by burn-collective), as a user runs it (the real binary), on bikes.mp4 split at its
+//! cuts and transcoded to 136p.
+//!
+//! **The exact comparison.** VSRNet's conv1 and conv2 have BatchNorm, whose batch statistics are
+//! per worker (as per GPU in the original): 2 workers of 2 windows normalise each half of a
+//! batch of 4 on its own, so they do NOT compute the step of one worker of batch 4 with one
+//! BatchNorm group. They compute exactly the step of one worker of batch 4 cut into 2
+//! micro-batches of 2 (`--accumulate 2`: gradient accumulation, each micro-batch with its own
+//! BatchNorm statistics). That is the comparison made here: same windows per group, same
+//! gradients up to the order of one f32 addition, so the trainable weights (convolutions,
+//! BatchNorm gamma/beta) must agree to float tolerance after several Adam steps. BatchNorm's
+//! running statistics are not compared: a worker updates them once per step from its own half,
+//! the accumulating run twice (the checkpoint holds rank 0's, as DDP's rank 0 buffers).
+#![cfg(feature = "video")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use vsr::prep::split::{self, Cuts, SplitOptions, ValSplit};
+use vsr::prep::transcode::{self, TranscodeOptions};
+use vsr::train::checkpoint;
+use vsr::train::tfevents::{self, Value};
+
+type B = common::CpuAd;
+
+/// Prepared data (136p scenes of bikes.mp4, one val scene), made once per test binary.
+fn data() -> &'static Path {
+    static D: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &D.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("bikes.mp4");
+        std::fs::copy(common::repo_dir().join("assets/bikes.mp4"), &src).unwrap();
+        let data = tmp.path().join("data");
+        let sopts = SplitOptions { cuts: Cuts::Detect { threshold: 0.2 }, val: ValSplit::Scenes(1), ..Default::default() };
+        let r = split::split(&[src], &data, &sopts).unwrap();
+        assert!(r.failed.is_empty(), "{}", r.summary());
+        let topts = TranscodeOptions { resolutions: vec!["136p".parse().unwrap()], gop: 4, ..Default::default() };
+        let r = transcode::transcode(&data, &topts).unwrap();
+        assert!(r.failed.is_empty(), "{}", r.summary());
+        (tmp, data)
+    })
+    .1
+}
+
+/// `vsr train` on the prepared data with small, fast settings (global batch 4), plus `extra`.
+fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
+    let defaults = [
+        ("--resolution", "136p"),
+        ("--batch", "4"),
+        ("--crop", "64x128"),
+        ("--val-crop", "64x128"),
+        ("--flownet", "none"),
+        ("--seed", "5"),
+        ("--workers", "1"),
+        ("--image-every", "1000"),
+    ];
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
+    c.args(["train", "--backend", "cpu"]);
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            c.args([flag, value]);
+        }
+    }
+    c.arg("--data").arg(data()).arg("--runs-dir").arg(runs).args(extra).env("VSR_CACHE_DIR", runs.join("cache"));
+    c
+}
+
+fn resume_cmd(run: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
+    c.args(["train", "--backend", "cpu", "--resume"]).arg(run).args(extra);
+    c
+}
+
+fn text(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn run_ok(mut c: Command) -> Output {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "vsr train failed:\n{}", text(&out));
+    out
+}
+
+/// Runs `c` expecting a failure within `limit` (killed and reported if it takes longer: a hang).
+fn run_fails_within(mut c: Command, limit: Duration) -> (String, Duration) {
+    let t = Instant::now();
+    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if t.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!("still running after {limit:?} (a hang):\n{}", text(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = t.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the run should have failed:\n{}", text(&out));
+    (text(&out), elapsed)
+}
+
+/// The trainable weights of VSRNet in a checkpoint (convolutions, BatchNorm gamma and beta), by
+/// name, as flat f32 vectors.
+fn weights(ckpt: &Path) -> Vec<(&'static str, Vec<f32>)> {
+    use burn::module::Module;
+    use burn::tensor::{Tensor, backend::Backend};
+    fn v<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+    let c = checkpoint::load::<B>(ckpt, &Default::default()).unwrap();
+    let net = vsr::model::VsrNetConfig::new().init::<B>(&Default::default()).load_record(c.model);
+    let (bn1, bn2) = (net.conv1.bn.as_ref().unwrap(), net.conv2.bn.as_ref().unwrap());
+    vec![
+        ("conv1.weight", v(net.conv1.conv.weight.val())),
+        ("conv1.bn.gamma", v(bn1.gamma.val())),
+        ("conv1.bn.beta", v(bn1.beta.val())),
+        ("conv2.weight", v(net.conv2.conv.weight.val())),
+        ("conv2.bn.gamma", v(bn2.gamma.val())),
+        ("conv2.bn.beta", v(bn2.beta.val())),
+        ("conv3.weight", v(net.conv3.weight.val())),
+        ("conv3.bias", v(net.conv3.bias.as_ref().unwrap().val())),
+    ]
+}
+
+/// The largest difference between two checkpoints' trainable weights, relative to the largest
+/// weight of each tensor.
+fn max_rel_diff(a: &Path, b: &Path) -> f32 {
+    let (a, b) = (weights(a), weights(b));
+    let mut worst = 0f32;
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len(), "{name}");
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// (step, value) of a scalar tag over every event file of a run, in order.
+fn scalars(run: &Path, tag: &str) -> Vec<(u64, f32)> {
+    let mut v = Vec::new();
+    for f in tfevents::event_files(run).unwrap() {
+        for r in tfevents::read_events(&f).unwrap() {
+            if let (true, Value::Scalar(x)) = (r.tag == tag, &r.value) {
+                v.push((r.step, *x));
+            }
+        }
+    }
+    v
+}
+
+fn ckpt(runs: &Path, name: &str, step: u64) -> PathBuf {
+    runs.join(name).join("checkpoints").join(checkpoint::step_name(step))
+}
+
+/// A copy of run `from` as `to` with only its checkpoint at `step` (to resume from it).
+fn copy_run_at(runs: &Path, from: &str, to: &str, step: u64) {
+    let dst = runs.join(to).join("checkpoints");
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::copy(runs.join(from).join("config.json"), runs.join(to).join("config.json")).unwrap();
+    std::fs::copy(ckpt(runs, from, step), dst.join(checkpoint::step_name(step))).unwrap();
+}
+
+/// Float tolerance of the comparisons. The two runs sum the same two gradients in one f32
+/// addition each (measured on the CPU backend: bit-identical weights, difference 0); the
+/// tolerance leaves room for a backend whose reduction order differs, far below what a wrong
+/// window, a missing average or another optimiser state gives (a broken shard: 0.89; one
+/// BatchNorm group instead of two: 0.5).
+const TOL: f32 = 1e-4;
+
+/// 2 workers of 2 windows = 1 worker of 4 windows in 2 micro-batches, over 4 steps; resuming
+/// either run at step 2 with the other layout gives the same weights at step 4; rank 0 alone
+/// logs; the plain batch-4 run (one BatchNorm group) differs by far more than the tolerance.
+#[test]
+fn two_workers_equal_one_worker_with_two_micro_batches_and_resume_across_counts() {
+    let runs = tempfile::tempdir().unwrap();
+    let runs = runs.path();
+    let steps = ["--max-steps", "4", "--checkpoint-every", "2"];
+    let out = run_ok(train_cmd(runs, &[&steps[..], &["--name", "dp2", "--gpus", "2"]].concat()));
+    assert!(text(&out).contains("data-parallel on 2 workers"), "{}", text(&out));
+    run_ok(train_cmd(runs, &[&steps[..], &["--name", "acc2", "--accumulate", "2"]].concat()));
+    run_ok(train_cmd(runs, &[&steps[..], &["--name", "plain"]].concat()));
+
+    let d = max_rel_diff(&ckpt(runs, "dp2", 4), &ckpt(runs, "acc2", 4));
+    eprintln!("2 workers vs 2 micro-batches: {d:e}");
+    assert!(d < TOL, "2 workers vs 2 micro-batches: weights differ by {d:e} (relative) after 4 steps");
+    let plain = max_rel_diff(&ckpt(runs, "dp2", 4), &ckpt(runs, "plain", 4));
+    eprintln!("2 workers vs one BatchNorm group: {plain:e}");
+    assert!(plain > 100.0 * TOL, "the comparison cannot tell BatchNorm groups apart (plain differs by {plain:e})");
+
+    // One loss per step (rank 0 alone logs), equal to the accumulating run's.
+    let (a, b) = (scalars(&runs.join("dp2"), "train/loss"), scalars(&runs.join("acc2"), "train/loss"));
+    assert_eq!(a.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 2, 3], "one train/loss per step");
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "loss at step {s}: {x} (2 workers) vs {y} (2 micro-batches)");
+    }
+    // Only rank 0 wrote: one set of event files, one checkpoint per checkpoint step.
+    let names: Vec<_> = std::fs::read_dir(runs.join("dp2/checkpoints")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(names.len() <= 3, "{names:?}");
+
+    // 2 workers -> 1 worker: resume dp2 at step 2 on one worker with 2 micro-batches.
+    copy_run_at(runs, "dp2", "dp2to1", 2);
+    let out = run_ok(resume_cmd(&runs.join("dp2to1"), &["--max-steps", "4", "--accumulate", "2"]));
+    assert!(text(&out).contains("resuming from"), "{}", text(&out));
+    let d = max_rel_diff(&ckpt(runs, "dp2", 4), &ckpt(runs, "dp2to1", 4));
+    eprintln!("resumed 2 -> 1: {d:e}");
+    assert!(d < TOL, "resumed on 1 worker: weights differ by {d:e} from the 2-worker run");
+
+    // 1 worker -> 2 workers: resume acc2 at step 2 on two workers of one micro-batch each.
+    copy_run_at(runs, "acc2", "acc2to2", 2);
+    run_ok(resume_cmd(&runs.join("acc2to2"), &["--max-steps", "4", "--gpus", "2", "--accumulate", "1"]));
+    let d = max_rel_diff(&ckpt(runs, "acc2", 4), &ckpt(runs, "acc2to2", 4));
+    eprintln!("resumed 1 -> 2: {d:e}");
+    assert!(d < TOL, "resumed on 2 workers: weights differ by {d:e} from the 1-worker run");
+}
+
+/// A worker that returns an error, panics or hangs ends the whole run with an error naming it,
+/// well within the collective timeout (hang: just after it), never a hang of the process.
+#[test]
+fn a_failing_worker_ends_the_run_with_its_error() {
+    let runs = tempfile::tempdir().unwrap();
+    let runs = runs.path();
+    let cases = [
+        ("error", "injected failure at step 1"),
+        ("panic", "injected panic at step 1"),
+        ("hang", "made no progress for 3 s"),
+    ];
+    for (mode, expect) in cases {
+        let mut c = train_cmd(runs, &["--max-steps", "4", "--gpus", "2", "--name", mode, "--collective-timeout", "3"]);
+        c.env("VSR_TEST_FAIL_WORKER", format!("1:1:{mode}"));
+        let (msg, took) = run_fails_within(c, Duration::from_secs(120));
+        assert!(msg.contains("worker 1"), "{mode}: the error does not name worker 1:\n{msg}");
+        assert!(msg.contains(expect), "{mode}: expected {expect:?} in:\n{msg}");
+        assert!(!msg.contains("panicked at") || mode == "panic", "{mode}: a panic escaped:\n{msg}");
+        eprintln!("{mode}: ended in {took:?}");
+    }
+}
+
+/// Settings refused before anything runs: a global batch that does not split across workers.
+#[test]
+fn a_batch_that_does_not_split_is_refused() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = train_cmd(runs.path(), &["--max-steps", "1", "--gpus", "3"]).output().unwrap();
+    assert!(!out.status.success());
+    let msg = text(&out);
+    assert!(msg.contains("--batch 4") && msg.contains("multiple of 3"), "{msg}");
+}
