@@ -15,19 +15,20 @@ FLOW=tests/fixtures/flownet_sd.pth.tar.gz
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader; nproc
 t0=$SECONDS; stamp() { echo "   [$((SECONDS - t0)) s]"; }
 BUDGET=${BUDGET:-540}  # seconds for the whole script
+GPUS=${GPUS:-1,2,4}    # GPU counts to compare (e.g. GPUS=1,2 on a 2-GPU machine)
 fits() { (( SECONDS - t0 + $1 <= BUDGET )) || { echo "   skipped (would pass the ${BUDGET} s budget): $2"; return 1; }; }
 
 ours() {  # precision, batch per GPU, time limit
   local p=$1 b=$2 lim=$3
   fits "$lim" "ours $p batch $b" || return 0
-  timeout "$lim" $V bench step --backend cuda --gpus 1,2,4 --batch "$b" --precision "$p" \
+  timeout "$lim" $V bench step --backend cuda --gpus "$GPUS" --batch "$b" --precision "$p" \
     --crop 512x960 --frames 3 --flownet $FLOW --warmup 5 --iters 20 --json "$OUT/dp_${p}_b${b}.json" \
     >"$OUT/dp_${p}_b${b}.log" 2>&1 || echo "   ours $p batch $b: exit $? (see dp_${p}_b${b}.log)"
   grep -E "^\| cuda" "$OUT/dp_${p}_b${b}.log"; grep -iE "error|panicked" "$OUT/dp_${p}_b${b}.log" | head -3
 }
 torch() {  # precision, batch per GPU
   local p=$1 b=$2 flag=""; [ "$p" = fp16 ] && flag=--fp16
-  for n in 1 2 4; do
+  for n in ${GPUS//,/ }; do
     fits 40 "torch DDP $p batch $b on $n" || return 0
     timeout 90 $TORCHRUN --standalone --nproc-per-node $n scripts/torch_ddp_ref.py --batch "$b" $flag --iters 20 --warmup 6 \
       2>>"$OUT/torch_ddp.err" | tail -1 | tee -a "$OUT/torch_ddp.jsonl"
