@@ -15,37 +15,17 @@
 #![cfg(feature = "video")]
 
 mod common;
+#[path = "common/train_cli.rs"]
+mod train_cli;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vsr::prep::split::{self, Cuts, SplitOptions, ValSplit};
-use vsr::prep::transcode::{self, TranscodeOptions};
+use train_cli::{run_ok, scalars, text};
 use vsr::train::checkpoint;
-use vsr::train::tfevents::{self, Value};
 
 type B = common::CpuAd;
-
-/// Prepared data (136p scenes of bikes.mp4, one val scene), made once per test binary.
-fn data() -> &'static Path {
-    static D: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &D.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("bikes.mp4");
-        std::fs::copy(common::repo_dir().join("assets/bikes.mp4"), &src).unwrap();
-        let data = tmp.path().join("data");
-        let sopts = SplitOptions { cuts: Cuts::Detect { threshold: 0.2 }, val: ValSplit::Scenes(1), ..Default::default() };
-        let r = split::split(&[src], &data, &sopts).unwrap();
-        assert!(r.failed.is_empty(), "{}", r.summary());
-        let topts = TranscodeOptions { resolutions: vec!["136p".parse().unwrap()], gop: 4, ..Default::default() };
-        let r = transcode::transcode(&data, &topts).unwrap();
-        assert!(r.failed.is_empty(), "{}", r.summary());
-        (tmp, data)
-    })
-    .1
-}
 
 /// `vsr train` on the prepared data with small, fast settings (global batch 4), plus `extra`.
 fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
@@ -59,31 +39,13 @@ fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
         ("--workers", "1"),
         ("--image-every", "1000"),
     ];
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
-    c.args(["train", "--backend", "cpu"]);
-    for (flag, value) in defaults {
-        if !extra.contains(&flag) {
-            c.args([flag, value]);
-        }
-    }
-    c.arg("--data").arg(data()).arg("--runs-dir").arg(runs).args(extra).env("VSR_CACHE_DIR", runs.join("cache"));
-    c
+    train_cli::train_cmd(runs, &defaults, extra)
 }
 
 fn resume_cmd(run: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
     c.args(["train", "--backend", "cpu", "--resume"]).arg(run).args(extra);
     c
-}
-
-fn text(out: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn run_ok(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "vsr train failed:\n{}", text(&out));
-    out
 }
 
 /// Runs `c` expecting a failure within `limit` (killed and reported if it takes longer: a hang).
@@ -142,19 +104,6 @@ fn max_rel_diff(a: &Path, b: &Path) -> f32 {
         worst = worst.max(d);
     }
     worst
-}
-
-/// (step, value) of a scalar tag over every event file of a run, in order.
-fn scalars(run: &Path, tag: &str) -> Vec<(u64, f32)> {
-    let mut v = Vec::new();
-    for f in tfevents::event_files(run).unwrap() {
-        for r in tfevents::read_events(&f).unwrap() {
-            if let (true, Value::Scalar(x)) = (r.tag == tag, &r.value) {
-                v.push((r.step, *x));
-            }
-        }
-    }
-    v
 }
 
 fn ckpt(runs: &Path, name: &str, step: u64) -> PathBuf {

@@ -5,39 +5,20 @@
 #![cfg(feature = "video")]
 
 mod common;
+#[path = "common/train_cli.rs"]
+mod train_cli;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vsr::prep::split::{self, Cuts, SplitOptions, ValSplit};
-use vsr::prep::transcode::{self, TranscodeOptions};
+use train_cli::{run_ok, scalars};
 use vsr::train::checkpoint;
-use vsr::train::tfevents::{self, Value};
+use vsr::train::tfevents;
 
 type B = common::CpuAd;
 
-/// Prepared data (136p scenes of bikes.mp4, one val scene), made once per test binary.
-fn data() -> &'static Path {
-    static D: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &D.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("bikes.mp4");
-        std::fs::copy(common::repo_dir().join("assets/bikes.mp4"), &src).unwrap();
-        let data = tmp.path().join("data");
-        let sopts = SplitOptions { cuts: Cuts::Detect { threshold: 0.2 }, val: ValSplit::Scenes(1), ..Default::default() };
-        let r = split::split(&[src], &data, &sopts).unwrap();
-        assert!(r.failed.is_empty(), "{}", r.summary());
-        let topts = TranscodeOptions { resolutions: vec!["136p".parse().unwrap()], gop: 4, ..Default::default() };
-        let r = transcode::transcode(&data, &topts).unwrap();
-        assert!(r.failed.is_empty(), "{}", r.summary());
-        (tmp, data)
-    })
-    .1
-}
-
-/// `vsr train` on the prepared data with small, fast settings, plus `extra`.
+/// `vsr train` with small, fast settings, plus `extra`.
 fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
     let defaults = [
         ("--resolution", "136p"),
@@ -48,44 +29,7 @@ fn train_cmd(runs: &Path, extra: &[&str]) -> Command {
         ("--seed", "5"),
         ("--workers", "1"),
     ];
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vsr"));
-    c.args(["train", "--backend", "cpu"]);
-    for (flag, value) in defaults {
-        if !extra.contains(&flag) {
-            c.args([flag, value]);
-        }
-    }
-    c.arg("--data")
-        .arg(data())
-        .arg("--runs-dir")
-        .arg(runs)
-        .args(extra)
-        .env("VSR_CACHE_DIR", runs.join("cache"));
-    c
-}
-
-fn run_ok(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "vsr train failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// (step, value) of a scalar tag over every event file of a run, in order.
-fn scalars(run: &Path, tag: &str) -> Vec<(u64, f32)> {
-    let mut v = Vec::new();
-    for f in tfevents::event_files(run).unwrap() {
-        for r in tfevents::read_events(&f).unwrap() {
-            if let (true, Value::Scalar(x)) = (r.tag == tag, &r.value) {
-                v.push((r.step, *x));
-            }
-        }
-    }
-    v
+    train_cli::train_cmd(runs, &defaults, extra)
 }
 
 /// VSRNet's weights and BatchNorm statistics in a checkpoint, as flat f32 vectors.
