@@ -15,8 +15,9 @@
 //!   CubeCL backends, which multiply and accumulate in f32 (slower).
 //!
 //! Scope: the choice applies to backends without autodiff (inference, evaluation, frozen
-//! networks, parity tests). Under `Autodiff<B>` these functions are Burn's own (autotuned, TF32
-//! allowed on CUDA), forward and backward. CPU backends compute in f32 either way.
+//! networks, parity tests) and to LibTorch under autodiff. Otherwise under `Autodiff<B>` these
+//! functions are Burn's own (autotuned, TF32 allowed on CUDA), and [`conv2d`]'s backward is
+//! [`crate::conv_grad`]'s. CPU backends compute in f32 either way.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
@@ -110,6 +111,42 @@ pub trait ConvBackend: Backend {
     ) -> FloatTensor<Self> {
         <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options)
     }
+
+    /// Whether [`ConvBackend::conv2d_graph`] is implemented: training convolutions then take
+    /// their backward from the backend (see [`crate::conv_grad`]).
+    const CONV_GRAPH: bool = false;
+
+    /// Forward of a training convolution (no bias) at the current [`conv_precision`], saving what
+    /// the backend needs for [`ConvBackend::conv2d_graph_backward`]; gradients for the input only
+    /// if `need_x`.
+    fn conv2d_graph(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _need_x: bool,
+        _options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, crate::conv_grad::ConvGraph) {
+        unreachable!("conv2d_graph called on a backend without CONV_GRAPH")
+    }
+
+    /// Gradients `(input if asked in the forward, weight)` of `sum(conv2d(x, w) * output_grad)`.
+    fn conv2d_graph_backward(
+        _graph: crate::conv_grad::ConvGraph,
+        _output_grad: FloatTensor<Self>,
+        _need_x: bool,
+    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
+        unreachable!("conv2d_graph_backward called on a backend without CONV_GRAPH")
+    }
+
+    /// The convolution of training code ([`conv2d`]): at the current [`conv_precision`]; under
+    /// `Autodiff<B>` with the backward of [`crate::conv_grad`].
+    fn conv2d_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        crate::conv_grad::conv2d_inner::<Self>(x, weight, bias, options)
+    }
 }
 
 impl ConvBackend for burn::backend::Flex {}
@@ -158,6 +195,26 @@ where
             &options.padding_out,
             options.groups,
         )
+    }
+
+    const CONV_GRAPH: bool = true;
+
+    fn conv2d_graph(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        need_x: bool,
+        options: ConvOptions<2>,
+    ) -> (FloatTensor<Self>, crate::conv_grad::ConvGraph) {
+        let tf32 = conv_precision() == ConvPrecision::Tf32;
+        crate::conv_grad::libtorch::forward(x, weight, need_x, options, tf32)
+    }
+
+    fn conv2d_graph_backward(
+        graph: crate::conv_grad::ConvGraph,
+        output_grad: FloatTensor<Self>,
+        _need_x: bool,
+    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
+        crate::conv_grad::libtorch::backward(graph, output_grad)
     }
 }
 
@@ -215,6 +272,14 @@ pub fn tch_cudnn_benchmark() -> bool {
 impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
     ConvBackend for burn::backend::Autodiff<B, C>
 {
+    fn conv2d_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        crate::conv_grad::conv2d_autodiff::<B, C>(x, weight, bias, options)
+    }
 }
 
 fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
@@ -222,22 +287,19 @@ fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
 }
 
 /// Burn's `conv2d` (same arguments, symmetric padding in `options`), computed at the current
-/// [`conv_precision`].
+/// [`conv_precision`]; under autodiff with the backward of [`crate::conv_grad`].
 pub fn conv2d<B: ConvBackend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
-    match conv_precision() {
-        ConvPrecision::Tf32 => burn::tensor::module::conv2d(x, weight, bias, options),
-        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(B::conv2d_f32(
-            float(x),
-            float(weight),
-            bias.map(float),
-            options,
-        ))),
-    }
+    Tensor::from_primitive(TensorPrimitive::Float(B::conv2d_train(
+        float(x),
+        float(weight),
+        bias.map(float),
+        options,
+    )))
 }
 
 /// Burn's `conv_transpose2d`, computed at the current [`conv_precision`].
@@ -266,11 +328,8 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
-/// `conv.forward(x)` at the current [`conv_precision`].
+/// `conv.forward(x)` through [`conv2d`] (current [`conv_precision`], training backward).
 pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if conv_precision() == ConvPrecision::Tf32 {
-        return conv.forward(x);
-    }
     let [_, _, h, w] = x.dims();
     let ((top, bottom), (left, right)) = match conv.padding {
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),

@@ -24,6 +24,7 @@ use burn::tensor::{
 mod autodiff;
 pub mod bench;
 pub mod conv;
+pub mod conv_grad;
 #[cfg(feature = "cubecl")]
 pub mod cube;
 pub mod fixed_point;

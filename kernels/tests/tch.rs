@@ -44,6 +44,7 @@ checks! {
     shapes => common::check_shapes::<B>;
     composition => common::check_composition::<B>;
     conv_f32 => common::check_conv_f32::<B>;
+    conv_train => common::check_conv_train::<B>;
 }
 
 /// fp16 on the GPU only: LibTorch's CPU has no half-precision `grid_sample`.

@@ -44,6 +44,7 @@ on_both! {
     f16 => common::check_f16;
     composition => common::check_composition;
     conv_f32 => common::check_conv_f32;
+    conv_train => common::check_conv_train;
 }
 
 #[test]

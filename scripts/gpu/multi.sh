@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# On a machine with 4 GPUs (issue 10), binaries staged by scripts/gpu/stage.sh (carry .gpu):
+# On a machine with 4 GPUs (issue 10), binaries staged by scripts/gpu/stage.sh or stage_tch.sh
+# (carry .gpu; BACKEND=tch for LibTorch):
 # data-parallel scaling of ours (`vsr bench step --gpus 1,2,4`, per-GPU batch 3 and 7, fp32 and
 # fp16, 512x960, 3 frames, the fixture FlowNetSD) against PyTorch DDP (scripts/torch_ddp_ref.py,
 # torchrun) on the same GPUs in the same command, and a short real `vsr train --gpus 2` on the
@@ -9,7 +10,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/env.sh
 export VSR_REPO_DIR=$PWD
-V=.gpu/vsr; PY=/opt/torch/.venv/bin/python; TORCHRUN=/opt/torch/.venv/bin/torchrun
+BACKEND=${BACKEND:-cuda}  # or tch (needs .gpu/vsr-tch from scripts/gpu/stage_tch.sh)
+V=.gpu/vsr; [ -x .gpu/vsr-tch ] && V=.gpu/vsr-tch; PY=/opt/torch/.venv/bin/python; TORCHRUN=/opt/torch/.venv/bin/torchrun
 export VSR_CACHE_DIR=/tmp/vsr-cache   # one autotune cache for every invocation (cold: ~2.5 min per new shape set)
 FLOW=tests/fixtures/flownet_sd.pth.tar.gz
 nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv,noheader; nproc
@@ -21,10 +23,10 @@ fits() { (( SECONDS - t0 + $1 <= BUDGET )) || { echo "   skipped (would pass the
 ours() {  # precision, batch per GPU, time limit
   local p=$1 b=$2 lim=$3
   fits "$lim" "ours $p batch $b" || return 0
-  timeout "$lim" $V bench step --backend cuda --gpus "$GPUS" --batch "$b" --precision "$p" \
+  timeout "$lim" $V bench step --backend "$BACKEND" --gpus "$GPUS" --batch "$b" --precision "$p" \
     --crop 512x960 --frames 3 --flownet $FLOW --warmup 5 --iters 20 --json "$OUT/dp_${p}_b${b}.json" \
     >"$OUT/dp_${p}_b${b}.log" 2>&1 || echo "   ours $p batch $b: exit $? (see dp_${p}_b${b}.log)"
-  grep -E "^\| cuda" "$OUT/dp_${p}_b${b}.log"; grep -iE "error|panicked" "$OUT/dp_${p}_b${b}.log" | head -3
+  grep -E "^\| (cuda|tch)" "$OUT/dp_${p}_b${b}.log"; grep -iE "error|panicked" "$OUT/dp_${p}_b${b}.log" | head -3
 }
 torch() {  # precision, batch per GPU
   local p=$1 b=$2 flag=""; [ "$p" = fp16 ] && flag=--fp16
@@ -38,12 +40,12 @@ torch() {  # precision, batch per GPU
 echo "== ours fp32, batch 3 per GPU, 1/2/4 GPUs (cold autotune)"; ours fp32 3 260; stamp
 echo "== PyTorch DDP fp32, batch 3 per GPU"; torch fp32 3; stamp
 
-echo "== a real run: bundled clips -> 540p, vsr train --gpus 2, global batch 6 (3 per GPU), 100 steps"
+echo "== a real run: bundled clips -> 270p (bikes is below 540 lines), vsr train --gpus 2, global batch 8 (4 per GPU), 100 steps"
 if fits 150 "vsr train --gpus 2"; then
-  timeout 60 $V prep all assets/bikes.mp4 assets/bigbuckbunny.mp4 --out /tmp/data --detect --resolution 540p \
+  timeout 60 $V prep all assets/bikes.mp4 assets/bigbuckbunny.mp4 --out /tmp/data --detect --resolution 270p --val-scenes 1 \
     >"$OUT/prep.log" 2>&1; tail -2 "$OUT/prep.log"
-  timeout 120 $V train --backend cuda --gpus 2 --data /tmp/data --resolution 540p --batch 6 \
-    --crop 512x960 --flownet none --max-steps 100 --min-lr 1e-3 --max-lr 1e-3 --val-every 50 --name dp2 \
+  timeout 120 $V train --backend "$BACKEND" --gpus 2 --data /tmp/data --resolution 270p --batch 8 \
+    --crop 256x448 --val-crop 256x448 --flownet none --max-steps 100 --min-lr 1e-3 --max-lr 1e-3 --val-every 50 --name dp2 \
     --runs-dir /tmp/runs >"$OUT/train_dp2.log" 2>&1 || echo "   train: exit $?"
   grep -E "data-parallel|validation|done|error|step +(1|50|99)\b" "$OUT/train_dp2.log" | tail -6
   tar -C /tmp/runs -czf "$OUT/runs.tgz" . 2>/dev/null

@@ -41,6 +41,9 @@ pub enum What {
     /// device-resident synthetic input: time to the first step, warm ms/iter, per-stage times,
     /// device memory.
     Step(super::bench_step::StepArgs),
+    /// VSRNet's convolutions at training shapes, pass by pass (forward, input gradient, weight
+    /// gradient two ways, the training convolution's forward + backward).
+    Conv(super::bench_conv::ConvArgs),
 }
 
 /// Prints a benchmark's Markdown table and its JSON, and writes the JSON to `json` if given.
@@ -138,6 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Loaders(a) => super::bench_loaders::run(a),
         What::Upscale(a) => super::bench_upscale::run(a),
         What::Step(a) => super::bench_step::run(a, super::process_start()),
+        What::Conv(a) => super::bench_conv::run(a),
         What::Warp(a) => {
             let kind = a.backend.kind();
             let rows = dispatch(kind, a.backend.device, Warp(a.clone()))??;

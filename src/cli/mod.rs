@@ -14,6 +14,7 @@ use crate::model::VsrNetConfig;
 
 pub mod bench;
 mod bench_loaders;
+mod bench_conv;
 mod bench_step;
 #[cfg(feature = "video")]
 mod bench_transcode;

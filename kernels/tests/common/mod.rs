@@ -540,3 +540,56 @@ pub fn check_conv_f32<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
         );
     }
 }
+
+/// The training convolution (`vsr_kernels::conv::conv2d` under `Autodiff<B>`: LibTorch's own
+/// graph, else Burn's or the tap products as `VSR_WGRAD` says) against Burn's convolution under
+/// autodiff on the CPU backend: output and the gradients of input, weight and bias; with and
+/// without an input gradient; padding, dilation, stride, groups. The tolerance allows TF32 on
+/// GPUs (1e-3 relative per product); a wrong gradient is off by O(1).
+pub fn check_conv_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::Tolerance;
+    use burn::tensor::ops::ConvOptions;
+    // Weights of the output in the loss, in [-1, 1], the same on every backend.
+    let out_weights = |dims: [usize; 4]| -> Vec<f32> {
+        (0..dims.iter().product::<usize>()).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect()
+    };
+    type Cpu = Autodiff<burn::backend::Flex>;
+    let cpu = Default::default();
+    let tol = Tolerance::<f32>::rel_abs(1e-2, 2e-2);
+    for (x_shape, w_shape, x_grad, options) in [
+        ([2, 3, 9, 11], [4, 3, 5, 5], true, ConvOptions::new([1, 1], [2, 2], [1, 1], 1)),
+        ([3, 1, 12, 10], [5, 1, 9, 9], false, ConvOptions::new([1, 1], [4, 4], [1, 1], 1)),
+        ([2, 4, 9, 8], [6, 2, 3, 3], true, ConvOptions::new([2, 1], [1, 2], [1, 2], 2)),
+    ] {
+        let data = |shape: [usize; 4]| Tensor::<burn::backend::Flex, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &Default::default()).into_data();
+        let (xv, wv) = (data(x_shape), data(w_shape));
+        let bv = Tensor::<burn::backend::Flex, 1>::random([w_shape[0]], Distribution::Uniform(-1.0, 1.0), &Default::default()).into_data();
+        let run = |xv, wv, bv| {
+            let dev = device;
+            let x = Tensor::<Autodiff<B>, 4>::from_data(xv, dev);
+            let x = if x_grad { x.require_grad() } else { x };
+            let w = Tensor::<Autodiff<B>, 4>::from_data(wv, dev).require_grad();
+            let b = Tensor::<Autodiff<B>, 1>::from_data(bv, dev).require_grad();
+            let y = vsr_kernels::conv::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+            let r = Tensor::<Autodiff<B>, 1>::from_data(out_weights(y.dims()).as_slice(), dev).reshape(y.dims());
+            let g = (y.clone() * r).sum().backward();
+            (y.inner().into_data(), x.grad(&g).map(|t| t.into_data()), w.grad(&g).unwrap().into_data(), b.grad(&g).unwrap().into_data())
+        };
+        let got = run(xv.clone(), wv.clone(), bv.clone());
+        // Reference: Burn's convolution on the CPU, same weights and output weighting.
+        let x = Tensor::<Cpu, 4>::from_data(xv, &cpu);
+        let x = if x_grad { x.require_grad() } else { x };
+        let w = Tensor::<Cpu, 4>::from_data(wv, &cpu).require_grad();
+        let b = Tensor::<Cpu, 1>::from_data(bv, &cpu).require_grad();
+        let y = burn::tensor::module::conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone());
+        let r = Tensor::<Cpu, 1>::from_data(out_weights(y.dims()).as_slice(), &cpu).reshape(y.dims());
+        let g = (y.clone() * r).sum().backward();
+        got.0.assert_approx_eq::<f32>(&y.inner().into_data(), tol);
+        assert_eq!(got.1.is_some(), x_grad, "input gradient present iff asked");
+        if let Some(gx) = got.1 {
+            gx.assert_approx_eq::<f32>(&x.grad(&g).unwrap().into_data(), tol);
+        }
+        got.2.assert_approx_eq::<f32>(&w.grad(&g).unwrap().into_data(), tol);
+        got.3.assert_approx_eq::<f32>(&b.grad(&g).unwrap().into_data(), tol);
+    }
+}

@@ -1,0 +1,417 @@
+//! The training convolution: a `conv2d` under autodiff whose backward the backend may compute
+//! itself, and the choice of the weight gradient.
+//!
+//! Burn 0.21's autodiff takes a convolution's weight gradient from
+//! `ModuleOps::conv2d_weight_backward`. Its provided implementation, which burn-tch uses, is *a
+//! convolution of the input by the output gradient*: for VSRNet's conv2 (192 -> 32 channels,
+//! 5x5, batch 3 at 512x960) a convolution whose "kernel" is a whole 512x960 image, for which
+//! cuDNN has no fast algorithm (measured on an H100: VSRNet's forward + backward took 524 ms on
+//! LibTorch against 34 ms for its forward).
+//!
+//! Two remedies, chosen per backend:
+//! * **The backend's own graph** ([`ConvBackend::conv2d_graph`]): LibTorch runs the forward
+//!   under its autograd (leaf copies of input and weight, no data copied) and the backward is
+//!   one `convolution_backward` call, cuDNN's data and filter gradients, as in PyTorch.
+//! * **Tap products** ([`WeightGrad::Taps`], `VSR_WGRAD=taps`): `dW[:, :, i, j] = dY ·
+//!   shift_ij(X)ᵀ`, one batched matrix product per group of taps, the reduction over batch and
+//!   output pixels split into row blocks (split-K) so that the product has enough independent
+//!   blocks to fill a GPU. Any backend; for CubeCL backends as an alternative to Burn's
+//!   autotuned implicit-GEMM weight gradient (`vsr bench conv` compares them).
+//!
+//! Elsewhere the training convolution is Burn's own, forward and backward.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use burn::backend::autodiff::{
+    Autodiff, NodeId,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
+use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
+
+use crate::conv::{ConvBackend, ConvPrecision, conv_precision};
+
+/// How the weight gradient of a training convolution is computed where the backend has no
+/// graph of its own ([`ConvBackend::CONV_GRAPH`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightGrad {
+    /// Burn's `conv2d_weight_backward` (CubeCL: autotuned implicit GEMM or the fallback).
+    Burn,
+    /// Batched matrix products over the kernel taps, split over row blocks.
+    Taps,
+}
+
+impl std::str::FromStr for WeightGrad {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "burn" => Ok(Self::Burn),
+            "taps" => Ok(Self::Taps),
+            other => Err(format!("weight gradient `{other}`: expected `burn` or `taps`")),
+        }
+    }
+}
+
+/// The weight gradient chosen by the environment variable `VSR_WGRAD` (`burn` or `taps`),
+/// [`WeightGrad::Burn`] when unset.
+///
+/// # Panics
+/// If `VSR_WGRAD` holds anything else (a typo must not silently change what is measured).
+pub fn weight_grad_mode() -> WeightGrad {
+    static MODE: std::sync::OnceLock<WeightGrad> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("VSR_WGRAD") {
+        Ok(v) => v.parse().unwrap_or_else(|e| panic!("VSR_WGRAD: {e}")),
+        Err(_) => WeightGrad::Burn,
+    })
+}
+
+/// A backend's saved forward of a training convolution, consumed by
+/// [`ConvBackend::conv2d_graph_backward`] (LibTorch: its autograd graph).
+#[derive(Clone)]
+pub struct ConvGraph(pub Arc<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for ConvGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConvGraph")
+    }
+}
+
+fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// Burn's `conv2d` on a backend without autodiff, at the current precision.
+pub(crate) fn conv2d_inner<B: ConvBackend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<B> {
+    match conv_precision() {
+        ConvPrecision::Tf32 => <B as ModuleOps<B>>::conv2d(x, weight, bias, options),
+        ConvPrecision::F32 => B::conv2d_f32(x, weight, bias, options),
+    }
+}
+
+/// Gradient of `sum(conv2d(x, w) * output_grad)` with respect to `w` by [`WeightGrad::Taps`];
+/// Burn's own for grouped or strided convolutions.
+pub fn conv2d_weight_grad_taps<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> FloatTensor<B> {
+    if options.groups != 1 || options.stride != [1, 1] {
+        return B::conv2d_weight_backward(x, weight, output_grad, options);
+    }
+    weight_grad_taps::<B>(x, weight.shape().dims(), output_grad, options, TAP_CHUNK_BYTES, TARGET_BLOCKS)
+}
+
+/// Largest block of shifted input one group of taps copies (bytes).
+pub const TAP_CHUNK_BYTES: usize = 1 << 30;
+/// Independent (sample, row block) products the reduction is split into, at least.
+pub const TARGET_BLOCKS: usize = 256;
+
+/// Row-block height: the largest divisor of `ho` giving at least `target` blocks over `b`
+/// samples (1 row per block if even that is not enough).
+fn row_block(b: usize, ho: usize, target: usize) -> usize {
+    let want = target.div_ceil(b.max(1)); // blocks per sample
+    (1..=ho).rev().find(|r| ho % r == 0 && ho / r >= want).unwrap_or(1)
+}
+
+fn weight_grad_taps<B: Backend>(
+    x: FloatTensor<B>,
+    [co, ci, kh, kw]: [usize; 4],
+    output_grad: FloatTensor<B>,
+    options: ConvOptions<2>,
+    chunk_bytes: usize,
+    target_blocks: usize,
+) -> FloatTensor<B> {
+    let x: Tensor<B, 4> = tensor(x);
+    let dy: Tensor<B, 4> = tensor(output_grad);
+    let [b, _, _, _] = x.dims();
+    let [_, _, ho, wo] = dy.dims();
+    let [ph, pw] = options.padding;
+    let [dh, dw] = options.dilation;
+    let dtype = x.dtype();
+    let x = if ph > 0 || pw > 0 {
+        // (burn-tch pads with zeros of the default float dtype: keep the input's)
+        x.pad((pw, pw, ph, ph), PadMode::Constant(0.0)).cast(dtype)
+    } else {
+        x
+    };
+    // Split the reduction (sample, row, column) into b * s blocks of r rows: batch dims.
+    let r = row_block(b, ho, target_blocks);
+    let s = ho / r;
+    let blocks = |t: Tensor<B, 4>, c: usize| -> Tensor<B, 3> {
+        // (b, c, ho, wo) -> (b * s, c, r * wo)
+        t.reshape([b, c, s, r * wo]).swap_dims(1, 2).reshape([b * s, c, r * wo])
+    };
+    let dy = blocks(dy, co);
+    let taps: Vec<(usize, usize)> = (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))).collect();
+    let elem = x.dtype().size();
+    let per_chunk = (chunk_bytes / (ci * b * ho * wo * elem).max(1)).clamp(1, taps.len());
+    let mut parts = Vec::with_capacity(taps.len().div_ceil(per_chunk));
+    for chunk in taps.chunks(per_chunk) {
+        let cols: Vec<Tensor<B, 4>> = chunk
+            .iter()
+            .map(|&(i, j)| {
+                let (r0, c0) = (i * dh, j * dw);
+                x.clone().slice([0..b, 0..ci, r0..r0 + ho, c0..c0 + wo])
+            })
+            .collect();
+        let n = chunk.len() * ci;
+        let cols = blocks(Tensor::cat(cols, 1), n); // (b s, taps * ci, r wo)
+        // (b s, co, r wo) x (b s, r wo, taps * ci), summed over the blocks.
+        let part = dy.clone().matmul(cols.swap_dims(1, 2)).sum_dim(0).reshape([co, n]);
+        parts.push(part);
+    }
+    Tensor::cat(parts, 1)
+        .reshape([co, kh * kw, ci])
+        .swap_dims(1, 2)
+        .reshape([co, ci, kh, kw])
+        .into_primitive()
+        .tensor()
+}
+
+#[derive(Debug)]
+struct Conv2dBackward;
+
+#[derive(Debug, Clone)]
+enum ConvState {
+    /// The backend's own graph ([`ConvBackend::conv2d_graph`]).
+    Graph(ConvGraph),
+    /// Input and weight checkpoints, for Burn's input gradient and the tap-product weight gradient.
+    Taps(NodeId, NodeId, ConvOptions<2>),
+}
+
+impl<B: ConvBackend> Backward<B, 2> for Conv2dBackward {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        match ops.state {
+            ConvState::Graph(graph) => {
+                let (gx, gw) = B::conv2d_graph_backward(graph, dy, node_x.is_some());
+                if let (Some(node), Some(gx)) = (node_x, gx) {
+                    grads.register::<B>(node.id, gx);
+                }
+                if let Some(node) = node_w {
+                    grads.register::<B>(node.id, gw);
+                }
+            }
+            ConvState::Taps(x_id, w_id, options) => {
+                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
+                let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_id);
+                if let Some(node) = node_x {
+                    let gx = B::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+                    grads.register::<B>(node.id, gx);
+                }
+                if let Some(node) = node_w {
+                    grads.register::<B>(node.id, conv2d_weight_grad_taps::<B>(x, w, dy, options));
+                }
+            }
+        }
+    }
+}
+
+/// `conv2d` under autodiff: the backend's own graph where it has one, else the tap-product weight
+/// gradient if chosen ([`weight_grad_mode`]), else Burn's convolution. The bias (if any) is added
+/// with tensor ops in the first two cases, so its gradient is autodiff's sum.
+pub(crate) fn conv2d_autodiff<B: ConvBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Autodiff<B, C>> {
+    conv2d_autodiff_with::<B, C>(x, weight, bias, options, weight_grad_mode())
+}
+
+fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: FloatTensor<Autodiff<B, C>>,
+    bias: Option<FloatTensor<Autodiff<B, C>>>,
+    options: ConvOptions<2>,
+    mode: WeightGrad,
+) -> FloatTensor<Autodiff<B, C>> {
+    if !B::CONV_GRAPH && mode == WeightGrad::Burn {
+        return conv2d_inner::<Autodiff<B, C>>(x, weight, bias, options);
+    }
+    let need_x = !x.node.requirement.is_none();
+    let out = match Conv2dBackward
+        .prepare::<C>([x.node.clone(), weight.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            if B::CONV_GRAPH {
+                let (out, graph) = B::conv2d_graph(x.primitive, weight.primitive, need_x, options);
+                prep.finish(ConvState::Graph(graph), out)
+            } else {
+                let x_id = prep.checkpoint(&x);
+                let w_id = prep.checkpoint(&weight);
+                let out = conv2d_inner::<B>(x.primitive, weight.primitive, None, options.clone());
+                prep.finish(ConvState::Taps(x_id, w_id, options), out)
+            }
+        }
+        OpsKind::UnTracked(prep) => prep.finish(conv2d_inner::<B>(x.primitive, weight.primitive, None, options)),
+    };
+    match bias {
+        None => out,
+        Some(bias) => {
+            let out: Tensor<Autodiff<B, C>, 4> = tensor(out);
+            let bias: Tensor<Autodiff<B, C>, 1> = tensor(bias);
+            let c = bias.dims()[0];
+            (out + bias.reshape([1, c, 1, 1])).into_primitive().tensor()
+        }
+    }
+}
+
+/// LibTorch's graph: the forward under its autograd, the backward one `convolution_backward`.
+#[cfg(feature = "tch")]
+pub(crate) mod libtorch {
+    use super::ConvGraph;
+    use burn::backend::libtorch::TchTensor;
+    use burn::tensor::ops::ConvOptions;
+    use std::sync::Arc;
+
+    struct Saved {
+        /// Autograd leaves sharing the storage of Burn's input and weight.
+        x: TchTensor,
+        w: TchTensor,
+        /// The output with its autograd history.
+        y: TchTensor,
+        /// Burn's own handles: while held, Burn writes into neither storage in place.
+        _burn: (TchTensor, TchTensor),
+        need_x: bool,
+    }
+
+    pub(crate) fn forward(x: TchTensor, w: TchTensor, need_x: bool, options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
+        let i64s = |v: [usize; 2]| v.map(|i| i as i64);
+        let (xl, wl, y) = tch::with_grad(|| {
+            let xl = x.tensor.detach().set_requires_grad(need_x);
+            let wl = w.tensor.detach().set_requires_grad(true);
+            let y = xl.internal_convolution(
+                &wl,
+                None::<&tch::Tensor>,
+                i64s(options.stride),
+                i64s(options.padding),
+                i64s(options.dilation),
+                false,
+                [0i64, 0],
+                options.groups as i64,
+                crate::conv::tch_cudnn_benchmark(),
+                false,
+                true,
+                allow_tf32,
+            );
+            (xl, wl, y)
+        });
+        let out = TchTensor::new(y.detach());
+        let saved = Saved { x: TchTensor::new(xl), w: TchTensor::new(wl), y: TchTensor::new(y), _burn: (x, w), need_x };
+        (out, ConvGraph(Arc::new(saved)))
+    }
+
+    pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> (Option<TchTensor>, TchTensor) {
+        let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch convolution graph");
+        tch::with_grad(|| {
+            let y = &saved.y.tensor;
+            let loss = (y * &dy.tensor).sum(y.kind());
+            let mut inputs = vec![&saved.w.tensor];
+            if saved.need_x {
+                inputs.push(&saved.x.tensor);
+            }
+            let mut g = tch::Tensor::run_backward(&[loss], &inputs, false, false);
+            let gx = saved.need_x.then(|| TchTensor::new(g.pop().expect("input gradient")));
+            let gw = TchTensor::new(g.pop().expect("weight gradient"));
+            (gx, gw)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::tensor::{Distribution, Tolerance};
+
+    /// The tap products equal Burn's weight gradient: padding, dilation, one and many channels,
+    /// 1x1 to 9x9 kernels, tap groups split by a small chunk limit, row blocks of 1 to all rows.
+    #[test]
+    fn taps_equal_burn_weight_grad() {
+        type F = burn::backend::Flex;
+        let device = Default::default();
+        // (batch, cin, cout, h, w, kernel, padding, dilation, chunk bytes, target blocks)
+        let cases = [
+            (2, 3, 4, 9, 11, 3, 1, 1, 1 << 30, 1),
+            (3, 1, 5, 12, 10, 9, 4, 1, 1 << 30, 256),
+            (1, 6, 2, 8, 8, 5, 2, 1, 7 * 6 * 64 * 4, 4),
+            (2, 2, 3, 10, 9, 3, 2, 2, 1 << 30, 6),
+            (2, 4, 3, 7, 6, 1, 0, 1, 1 << 30, 3),
+        ];
+        for (b, ci, co, h, w, k, p, d, chunk, target) in cases {
+            let x = Tensor::<F, 4>::random([b, ci, h, w], Distribution::Uniform(-1.0, 1.0), &device);
+            let wt = Tensor::<F, 4>::random([co, ci, k, k], Distribution::Uniform(-1.0, 1.0), &device);
+            let options = ConvOptions::new([1, 1], [p, p], [d, d], 1);
+            let y = burn::tensor::module::conv2d(x.clone(), wt.clone(), None, options.clone());
+            let dy = Tensor::<F, 4>::random(y.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+            let ours: Tensor<F, 4> = tensor(weight_grad_taps::<F>(
+                x.clone().into_primitive().tensor(),
+                [co, ci, k, k],
+                dy.clone().into_primitive().tensor(),
+                options.clone(),
+                chunk,
+                target,
+            ));
+            let burns: Tensor<F, 4> = tensor(<F as ModuleOps<F>>::conv2d_weight_backward(
+                x.into_primitive().tensor(),
+                wt.into_primitive().tensor(),
+                dy.into_primitive().tensor(),
+                options,
+            ));
+            ours.into_data().assert_approx_eq::<f32>(&burns.into_data(), Tolerance::rel_abs(1e-4, 1e-4));
+        }
+    }
+
+    #[test]
+    fn row_blocks_divide_the_rows() {
+        assert_eq!(row_block(3, 512, 256), 4); // 128 blocks per sample, 384 in all
+        assert_eq!(row_block(1, 7, 256), 1);
+        assert_eq!(row_block(8, 12, 4), 12);
+        assert_eq!(row_block(2, 12, 6), 4);
+    }
+
+    /// Under autodiff, the training convolution (tap products for the weight) gives Burn's
+    /// gradients for input, weight and bias, and the strided case falls back to Burn's.
+    #[test]
+    fn autodiff_gradients_match_burn() {
+        type A = Autodiff<burn::backend::Flex>;
+        let device = Default::default();
+        for (s, p) in [(1, 2), (2, 1)] {
+            let x = Tensor::<A, 4>::random([2, 3, 9, 11], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+            let wt = Tensor::<A, 4>::random([4, 3, 5, 5], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+            let bias = Tensor::<A, 1>::random([4], Distribution::Uniform(-1.0, 1.0), &device).require_grad();
+            let options = ConvOptions::new([s, s], [p, p], [1, 1], 1);
+            let ours: Tensor<A, 4> = tensor(conv2d_autodiff_with::<burn::backend::Flex, NoCheckpointing>(
+                x.clone().into_primitive().tensor(),
+                wt.clone().into_primitive().tensor(),
+                Some(bias.clone().into_primitive().tensor()),
+                options.clone(),
+                WeightGrad::Taps,
+            ));
+            let burns = burn::tensor::module::conv2d(x.clone(), wt.clone(), Some(bias.clone()), options);
+            ours.clone().into_data().assert_approx_eq::<f32>(&burns.clone().into_data(), Tolerance::default());
+            let r = Tensor::<A, 4>::random(ours.dims(), Distribution::Uniform(-1.0, 1.0), &device);
+            let g1 = (ours * r.clone()).sum().backward();
+            let g2 = (burns * r).sum().backward();
+            let tol = Tolerance::rel_abs(1e-4, 1e-4);
+            x.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&x.grad(&g2).unwrap().into_data(), tol);
+            wt.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&wt.grad(&g2).unwrap().into_data(), tol);
+            bias.grad(&g1).unwrap().into_data().assert_approx_eq::<f32>(&bias.grad(&g2).unwrap().into_data(), tol);
+        }
+    }
+}
