@@ -112,13 +112,13 @@ pub trait ConvBackend: Backend {
         <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options)
     }
 
-    /// Whether [`ConvBackend::conv2d_graph`] is implemented: training convolutions then take
-    /// their backward from the backend (see [`crate::conv_grad`]).
+    /// Whether the backend runs training layers under its own autograd ([`ConvBackend::conv2d_graph`],
+    /// [`ConvBackend::batch_norm_graph`], [`ConvBackend::graph_backward`]): training convolutions
+    /// and BatchNorm then take their backward from it (see [`crate::conv_grad`]).
     const CONV_GRAPH: bool = false;
 
-    /// Forward of a training convolution (no bias) at the current [`conv_precision`], saving what
-    /// the backend needs for [`ConvBackend::conv2d_graph_backward`]; gradients for the input only
-    /// if `need_x`.
+    /// Forward of a training convolution (no bias) at the current [`conv_precision`] under the
+    /// backend's autograd; leaves `[input, weight]`, the input's gradient only if `need_x`.
     fn conv2d_graph(
         _x: FloatTensor<Self>,
         _weight: FloatTensor<Self>,
@@ -128,13 +128,52 @@ pub trait ConvBackend: Backend {
         unreachable!("conv2d_graph called on a backend without CONV_GRAPH")
     }
 
-    /// Gradients `(input if asked in the forward, weight)` of `sum(conv2d(x, w) * output_grad)`.
-    fn conv2d_graph_backward(
+    /// Training-mode BatchNorm of `x` (N, C, H, W; batch statistics, in the dtype of `x`, affine
+    /// parameters and statistics in f32), then LeakyReLU(`slope`) if given, under the backend's
+    /// autograd; leaves `[x, gamma, beta]`, gradients where `need` says. Returns the output and the
+    /// running mean and variance updated as PyTorch does (momentum; unbiased variance).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_graph(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _running: [FloatTensor<Self>; 2],
+        _momentum: f64,
+        _epsilon: f64,
+        _slope: Option<f64>,
+        _need: [bool; 3],
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], crate::conv_grad::ConvGraph) {
+        unreachable!("batch_norm_graph called on a backend without CONV_GRAPH")
+    }
+
+    /// Gradients of `sum(output * output_grad)` for the leaves of a graph, in their order (`None`
+    /// for a leaf that needs none).
+    fn graph_backward(
         _graph: crate::conv_grad::ConvGraph,
         _output_grad: FloatTensor<Self>,
-        _need_x: bool,
-    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
-        unreachable!("conv2d_graph_backward called on a backend without CONV_GRAPH")
+    ) -> Vec<Option<FloatTensor<Self>>> {
+        unreachable!("graph_backward called on a backend without CONV_GRAPH")
+    }
+
+    /// Whether [`ConvBackend::batch_norm_train`] is implemented (autodiff over a backend with
+    /// [`ConvBackend::CONV_GRAPH`]).
+    fn fused_batch_norm() -> bool {
+        false
+    }
+
+    /// Training-mode BatchNorm + LeakyReLU under autodiff (see [`batch_norm_act`]): output and
+    /// updated running statistics.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _running: [FloatTensor<Self>; 2],
+        _momentum: f64,
+        _epsilon: f64,
+        _slope: Option<f64>,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
+        unreachable!("batch_norm_train called where fused_batch_norm() is false")
     }
 
     /// The convolution of training code ([`conv2d`]): at the current [`conv_precision`]; under
@@ -206,14 +245,26 @@ where
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, crate::conv_grad::ConvGraph) {
         let tf32 = conv_precision() == ConvPrecision::Tf32;
-        crate::conv_grad::libtorch::forward(x, weight, need_x, options, tf32)
+        crate::conv_grad::libtorch::conv2d(x, weight, need_x, options, tf32)
     }
 
-    fn conv2d_graph_backward(
+    fn batch_norm_graph(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        running: [FloatTensor<Self>; 2],
+        momentum: f64,
+        epsilon: f64,
+        slope: Option<f64>,
+        need: [bool; 3],
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], crate::conv_grad::ConvGraph) {
+        crate::conv_grad::libtorch::batch_norm(x, gamma, beta, running, momentum, epsilon, slope, need)
+    }
+
+    fn graph_backward(
         graph: crate::conv_grad::ConvGraph,
         output_grad: FloatTensor<Self>,
-        _need_x: bool,
-    ) -> (Option<FloatTensor<Self>>, FloatTensor<Self>) {
+    ) -> Vec<Option<FloatTensor<Self>>> {
         crate::conv_grad::libtorch::backward(graph, output_grad)
     }
 }
@@ -280,6 +331,83 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
     ) -> FloatTensor<Self> {
         crate::conv_grad::conv2d_autodiff::<B, C>(x, weight, bias, options)
     }
+
+    fn fused_batch_norm() -> bool {
+        B::CONV_GRAPH
+    }
+
+    fn batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        running: [FloatTensor<Self>; 2],
+        momentum: f64,
+        epsilon: f64,
+        slope: Option<f64>,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
+        crate::conv_grad::batch_norm_autodiff::<B, C>(x, gamma, beta, running, momentum, epsilon, slope)
+    }
+}
+
+/// Training-mode `bn` (batch statistics) then LeakyReLU(`slope`) if given, in tensor ops for any
+/// backend, in the dtype of `x`: what Burn's `BatchNorm::forward` computes in training, without its
+/// two transposed copies of the whole input (the statistics reduce the contiguous axes first),
+/// and with the running variance updated from the *unbiased* batch variance, as PyTorch does.
+pub fn batch_norm_act_ops<B: Backend>(
+    bn: &burn::nn::BatchNorm<B>,
+    x: Tensor<B, 4>,
+    slope: Option<f64>,
+) -> Tensor<B, 4> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let stat = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(2).mean_dim(0); // [1, c, 1, 1]
+    let mean = stat(x.clone());
+    let centred = x - mean.clone();
+    let var = stat(centred.clone().square()); // biased, for the normalisation
+    let scale = bn.gamma.val().reshape([1, c, 1, 1]) / (var.clone() + bn.epsilon).sqrt();
+    let y = centred * scale + bn.beta.val().reshape([1, c, 1, 1]);
+    let count = (n * h * w) as f64;
+    let m = bn.momentum;
+    let update = |running: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 4>| {
+        // (data-parallel workers share the state across devices: bring it here, as Burn does)
+        let old = running.value_sync().to_device(&device);
+        running.update((old * (1.0 - m) + batch.detach().reshape([c]) * m).detach());
+    };
+    update(&bn.running_mean, mean);
+    update(&bn.running_var, var * (count / (count - 1.0).max(1.0)));
+    match slope {
+        Some(s) => burn::tensor::activation::leaky_relu(y, s),
+        None => y,
+    }
+}
+
+/// Training-mode `bn` (batch statistics) then LeakyReLU(`slope`) if given, through the backend's
+/// fused path (LibTorch: its `batch_norm` and `prelu` under its autograd, cuDNN's kernels), which
+/// also updates `bn`'s running statistics; `Err(x)` (untouched) where the backend has none.
+/// Computes in the dtype of `x` with f32 statistics, like PyTorch's autocast.
+pub fn batch_norm_act<B: ConvBackend>(
+    bn: &burn::nn::BatchNorm<B>,
+    x: Tensor<B, 4>,
+    slope: Option<f64>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if !B::fused_batch_norm() {
+        return Err(x);
+    }
+    // (data-parallel workers share the running state across devices: bring it here, as Burn does)
+    let device = x.device();
+    let running = |r: &burn::module::RunningState<Tensor<B, 1>>| float(r.value_sync().to_device(&device));
+    let (y, [mean, var]) = B::batch_norm_train(
+        float(x),
+        float(bn.gamma.val()),
+        float(bn.beta.val()),
+        [running(&bn.running_mean), running(&bn.running_var)],
+        bn.momentum,
+        bn.epsilon,
+        slope,
+    );
+    bn.running_mean.update(Tensor::from_primitive(TensorPrimitive::Float(mean)));
+    bn.running_var.update(Tensor::from_primitive(TensorPrimitive::Float(var)));
+    Ok(Tensor::from_primitive(TensorPrimitive::Float(y)))
 }
 
 fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {

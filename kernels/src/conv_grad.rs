@@ -180,13 +180,9 @@ fn weight_grad_taps<B: Backend>(
 #[derive(Debug)]
 struct Conv2dBackward;
 
+/// Input and weight checkpoints, for Burn's input gradient and the tap-product weight gradient.
 #[derive(Debug, Clone)]
-enum ConvState {
-    /// The backend's own graph ([`ConvBackend::conv2d_graph`]).
-    Graph(ConvGraph),
-    /// Input and weight checkpoints, for Burn's input gradient and the tap-product weight gradient.
-    Taps(NodeId, NodeId, ConvOptions<2>),
-}
+struct ConvState(NodeId, NodeId, ConvOptions<2>);
 
 impl<B: ConvBackend> Backward<B, 2> for Conv2dBackward {
     type State = ConvState;
@@ -194,26 +190,32 @@ impl<B: ConvBackend> Backward<B, 2> for Conv2dBackward {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        match ops.state {
-            ConvState::Graph(graph) => {
-                let (gx, gw) = B::conv2d_graph_backward(graph, dy, node_x.is_some());
-                if let (Some(node), Some(gx)) = (node_x, gx) {
-                    grads.register::<B>(node.id, gx);
-                }
-                if let Some(node) = node_w {
-                    grads.register::<B>(node.id, gw);
-                }
-            }
-            ConvState::Taps(x_id, w_id, options) => {
-                let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
-                let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_id);
-                if let Some(node) = node_x {
-                    let gx = B::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
-                    grads.register::<B>(node.id, gx);
-                }
-                if let Some(node) = node_w {
-                    grads.register::<B>(node.id, conv2d_weight_grad_taps::<B>(x, w, dy, options));
-                }
+        let ConvState(x_id, w_id, options) = ops.state;
+        let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
+        let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_id);
+        if let Some(node) = node_x {
+            let gx = B::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+            grads.register::<B>(node.id, gx);
+        }
+        if let Some(node) = node_w {
+            grads.register::<B>(node.id, conv2d_weight_grad_taps::<B>(x, w, dy, options));
+        }
+    }
+}
+
+/// An operation the backend differentiates itself: its graph hands back one gradient per parent.
+#[derive(Debug)]
+struct GraphBackward;
+
+impl<B: ConvBackend, const N: usize> Backward<B, N> for GraphBackward {
+    type State = ConvGraph;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let dy = grads.consume::<B>(&ops.node);
+        let gs = B::graph_backward(ops.state, dy);
+        for (node, g) in ops.parents.into_iter().zip(gs) {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<B>(node.id, g);
             }
         }
     }
@@ -241,24 +243,25 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
     if !B::CONV_GRAPH && mode == WeightGrad::Burn {
         return conv2d_inner::<Autodiff<B, C>>(x, weight, bias, options);
     }
-    let need_x = !x.node.requirement.is_none();
-    let out = match Conv2dBackward
-        .prepare::<C>([x.node.clone(), weight.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(mut prep) => {
-            if B::CONV_GRAPH {
+    let out = if B::CONV_GRAPH {
+        let need_x = !x.node.requirement.is_none();
+        match GraphBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
                 let (out, graph) = B::conv2d_graph(x.primitive, weight.primitive, need_x, options);
-                prep.finish(ConvState::Graph(graph), out)
-            } else {
+                prep.finish(graph, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(conv2d_inner::<B>(x.primitive, weight.primitive, None, options)),
+        }
+    } else {
+        match Conv2dBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
                 let w_id = prep.checkpoint(&weight);
                 let out = conv2d_inner::<B>(x.primitive, weight.primitive, None, options.clone());
-                prep.finish(ConvState::Taps(x_id, w_id, options), out)
+                prep.finish(ConvState(x_id, w_id, options), out)
             }
+            OpsKind::UnTracked(prep) => prep.finish(conv2d_inner::<B>(x.primitive, weight.primitive, None, options)),
         }
-        OpsKind::UnTracked(prep) => prep.finish(conv2d_inner::<B>(x.primitive, weight.primitive, None, options)),
     };
     match bias {
         None => out,
@@ -271,7 +274,35 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
     }
 }
 
-/// LibTorch's graph: the forward under its autograd, the backward one `convolution_backward`.
+/// Training-mode BatchNorm + LeakyReLU under autodiff on a backend with its own graph
+/// ([`ConvBackend::batch_norm_graph`]); see [`crate::conv::batch_norm_act`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    beta: FloatTensor<Autodiff<B, C>>,
+    [mean, var]: [FloatTensor<Autodiff<B, C>>; 2],
+    momentum: f64,
+    epsilon: f64,
+    slope: Option<f64>,
+) -> (FloatTensor<Autodiff<B, C>>, [FloatTensor<Autodiff<B, C>>; 2]) {
+    let need = [&x, &gamma, &beta].map(|t| !t.node.requirement.is_none());
+    let running = [mean.primitive, var.primitive];
+    let constant = |t: FloatTensor<B>| -> FloatTensor<Autodiff<B, C>> {
+        Tensor::<Autodiff<B, C>, 1>::from_inner(tensor(t)).into_primitive().tensor()
+    };
+    let prep = GraphBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful();
+    let (out, [mean, var], graph) =
+        B::batch_norm_graph(x.primitive, gamma.primitive, beta.primitive, running, momentum, epsilon, slope, need);
+    let out = match prep {
+        OpsKind::Tracked(prep) => prep.finish(graph, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    (out, [constant(mean), constant(var)])
+}
+
+/// LibTorch's graphs: forwards under its autograd, backwards through `run_backward` (cuDNN's
+/// convolution and BatchNorm backward kernels, as in PyTorch).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
     use super::ConvGraph;
@@ -280,23 +311,30 @@ pub(crate) mod libtorch {
     use std::sync::Arc;
 
     struct Saved {
-        /// Autograd leaves sharing the storage of Burn's input and weight.
-        x: TchTensor,
-        w: TchTensor,
+        /// Autograd leaves sharing the storage of Burn's tensors, and whether each needs a gradient.
+        leaves: Vec<(TchTensor, bool)>,
         /// The output with its autograd history.
         y: TchTensor,
-        /// Burn's own handles: while held, Burn writes into neither storage in place.
-        _burn: (TchTensor, TchTensor),
-        need_x: bool,
+        /// Burn's own handles of the leaves: while held, Burn writes into none of them in place.
+        _burn: Vec<TchTensor>,
     }
 
-    pub(crate) fn forward(x: TchTensor, w: TchTensor, need_x: bool, options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
+    /// Runs `f` on autograd leaves of `inputs` (gradients where `need` says) with grad mode on,
+    /// returning the detached output for Burn and the graph.
+    fn record(inputs: Vec<TchTensor>, need: &[bool], f: impl FnOnce(&[tch::Tensor]) -> tch::Tensor) -> (TchTensor, ConvGraph) {
+        let leaves: Vec<tch::Tensor> =
+            inputs.iter().zip(need).map(|(t, &n)| t.tensor.detach().set_requires_grad(n)).collect();
+        let y = tch::with_grad(|| f(&leaves));
+        let out = TchTensor::new(y.detach());
+        let leaves = leaves.into_iter().zip(need.iter().copied()).map(|(t, n)| (TchTensor::new(t), n)).collect();
+        (out, ConvGraph(Arc::new(Saved { leaves, y: TchTensor::new(y), _burn: inputs })))
+    }
+
+    pub(crate) fn conv2d(x: TchTensor, w: TchTensor, need_x: bool, options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
         let i64s = |v: [usize; 2]| v.map(|i| i as i64);
-        let (xl, wl, y) = tch::with_grad(|| {
-            let xl = x.tensor.detach().set_requires_grad(need_x);
-            let wl = w.tensor.detach().set_requires_grad(true);
-            let y = xl.internal_convolution(
-                &wl,
+        record(vec![x, w], &[need_x, true], |l| {
+            l[0].internal_convolution(
+                &l[1],
                 None::<&tch::Tensor>,
                 i64s(options.stride),
                 i64s(options.padding),
@@ -308,28 +346,44 @@ pub(crate) mod libtorch {
                 false,
                 true,
                 allow_tf32,
-            );
-            (xl, wl, y)
-        });
-        let out = TchTensor::new(y.detach());
-        let saved = Saved { x: TchTensor::new(xl), w: TchTensor::new(wl), y: TchTensor::new(y), _burn: (x, w), need_x };
-        (out, ConvGraph(Arc::new(saved)))
+            )
+        })
     }
 
-    pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> (Option<TchTensor>, TchTensor) {
-        let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch convolution graph");
-        tch::with_grad(|| {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn batch_norm(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        [mean, var]: [TchTensor; 2],
+        momentum: f64,
+        epsilon: f64,
+        slope: Option<f64>,
+        need: [bool; 3],
+    ) -> (TchTensor, [TchTensor; 2], ConvGraph) {
+        // LibTorch updates the running statistics in place: give it copies.
+        let (mean, var) = (mean.tensor.copy(), var.tensor.copy());
+        let (out, graph) = record(vec![x, gamma, beta], &need, |l| {
+            let y = l[0].batch_norm(Some(&l[1]), Some(&l[2]), Some(&mean), Some(&var), true, momentum, epsilon, true);
+            match slope {
+                // LeakyReLU(s) = PReLU with the fixed weight s (tch has no leaky_relu with a slope).
+                Some(s) => y.prelu(&tch::Tensor::from_slice(&[s]).to_kind(y.kind()).to_device(y.device())),
+                None => y,
+            }
+        });
+        (out, [TchTensor::new(mean), TchTensor::new(var)], graph)
+    }
+
+    pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> Vec<Option<TchTensor>> {
+        let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch graph");
+        let wanted: Vec<&tch::Tensor> = saved.leaves.iter().filter(|(_, n)| *n).map(|(t, _)| &t.tensor).collect();
+        let mut grads = tch::with_grad(|| {
             let y = &saved.y.tensor;
             let loss = (y * &dy.tensor).sum(y.kind());
-            let mut inputs = vec![&saved.w.tensor];
-            if saved.need_x {
-                inputs.push(&saved.x.tensor);
-            }
-            let mut g = tch::Tensor::run_backward(&[loss], &inputs, false, false);
-            let gx = saved.need_x.then(|| TchTensor::new(g.pop().expect("input gradient")));
-            let gw = TchTensor::new(g.pop().expect("weight gradient"));
-            (gx, gw)
+            tch::Tensor::run_backward(&[loss], &wanted, false, false)
         })
+        .into_iter();
+        saved.leaves.iter().map(|(_, n)| n.then(|| TchTensor::new(grads.next().expect("one gradient per leaf")))).collect()
     }
 }
 

@@ -50,3 +50,13 @@ fn determinism() {
 fn composition() {
     common::check_composition::<B>(&device());
 }
+
+#[test]
+fn batch_norm_ops() {
+    common::check_batch_norm_ops::<B>(&device());
+}
+
+#[test]
+fn conv_train() {
+    common::check_conv_train::<B>(&device());
+}

@@ -45,6 +45,8 @@ checks! {
     composition => common::check_composition::<B>;
     conv_f32 => common::check_conv_f32::<B>;
     conv_train => common::check_conv_train::<B>;
+    batch_norm_train => common::check_batch_norm_train::<B>;
+    batch_norm_ops => common::check_batch_norm_ops::<B>;
 }
 
 /// fp16 on the GPU only: LibTorch's CPU has no half-precision `grid_sample`.

@@ -45,6 +45,7 @@ on_both! {
     composition => common::check_composition;
     conv_f32 => common::check_conv_f32;
     conv_train => common::check_conv_train;
+    batch_norm_ops => common::check_batch_norm_ops;
 }
 
 #[test]

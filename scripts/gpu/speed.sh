@@ -3,7 +3,8 @@
 #   scripts/gpu/speed.sh tch    LibTorch: training-convolution tests, `vsr bench conv`, `vsr bench
 #                               step` fp32/fp16 x batch 3/7; PyTorch's reference at batch 3
 #   scripts/gpu/speed.sh cuda   CubeCL: `vsr bench conv` (cold autotune), `vsr bench step` with
-#                               Burn's and the tap-product weight gradient; PyTorch at batch 7
+#                               the tap-product (fp32, fp16) and Burn's weight gradient (fp32);
+#                               PyTorch at batch 7
 # Needs .gpu/vsr-tch (+ kernels-tch) from scripts/gpu/stage_tch.sh: that binary has both
 # backends. Logs and JSON in $OUT; the autotune cache is saved to $OUT/cache (copy it to
 # .gpu/cache to carry it into the next call).
@@ -31,7 +32,7 @@ conv() {  # backend, precision, time limit, extra flags...
 case "${1:-}" in
 tch)
   echo "== training convolution on LibTorch (its own graph) against Burn's on the CPU"
-  VSR_TEST_GPU=tch .gpu/kernels-tch conv --include-ignored 2>&1 | tee "$OUT/kernels_tch.log" | grep -E "^test |test result|panicked"
+  VSR_TEST_GPU=tch .gpu/kernels-tch conv batch_norm --include-ignored 2>&1 | tee "$OUT/kernels_tch.log" | grep -E "^test |test result|panicked"
   echo "== vsr bench conv, LibTorch"
   conv tch fp32 90; conv tch fp16 90; stamp
   echo "== vsr bench step, LibTorch"
@@ -42,9 +43,10 @@ tch)
 cuda)
   echo "== vsr bench conv, CUDA (CubeCL autotune, cold unless .gpu/cache)"
   conv cuda fp32 240; stamp
-  echo "== vsr bench step, CUDA: Burn's weight gradient, then the tap products"
-  step cuda fp32 3 150 step_cuda_fp32_b3_burn
+  echo "== vsr bench step, CUDA: the tap-product weight gradient, then Burn's"
   VSR_WGRAD=taps step cuda fp32 3 150 step_cuda_fp32_b3_taps; stamp
+  VSR_WGRAD=taps step cuda fp16 3 150 step_cuda_fp16_b3_taps; stamp
+  step cuda fp32 3 100 step_cuda_fp32_b3_burn; stamp
   save_cache
   echo "== PyTorch reference, batch 7 (eager fp32, autocast fp16, compiled fp16)"
   torch_ref 7; torch_ref 7 --fp16; torch_ref 7 --fp16 --compile; stamp

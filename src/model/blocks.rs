@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, activation::leaky_relu, backend::Backend};
-use vsr_kernels::conv::{ConvBackend, conv2d_module, conv_transpose2d_module};
+use vsr_kernels::conv::{ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv_transpose2d_module};
 
 use crate::precision::cast_module;
 
@@ -58,13 +58,21 @@ impl ConvSpec {
 
 impl<B: ConvBackend> ConvBlock<B> {
     /// Computes in the dtype of `x` (autocast, see [`crate::precision`]): the convolution's
-    /// weights are cast to it when they differ, BatchNorm and its activation run in fp32, and the
-    /// output has the dtype of `x`.
+    /// weights are cast to it when they differ, BatchNorm and its activation run in fp32 (in
+    /// training on LibTorch: its fused BatchNorm in the dtype of `x` with fp32 statistics, as
+    /// PyTorch's autocast; elsewhere [`batch_norm_act_ops`]), and the output has the dtype of `x`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dtype = x.dtype();
         let x = conv2d_module(&cast_module(self.conv.clone(), dtype), x);
+        let slope = self.activation.then_some(LEAKY_SLOPE);
         let x = match &self.bn {
-            Some(bn) => bn.forward(x.cast(DType::F32)),
+            Some(bn) => match batch_norm_act(bn, x, slope) {
+                Ok(y) => return y.cast(dtype),
+                Err(x) if B::ad_enabled(&x.device()) => {
+                    return batch_norm_act_ops(bn, x.cast(DType::F32), slope).cast(dtype);
+                }
+                Err(x) => bn.forward(x.cast(DType::F32)),
+            },
             None => x,
         };
         let x = if self.activation { leaky_relu(x, LEAKY_SLOPE) } else { x };

@@ -593,3 +593,79 @@ pub fn check_conv_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
         got.3.assert_approx_eq::<f32>(&b.grad(&g).unwrap().into_data(), tol);
     }
 }
+
+/// The fused training BatchNorm + LeakyReLU (`vsr_kernels::conv::batch_norm_act` under
+/// `Autodiff<B>`, for backends that have it) against Burn's BatchNorm and `leaky_relu` under
+/// autodiff on the CPU backend: output, gradients of input, gamma and beta, and the running
+/// statistics, which follow PyTorch (momentum 0.1, *unbiased* batch variance; Burn's own
+/// BatchNorm uses the biased one), computed here in f64 from the input.
+pub fn check_batch_norm_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    check_batch_norm_with::<B>(device, |bn, x, slope| {
+        vsr_kernels::conv::batch_norm_act(bn, x, slope).unwrap_or_else(|_| panic!("no fused BatchNorm on this backend"))
+    });
+}
+
+/// [`check_batch_norm_train`] for the tensor-op BatchNorm of every backend.
+pub fn check_batch_norm_ops<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    check_batch_norm_with::<B>(device, vsr_kernels::conv::batch_norm_act_ops);
+}
+
+fn check_batch_norm_with<B: vsr_kernels::conv::ConvBackend>(
+    device: &B::Device,
+    bn_act: impl Fn(&burn::nn::BatchNorm<Autodiff<B>>, Tensor<Autodiff<B>, 4>, Option<f64>) -> Tensor<Autodiff<B>, 4>,
+) {
+    use burn::module::{Param, RunningState};
+    use burn::nn::{BatchNorm, BatchNormConfig};
+    use burn::tensor::Tolerance;
+    let (n, c, h, w) = (3, 4, 5, 6);
+    let cpu = Default::default();
+    let data = |shape: Vec<usize>, lo: f32, hi: f32| {
+        Tensor::<burn::backend::Flex, 1>::random([shape.iter().product::<usize>()], Distribution::Uniform(lo.into(), hi.into()), &cpu)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .unwrap()
+    };
+    let xv = data(vec![n, c, h, w], -1.5, 2.5);
+    let (gv, bv) = (data(vec![c], 0.5, 1.5), data(vec![c], -0.5, 0.5));
+    let (mv, vv) = (data(vec![c], -0.2, 0.2), data(vec![c], 0.5, 2.0));
+    let rv: Vec<f32> = (0..n * c * h * w).map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0).collect();
+    fn bn_of<A: Backend>(g: &[f32], b: &[f32], m: &[f32], v: &[f32], device: &A::Device) -> BatchNorm<A> {
+        let mut bn = BatchNormConfig::new(g.len()).init::<A>(device);
+        bn.gamma = Param::from_tensor(Tensor::from_floats(g, device));
+        bn.beta = Param::from_tensor(Tensor::from_floats(b, device));
+        bn.running_mean = RunningState::new(Tensor::from_floats(m, device));
+        bn.running_var = RunningState::new(Tensor::from_floats(v, device));
+        bn
+    }
+    // Ours.
+    let bn = bn_of::<Autodiff<B>>(&gv, &bv, &mv, &vv, device);
+    let x = Tensor::<Autodiff<B>, 1>::from_floats(xv.as_slice(), device).reshape([n, c, h, w]).require_grad();
+    let y = bn_act(&bn, x.clone(), Some(0.1));
+    let r = Tensor::<Autodiff<B>, 1>::from_floats(rv.as_slice(), device).reshape([n, c, h, w]);
+    let g = (y.clone() * r).sum().backward();
+    // Burn's on the CPU.
+    type Cpu = Autodiff<burn::backend::Flex>;
+    let bn_ref = bn_of::<Cpu>(&gv, &bv, &mv, &vv, &cpu);
+    let xr = Tensor::<Cpu, 1>::from_floats(xv.as_slice(), &cpu).reshape([n, c, h, w]).require_grad();
+    let yr = burn::tensor::activation::leaky_relu(bn_ref.forward(xr.clone()), 0.1);
+    let rr = Tensor::<Cpu, 1>::from_floats(rv.as_slice(), &cpu).reshape([n, c, h, w]);
+    let gr = (yr.clone() * rr).sum().backward();
+    let tol = Tolerance::<f32>::rel_abs(1e-4, 1e-4);
+    y.inner().into_data().assert_approx_eq::<f32>(&yr.inner().into_data(), tol);
+    x.grad(&g).unwrap().into_data().assert_approx_eq::<f32>(&xr.grad(&gr).unwrap().into_data(), tol);
+    bn.gamma.val().grad(&g).unwrap().into_data().assert_approx_eq::<f32>(&bn_ref.gamma.val().grad(&gr).unwrap().into_data(), tol);
+    bn.beta.val().grad(&g).unwrap().into_data().assert_approx_eq::<f32>(&bn_ref.beta.val().grad(&gr).unwrap().into_data(), tol);
+    // Running statistics: 0.9 old + 0.1 batch (mean; unbiased variance).
+    let count = (n * h * w) as f64;
+    let (mut want_m, mut want_v) = (Vec::new(), Vec::new());
+    for ch in 0..c {
+        let vals: Vec<f64> = (0..n).flat_map(|i| (0..h * w).map(move |k| (i * c + ch) * h * w + k)).map(|k| xv[k] as f64).collect();
+        let mean = vals.iter().sum::<f64>() / count;
+        let var = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (count - 1.0);
+        want_m.push((0.9 * mv[ch] as f64 + 0.1 * mean) as f32);
+        want_v.push((0.9 * vv[ch] as f64 + 0.1 * var) as f32);
+    }
+    bn.running_mean.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(want_m, [c]), tol);
+    bn.running_var.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(want_v, [c]), tol);
+}
