@@ -88,6 +88,17 @@ pub fn conv_precision() -> ConvPrecision {
     }
 }
 
+/// Settings of a training BatchNorm followed by an optional LeakyReLU.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchNormAct {
+    /// Weight of the batch statistic in the running statistics' update (PyTorch's `momentum`).
+    pub momentum: f64,
+    /// Added to the variance before its square root.
+    pub epsilon: f64,
+    /// LeakyReLU's negative slope, or no activation.
+    pub slope: Option<f64>,
+}
+
 /// A backend that can run convolutions in full f32. The provided methods are Burn's own
 /// convolutions (right for CPU backends, which have no TF32, and for `Autodiff<B>`); CubeCL
 /// backends override them with Burn's direct kernels.
@@ -132,15 +143,12 @@ pub trait ConvBackend: Backend {
     /// parameters and statistics in f32), then LeakyReLU(`slope`) if given, under the backend's
     /// autograd; leaves `[x, gamma, beta]`, gradients where `need` says. Returns the output and the
     /// running mean and variance updated as PyTorch does (momentum; unbiased variance).
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_graph(
         _x: FloatTensor<Self>,
         _gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         _running: [FloatTensor<Self>; 2],
-        _momentum: f64,
-        _epsilon: f64,
-        _slope: Option<f64>,
+        _settings: BatchNormAct,
         _need: [bool; 3],
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], crate::conv_grad::ConvGraph) {
         unreachable!("batch_norm_graph called on a backend without CONV_GRAPH")
@@ -163,15 +171,12 @@ pub trait ConvBackend: Backend {
 
     /// Training-mode BatchNorm + LeakyReLU under autodiff (see [`batch_norm_act`]): output and
     /// updated running statistics.
-    #[allow(clippy::too_many_arguments)]
     fn batch_norm_train(
         _x: FloatTensor<Self>,
         _gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         _running: [FloatTensor<Self>; 2],
-        _momentum: f64,
-        _epsilon: f64,
-        _slope: Option<f64>,
+        _settings: BatchNormAct,
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
         unreachable!("batch_norm_train called where fused_batch_norm() is false")
     }
@@ -253,12 +258,10 @@ where
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         running: [FloatTensor<Self>; 2],
-        momentum: f64,
-        epsilon: f64,
-        slope: Option<f64>,
+        settings: BatchNormAct,
         need: [bool; 3],
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], crate::conv_grad::ConvGraph) {
-        crate::conv_grad::libtorch::batch_norm(x, gamma, beta, running, momentum, epsilon, slope, need)
+        crate::conv_grad::libtorch::batch_norm(x, gamma, beta, running, settings, need)
     }
 
     fn graph_backward(
@@ -341,11 +344,9 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         running: [FloatTensor<Self>; 2],
-        momentum: f64,
-        epsilon: f64,
-        slope: Option<f64>,
+        settings: BatchNormAct,
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
-        crate::conv_grad::batch_norm_autodiff::<B, C>(x, gamma, beta, running, momentum, epsilon, slope)
+        crate::conv_grad::batch_norm_autodiff::<B, C>(x, gamma, beta, running, settings)
     }
 }
 
@@ -401,9 +402,7 @@ pub fn batch_norm_act<B: ConvBackend>(
         float(bn.gamma.val()),
         float(bn.beta.val()),
         [running(&bn.running_mean), running(&bn.running_var)],
-        bn.momentum,
-        bn.epsilon,
-        slope,
+        BatchNormAct { momentum: bn.momentum, epsilon: bn.epsilon, slope },
     );
     bn.running_mean.update(Tensor::from_primitive(TensorPrimitive::Float(mean)));
     bn.running_var.update(Tensor::from_primitive(TensorPrimitive::Float(var)));

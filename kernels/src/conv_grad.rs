@@ -32,7 +32,7 @@ use burn::backend::autodiff::{
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
 
-use crate::conv::{ConvBackend, ConvPrecision, conv_precision};
+use crate::conv::{BatchNormAct, ConvBackend, ConvPrecision, conv_precision};
 
 /// How the weight gradient of a training convolution is computed where the backend has no
 /// graph of its own ([`ConvBackend::CONV_GRAPH`]).
@@ -276,15 +276,12 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
 
 /// Training-mode BatchNorm + LeakyReLU under autodiff on a backend with its own graph
 /// ([`ConvBackend::batch_norm_graph`]); see [`crate::conv::batch_norm_act`].
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     gamma: FloatTensor<Autodiff<B, C>>,
     beta: FloatTensor<Autodiff<B, C>>,
     [mean, var]: [FloatTensor<Autodiff<B, C>>; 2],
-    momentum: f64,
-    epsilon: f64,
-    slope: Option<f64>,
+    settings: BatchNormAct,
 ) -> (FloatTensor<Autodiff<B, C>>, [FloatTensor<Autodiff<B, C>>; 2]) {
     let need = [&x, &gamma, &beta].map(|t| !t.node.requirement.is_none());
     let running = [mean.primitive, var.primitive];
@@ -293,7 +290,7 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     };
     let prep = GraphBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful();
     let (out, [mean, var], graph) =
-        B::batch_norm_graph(x.primitive, gamma.primitive, beta.primitive, running, momentum, epsilon, slope, need);
+        B::batch_norm_graph(x.primitive, gamma.primitive, beta.primitive, running, settings, need);
     let out = match prep {
         OpsKind::Tracked(prep) => prep.finish(graph, out),
         OpsKind::UnTracked(prep) => prep.finish(out),
@@ -350,22 +347,19 @@ pub(crate) mod libtorch {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn batch_norm(
         x: TchTensor,
         gamma: TchTensor,
         beta: TchTensor,
         [mean, var]: [TchTensor; 2],
-        momentum: f64,
-        epsilon: f64,
-        slope: Option<f64>,
+        settings: crate::conv::BatchNormAct,
         need: [bool; 3],
     ) -> (TchTensor, [TchTensor; 2], ConvGraph) {
         // LibTorch updates the running statistics in place: give it copies.
         let (mean, var) = (mean.tensor.copy(), var.tensor.copy());
         let (out, graph) = record(vec![x, gamma, beta], &need, |l| {
-            let y = l[0].batch_norm(Some(&l[1]), Some(&l[2]), Some(&mean), Some(&var), true, momentum, epsilon, true);
-            match slope {
+            let y = l[0].batch_norm(Some(&l[1]), Some(&l[2]), Some(&mean), Some(&var), true, settings.momentum, settings.epsilon, true);
+            match settings.slope {
                 // LeakyReLU(s) = PReLU with the fixed weight s (tch has no leaky_relu with a slope).
                 Some(s) => y.prelu(&tch::Tensor::from_slice(&[s]).to_kind(y.kind()).to_device(y.device())),
                 None => y,

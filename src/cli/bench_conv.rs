@@ -17,15 +17,8 @@ use crate::precision::Precision;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConvArgs {
-    /// Windows per batch.
-    #[arg(long, default_value_t = 3)]
-    pub batch: usize,
-    /// Frames per window.
-    #[arg(long, default_value_t = 3)]
-    pub frames: usize,
-    /// Crop HxW.
-    #[arg(long, default_value = "512x960")]
-    pub crop: String,
+    #[command(flatten)]
+    pub shape: super::bench_step::BatchShape,
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
     /// Timed repetitions of each pass (after one untimed call).
@@ -102,7 +95,7 @@ impl BackendTask for Bench {
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let a = self.0;
-        let (h, w) = parse_size(&a.crop)?;
+        let (h, w) = parse_size(&a.shape.crop)?;
         let dtype = a.precision.dtype();
         let sync = || I::<B>::sync(&device);
         let time = |f: &mut dyn FnMut()| -> anyhow::Result<f64> {
@@ -121,7 +114,7 @@ impl BackendTask for Bench {
         let random = |shape: [usize; 4]| Tensor::<I<B>, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device).cast(dtype);
         let prim = |t: &Tensor<I<B>, 4>| t.clone().into_primitive().tensor();
         // (name, input, out channels, kernel, needs an input gradient): VSRNet's layers.
-        let (b, f) = (a.batch, a.frames);
+        let (b, f) = (a.shape.batch, a.shape.frames);
         let layers = [
             ("VSRNet conv1", [b * f, 1, h, w], 64, 9, false),
             ("VSRNet conv2", [b, 64 * f, h, w], 32, 5, true),

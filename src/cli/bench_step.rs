@@ -22,15 +22,8 @@ use crate::train::{AdamSettings, Trainer};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StepArgs {
-    /// Windows per batch.
-    #[arg(long, default_value_t = 3)]
-    pub batch: usize,
-    /// Frames per window.
-    #[arg(long, default_value_t = 3)]
-    pub frames: usize,
-    /// Crop HxW (multiples of 64).
-    #[arg(long, default_value = "512x960")]
-    pub crop: String,
+    #[command(flatten)]
+    pub shape: BatchShape,
     #[arg(long, value_enum, default_value_t = Precision::Fp32)]
     pub precision: Precision,
     /// Untimed steps after the first.
@@ -56,6 +49,20 @@ pub struct StepArgs {
     pub devices: Option<Vec<usize>>,
     #[command(flatten)]
     pub backend: BackendArgs,
+}
+
+/// The shape of a training batch: windows, frames, crop.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BatchShape {
+    /// Windows per batch.
+    #[arg(long, default_value_t = 3)]
+    pub batch: usize,
+    /// Frames per window.
+    #[arg(long, default_value_t = 3)]
+    pub frames: usize,
+    /// Crop HxW (multiples of 64).
+    #[arg(long, default_value = "512x960")]
+    pub crop: String,
 }
 
 /// Result of `vsr bench step`.
@@ -128,8 +135,8 @@ impl BackendTask for Step {
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let (a, started) = (self.0, self.1);
-        let (h, w) = parse_size(&a.crop)?;
-        let config = VsrNetConfig::new().with_frames(a.frames);
+        let (h, w) = parse_size(&a.shape.crop)?;
+        let config = VsrNetConfig::new().with_frames(a.shape.frames);
         config.validate()?;
         let tmp = tempfile::tempdir()?;
         let flownet = match &a.flownet {
@@ -144,7 +151,7 @@ impl BackendTask for Step {
             // Measure steady state, not the first steps' overflow skips from the 2^32 start.
             trainer.scaler.scale = 1024.0;
         }
-        let x = Tensor::<B, 5>::random([a.batch, 3, a.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
+        let x = Tensor::<B, 5>::random([a.shape.batch, 3, a.shape.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
         let step = |trainer: &mut Trainer<B>| -> anyhow::Result<f64> {
             let t = Instant::now();
             trainer.step(x.clone(), 1e-4)?; // reads the loss back: synchronised
@@ -177,10 +184,10 @@ impl BackendTask for Step {
             Ok(median(v))
         };
         let xi = x.clone().inner();
-        let m = a.frames / 2;
+        let m = a.shape.frames / 2;
         let net = trainer.flownet.clone().expect("flownet");
         let pairs = Tensor::cat(
-            (0..a.frames)
+            (0..a.shape.frames)
                 .filter(|&i| i != m)
                 .map(|i| {
                     let f = |k: usize| xi.clone().narrow(2, k, 1).squeeze_dim::<4>(2);
@@ -191,10 +198,10 @@ impl BackendTask for Step {
         );
         let mut stages = Vec::new();
         stages.push(("FlowNetSD forward (F-1 pairs)".to_string(), time(&mut || drop(net.0.flow2(pairs.clone())))?));
-        let flow = Tensor::<I<B>, 4>::random([a.batch * (a.frames - 1), 2, h, w], Distribution::Uniform(-4.0, 4.0), &device);
-        let img = Tensor::<I<B>, 4>::random([a.batch * (a.frames - 1), 1, h, w], Distribution::Uniform(0.0, 1.0), &device);
+        let flow = Tensor::<I<B>, 4>::random([a.shape.batch * (a.shape.frames - 1), 2, h, w], Distribution::Uniform(-4.0, 4.0), &device);
+        let img = Tensor::<I<B>, 4>::random([a.shape.batch * (a.shape.frames - 1), 1, h, w], Distribution::Uniform(0.0, 1.0), &device);
         stages.push(("warp forward".to_string(), time(&mut || drop(crate::model::warp::warp(img.clone(), flow.clone())))?));
-        let degrade = xi.clone().reshape([a.batch * a.frames * 3, 1, h, w]);
+        let degrade = xi.clone().reshape([a.shape.batch * a.shape.frames * 3, 1, h, w]);
         stages.push(("degradation (avg-pool + bilinear)".to_string(), time(&mut || drop(down_up(degrade.clone())))?));
         let model = trainer.model.clone();
         stages.push((
@@ -209,8 +216,8 @@ impl BackendTask for Step {
         Ok(StepResult {
             backend: crate::backend::device_name::<I<B>>(&device),
             precision: a.precision,
-            batch: a.batch,
-            frames: a.frames,
+            batch: a.shape.batch,
+            frames: a.shape.frames,
             height: h,
             width: w,
             first_step_s,
@@ -301,7 +308,7 @@ struct Scaling(StepArgs, Vec<usize>);
 /// steady loss scale.
 fn bench_trainer<B: VsrAutodiffBackend>(a: &StepArgs, flownet: Option<&std::path::Path>, device: &B::Device) -> anyhow::Result<Trainer<B>> {
     type I<B> = <B as AutodiffBackend>::InnerBackend;
-    let config = VsrNetConfig::new().with_frames(a.frames);
+    let config = VsrNetConfig::new().with_frames(a.shape.frames);
     config.validate()?;
     let flownet = match flownet {
         Some(p) => checkpoint::load_flownet::<I<B>>(p, device).context("loading FlowNetSD")?,
@@ -326,7 +333,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
         let (a, mut counts) = (self.0, self.1);
         counts.sort_unstable();
         counts.dedup();
-        let (h, w) = parse_size(&a.crop)?;
+        let (h, w) = parse_size(&a.shape.crop)?;
         let tmp = tempfile::tempdir()?;
         let flownet = match &a.flownet {
             Some(p) if p.extension().is_some_and(|e| e == "gz") => Some(checkpoint::gunzip_to(p, tmp.path())?),
@@ -343,7 +350,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
         let one = {
             let device = devices[0].clone();
             let mut trainer = bench_trainer::<B>(&a, flownet.as_deref(), &device)?;
-            let x = Tensor::<B, 5>::random([a.batch, 3, a.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
+            let x = Tensor::<B, 5>::random([a.shape.batch, 3, a.shape.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
             let mut times = Vec::new();
             for i in 0..steps {
                 let t = Instant::now();
@@ -355,7 +362,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
             }
             percentiles(times)
         };
-        let one_rate = a.batch as f64 * 1e3 / one.0;
+        let one_rate = a.shape.batch as f64 * 1e3 / one.0;
         let mut rows = vec![ScalingRow {
             gpus: 1,
             devices: vec![indices[0]],
@@ -385,7 +392,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
                     let mut trainer = bench_trainer::<B>(&args, flownet.as_deref(), &device).map_err(err)?;
                     let sync = GradSync::join::<I<B>>(local, n, n, &device, &Cluster::single(), Some((progress, local)))?;
                     trainer.sync = Some(sync);
-                    let x = Tensor::<B, 5>::random([args.batch, 3, args.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
+                    let x = Tensor::<B, 5>::random([args.shape.batch, 3, args.shape.frames, h, w], Distribution::Uniform(0.0, 255.0), &device);
                     let (mut times, mut waits) = (Vec::new(), Vec::new());
                     for i in 0..steps {
                         let t = Instant::now();
@@ -416,7 +423,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
             let (times, waits, alone, bucket) = per_worker.into_iter().next().expect("a worker");
             bucket_floats = bucket;
             let (median_ms, p90_ms) = percentiles(times);
-            let samples_per_s = (n * a.batch) as f64 * 1e3 / median_ms;
+            let samples_per_s = (n * a.shape.batch) as f64 * 1e3 / median_ms;
             rows.push(ScalingRow {
                 gpus: n,
                 devices: indices[..n].to_vec(),
@@ -431,8 +438,8 @@ impl crate::backend::MultiDeviceTask for Scaling {
         Ok(ScalingResult {
             backend: crate::backend::device_name::<I<B>>(&devices[0]),
             precision: a.precision,
-            batch_per_gpu: a.batch,
-            frames: a.frames,
+            batch_per_gpu: a.shape.batch,
+            frames: a.shape.frames,
             height: h,
             width: w,
             iters: a.iters.max(1),
