@@ -129,11 +129,11 @@ pub trait ConvBackend: Backend {
     const CONV_GRAPH: bool = false;
 
     /// Forward of a training convolution (no bias) at the current [`conv_precision`] under the
-    /// backend's autograd; leaves `[input, weight]`, the input's gradient only if `need_x`.
+    /// backend's autograd; leaves `[input, weight]`, gradients where `need` says.
     fn conv2d_graph(
         _x: FloatTensor<Self>,
         _weight: FloatTensor<Self>,
-        _need_x: bool,
+        _need: [bool; 2],
         _options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, crate::conv_grad::ConvGraph) {
         unreachable!("conv2d_graph called on a backend without CONV_GRAPH")
@@ -246,11 +246,11 @@ where
     fn conv2d_graph(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        need_x: bool,
+        need: [bool; 2],
         options: ConvOptions<2>,
     ) -> (FloatTensor<Self>, crate::conv_grad::ConvGraph) {
         let tf32 = conv_precision() == ConvPrecision::Tf32;
-        crate::conv_grad::libtorch::conv2d(x, weight, need_x, options, tf32)
+        crate::conv_grad::libtorch::conv2d(x, weight, need, options, tf32)
     }
 
     fn batch_norm_graph(

@@ -244,10 +244,10 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
         return conv2d_inner::<Autodiff<B, C>>(x, weight, bias, options);
     }
     let out = if B::CONV_GRAPH {
-        let need_x = !x.node.requirement.is_none();
+        let need = [&x, &weight].map(|t| !t.node.requirement.is_none());
         match GraphBackward.prepare::<C>([x.node.clone(), weight.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (out, graph) = B::conv2d_graph(x.primitive, weight.primitive, need_x, options);
+                let (out, graph) = B::conv2d_graph(x.primitive, weight.primitive, need, options);
                 prep.finish(graph, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(conv2d_inner::<B>(x.primitive, weight.primitive, None, options)),
@@ -327,9 +327,9 @@ pub(crate) mod libtorch {
         (out, ConvGraph(Arc::new(Saved { leaves, y: TchTensor::new(y), _burn: inputs })))
     }
 
-    pub(crate) fn conv2d(x: TchTensor, w: TchTensor, need_x: bool, options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
+    pub(crate) fn conv2d(x: TchTensor, w: TchTensor, need: [bool; 2], options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
         let i64s = |v: [usize; 2]| v.map(|i| i as i64);
-        record(vec![x, w], &[need_x, true], |l| {
+        record(vec![x, w], &need, |l| {
             l[0].internal_convolution(
                 &l[1],
                 None::<&tch::Tensor>,
@@ -361,11 +361,14 @@ pub(crate) mod libtorch {
             let y = l[0].batch_norm(Some(&l[1]), Some(&l[2]), Some(&mean), Some(&var), true, settings.momentum, settings.epsilon, true);
             match settings.slope {
                 // LeakyReLU(s) = PReLU with the fixed weight s (tch has no leaky_relu with a slope).
-                Some(s) => y.prelu(&tch::Tensor::from_slice(&[s]).to_kind(y.kind()).to_device(y.device())),
+                // (made on the device: a host-to-device copy would synchronise the stream)
+                Some(s) => y.prelu(&tch::Tensor::full([1], s, (y.kind(), y.device()))),
                 None => y,
             }
         });
-        (out, [TchTensor::new(mean), TchTensor::new(var)], graph)
+        // LibTorch's BatchNorm backward keeps the running statistics it was given, and Burn's
+        // RunningState writes into the tensors it holds in place: hand Burn its own copies.
+        (out, [TchTensor::new(mean.copy()), TchTensor::new(var.copy())], graph)
     }
 
     pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> Vec<Option<TchTensor>> {

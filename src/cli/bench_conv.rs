@@ -96,6 +96,10 @@ impl BackendTask for Bench {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let a = self.0;
         let (h, w) = parse_size(&a.shape.crop)?;
+        anyhow::ensure!(
+            a.shape.batch >= 1 && a.shape.frames >= 1 && h >= 1 && w >= 1,
+            "--batch, --frames and both sides of --crop must be at least 1"
+        );
         let dtype = a.precision.dtype();
         let sync = || I::<B>::sync(&device);
         let time = |f: &mut dyn FnMut()| -> anyhow::Result<f64> {

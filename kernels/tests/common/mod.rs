@@ -668,4 +668,15 @@ fn check_batch_norm_with<B: vsr_kernels::conv::ConvBackend>(
     }
     bn.running_mean.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(want_m, [c]), tol);
     bn.running_var.value_sync().into_data().assert_approx_eq::<f32>(&TensorData::new(want_v, [c]), tol);
+
+    // Two forwards (micro-batches) before one backward: the second forward's update of the running
+    // statistics must not write into anything the first one's backward still needs.
+    let bn = bn_of::<Autodiff<B>>(&gv, &bv, &mv, &vv, device);
+    let x1 = Tensor::<Autodiff<B>, 1>::from_floats(xv.as_slice(), device).reshape([n, c, h, w]).require_grad();
+    let y1 = bn_act(&bn, x1.clone(), Some(0.1));
+    let _ = bn.running_mean.value_sync();
+    let y2 = bn_act(&bn, x1.clone() * 0.5, Some(0.1));
+    let _ = bn.running_var.value_sync();
+    let g = (y1.sum() + y2.sum()).backward();
+    assert!(x1.grad(&g).is_some(), "input gradient after two forwards");
 }
