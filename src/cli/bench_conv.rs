@@ -2,9 +2,7 @@
 //! gradient, weight gradient (Burn's and the tap products), and the training convolution's
 //! forward + backward as `vsr train` runs it (LibTorch: its own graph, cuDNN's backward).
 
-use std::time::Instant;
-
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{ConvOptions, ModuleOps};
 use burn::tensor::{Distribution, Tensor};
 use vsr_kernels::conv::ConvBackend;
@@ -101,20 +99,7 @@ impl BackendTask for Bench {
             "--batch, --frames and both sides of --crop must be at least 1"
         );
         let dtype = a.precision.dtype();
-        let sync = || I::<B>::sync(&device);
-        let time = |f: &mut dyn FnMut()| -> anyhow::Result<f64> {
-            f();
-            sync()?;
-            let mut v = Vec::new();
-            for _ in 0..a.iters.max(1) {
-                let t = Instant::now();
-                f();
-                sync()?;
-                v.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            v.sort_by(f64::total_cmp);
-            Ok(v[v.len() / 2])
-        };
+        let time = |f: &mut dyn FnMut()| super::bench_step::time_synced::<I<B>>(&device, a.iters, f);
         let random = |shape: [usize; 4]| Tensor::<I<B>, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &device).cast(dtype);
         let prim = |t: &Tensor<I<B>, 4>| t.clone().into_primitive().tensor();
         // (name, input, out channels, kernel, needs an input gradient): VSRNet's layers.

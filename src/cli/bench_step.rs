@@ -130,6 +130,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Median wall time of `f` over `iters` calls (at least one), each synchronised with `device`,
+/// after one untimed call; ms.
+pub(super) fn time_synced<B: Backend>(device: &B::Device, iters: usize, f: &mut dyn FnMut()) -> anyhow::Result<f64> {
+    f();
+    B::sync(device)?;
+    let mut v = Vec::new();
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f();
+        B::sync(device)?;
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(v))
+}
+
 impl BackendTask for Step {
     type Output = anyhow::Result<StepResult>;
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
@@ -170,19 +185,7 @@ impl BackendTask for Step {
 
         // Per-stage breakdown: each stage alone, synchronised, on the same input.
         let n = a.iters.clamp(3, 10);
-        let sync = || I::<B>::sync(&device);
-        let time = |f: &mut dyn FnMut()| -> anyhow::Result<f64> {
-            f();
-            sync()?;
-            let mut v = Vec::new();
-            for _ in 0..n {
-                let t = Instant::now();
-                f();
-                sync()?;
-                v.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            Ok(median(v))
-        };
+        let time = |f: &mut dyn FnMut()| time_synced::<I<B>>(&device, n, f);
         let xi = x.clone().inner();
         let m = a.shape.frames / 2;
         let net = trainer.flownet.clone().expect("flownet");
