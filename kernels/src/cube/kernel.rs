@@ -49,6 +49,46 @@ fn axis(pos: usize, d: f32, size: usize) -> (usize, usize, f32, f32) {
     (i0, i1, s - f, mask)
 }
 
+/// The bilinear footprint of output pixel `p` displaced by `(dx, dy)` in an `h x w` plane: the
+/// offsets of its four source pixels (`oYX`, rows then columns), their weights, the fractional
+/// parts, and the border masks of the flow derivative (see [`axis`]).
+#[derive(CubeType)]
+struct Footprint {
+    o00: usize,
+    o01: usize,
+    o10: usize,
+    o11: usize,
+    w00: f32,
+    w01: f32,
+    w10: f32,
+    w11: f32,
+    wx: f32,
+    wy: f32,
+    mx: f32,
+    my: f32,
+}
+
+#[cube]
+fn footprint(p: usize, dx: f32, dy: f32, h: usize, w: usize) -> Footprint {
+    let (x0, x1, wx, mx) = axis(p % w, dx, w);
+    let (y0, y1, wy, my) = axis(p / w, dy, h);
+    let one = f32::new(1.0);
+    Footprint {
+        o00: y0 * w + x0,
+        o01: y0 * w + x1,
+        o10: y1 * w + x0,
+        o11: y1 * w + x1,
+        w00: (one - wx) * (one - wy),
+        w01: wx * (one - wy),
+        w10: (one - wx) * wy,
+        w11: wx * wy,
+        wx,
+        wy,
+        mx,
+        my,
+    }
+}
+
 #[cube(launch, address_type = "dynamic")]
 pub fn warp_forward_kernel<F: Float>(
     img: &Tensor<F>,
@@ -66,23 +106,13 @@ pub fn warp_forward_kernel<F: Float>(
     let b = ABSOLUTE_POS / hw;
     let p = ABSOLUTE_POS % hw;
     let fb = b * 2 * hw + p;
-    let (x0, x1, wx, _mx) = axis(p % w, f32::cast_from(flow[fb]), w);
-    let (y0, y1, wy, _my) = axis(p / w, f32::cast_from(flow[fb + hw]), h);
-    let o00 = y0 * w + x0;
-    let o01 = y0 * w + x1;
-    let o10 = y1 * w + x0;
-    let o11 = y1 * w + x1;
-    let one = f32::new(1.0);
-    let w00 = (one - wx) * (one - wy);
-    let w01 = wx * (one - wy);
-    let w10 = (one - wx) * wy;
-    let w11 = wx * wy;
+    let t = footprint(p, f32::cast_from(flow[fb]), f32::cast_from(flow[fb + hw]), h, w);
     let mut base = b * channels * hw;
     for _c in 0..channels {
-        let v = w00 * f32::cast_from(img[base + o00])
-            + w01 * f32::cast_from(img[base + o01])
-            + w10 * f32::cast_from(img[base + o10])
-            + w11 * f32::cast_from(img[base + o11]);
+        let v = t.w00 * f32::cast_from(img[base + t.o00])
+            + t.w01 * f32::cast_from(img[base + t.o01])
+            + t.w10 * f32::cast_from(img[base + t.o10])
+            + t.w11 * f32::cast_from(img[base + t.o11]);
         out[base + p] = F::cast_from(v);
         base += hw;
     }
@@ -117,38 +147,29 @@ pub fn warp_backward_flow_kernel<F: Float>(
     let b = ABSOLUTE_POS / hw;
     let p = ABSOLUTE_POS % hw;
     let fb = b * 2 * hw + p;
-    let (x0, x1, wx, mx) = axis(p % w, f32::cast_from(flow[fb]), w);
-    let (y0, y1, wy, my) = axis(p / w, f32::cast_from(flow[fb + hw]), h);
-    let o00 = y0 * w + x0;
-    let o01 = y0 * w + x1;
-    let o10 = y1 * w + x0;
-    let o11 = y1 * w + x1;
+    let t = footprint(p, f32::cast_from(flow[fb]), f32::cast_from(flow[fb + hw]), h, w);
     let one = f32::new(1.0);
-    let w00 = (one - wx) * (one - wy);
-    let w01 = wx * (one - wy);
-    let w10 = (one - wx) * wy;
-    let w11 = wx * wy;
     let mut gu = f32::new(0.0);
     let mut gv = f32::new(0.0);
     let mut base = b * channels * hw;
     for _c in 0..channels {
         let g = f32::cast_from(grad_out[base + p]);
-        let v00 = f32::cast_from(img[base + o00]);
-        let v01 = f32::cast_from(img[base + o01]);
-        let v10 = f32::cast_from(img[base + o10]);
-        let v11 = f32::cast_from(img[base + o11]);
-        gu += g * ((one - wy) * (v01 - v00) + wy * (v11 - v10));
-        gv += g * ((one - wx) * (v10 - v00) + wx * (v11 - v01));
+        let v00 = f32::cast_from(img[base + t.o00]);
+        let v01 = f32::cast_from(img[base + t.o01]);
+        let v10 = f32::cast_from(img[base + t.o10]);
+        let v11 = f32::cast_from(img[base + t.o11]);
+        gu += g * ((one - t.wy) * (v01 - v00) + t.wy * (v11 - v10));
+        gv += g * ((one - t.wx) * (v10 - v00) + t.wx * (v11 - v01));
         if record_emax {
-            record_max(emax, base + o00, w00 * g);
-            record_max(emax, base + o01, w01 * g);
-            record_max(emax, base + o10, w10 * g);
-            record_max(emax, base + o11, w11 * g);
+            record_max(emax, base + t.o00, t.w00 * g);
+            record_max(emax, base + t.o01, t.w01 * g);
+            record_max(emax, base + t.o10, t.w10 * g);
+            record_max(emax, base + t.o11, t.w11 * g);
         }
         base += hw;
     }
-    grad_flow[fb] = F::cast_from(gu * mx);
-    grad_flow[fb + hw] = F::cast_from(gv * my);
+    grad_flow[fb] = F::cast_from(gu * t.mx);
+    grad_flow[fb + hw] = F::cast_from(gv * t.my);
 }
 
 /// Adds `contribution` as a 64-bit fixed-point integer into `acc[2i]` (low) / `acc[2i+1]` (high).
@@ -237,24 +258,14 @@ pub fn warp_backward_img_scatter_kernel<F: Float>(
     let b = ABSOLUTE_POS / hw;
     let p = ABSOLUTE_POS % hw;
     let fb = b * 2 * hw + p;
-    let (x0, x1, wx, _mx) = axis(p % w, f32::cast_from(flow[fb]), w);
-    let (y0, y1, wy, _my) = axis(p / w, f32::cast_from(flow[fb + hw]), h);
-    let o00 = y0 * w + x0;
-    let o01 = y0 * w + x1;
-    let o10 = y1 * w + x0;
-    let o11 = y1 * w + x1;
-    let one = f32::new(1.0);
-    let w00 = (one - wx) * (one - wy);
-    let w01 = wx * (one - wy);
-    let w10 = (one - wx) * wy;
-    let w11 = wx * wy;
+    let t = footprint(p, f32::cast_from(flow[fb]), f32::cast_from(flow[fb + hw]), h, w);
     let mut base = b * channels * hw;
     for _c in 0..channels {
         let g = f32::cast_from(grad_out[base + p]);
-        fixed_add(acc, emax, base + o00, w00 * g, t_bits);
-        fixed_add(acc, emax, base + o01, w01 * g, t_bits);
-        fixed_add(acc, emax, base + o10, w10 * g, t_bits);
-        fixed_add(acc, emax, base + o11, w11 * g, t_bits);
+        fixed_add(acc, emax, base + t.o00, t.w00 * g, t_bits);
+        fixed_add(acc, emax, base + t.o01, t.w01 * g, t_bits);
+        fixed_add(acc, emax, base + t.o10, t.w10 * g, t_bits);
+        fixed_add(acc, emax, base + t.o11, t.w11 * g, t_bits);
         base += hw;
     }
 }
@@ -329,24 +340,14 @@ pub fn warp_backward_img_atomic_kernel<F: Float>(
     let b = ABSOLUTE_POS / hw;
     let p = ABSOLUTE_POS % hw;
     let fb = b * 2 * hw + p;
-    let (x0, x1, wx, _mx) = axis(p % w, f32::cast_from(flow[fb]), w);
-    let (y0, y1, wy, _my) = axis(p / w, f32::cast_from(flow[fb + hw]), h);
-    let o00 = y0 * w + x0;
-    let o01 = y0 * w + x1;
-    let o10 = y1 * w + x0;
-    let o11 = y1 * w + x1;
-    let one = f32::new(1.0);
-    let w00 = (one - wx) * (one - wy);
-    let w01 = wx * (one - wy);
-    let w10 = (one - wx) * wy;
-    let w11 = wx * wy;
+    let t = footprint(p, f32::cast_from(flow[fb]), f32::cast_from(flow[fb + hw]), h, w);
     let mut base = b * channels * hw;
     for _c in 0..channels {
         let g = f32::cast_from(grad_out[base + p]);
-        grad_img[base + o00].fetch_add(w00 * g);
-        grad_img[base + o01].fetch_add(w01 * g);
-        grad_img[base + o10].fetch_add(w10 * g);
-        grad_img[base + o11].fetch_add(w11 * g);
+        grad_img[base + t.o00].fetch_add(t.w00 * g);
+        grad_img[base + t.o01].fetch_add(t.w01 * g);
+        grad_img[base + t.o10].fetch_add(t.w10 * g);
+        grad_img[base + t.o11].fetch_add(t.w11 * g);
         base += hw;
     }
 }
