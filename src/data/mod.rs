@@ -1,5 +1,6 @@
-//! Loading training data: F-frame windows of the prepared scenes, cropped, batched as
-//! (B, 3, F, H, W) u8 RGB on worker threads, and uploaded to the training device ahead of use.
+//! Loading training data: F-frame windows of the prepared scenes, cropped, batched as u8 RGB
+//! (channels last, as decoded) on worker threads, and uploaded to the training device ahead of
+//! use as float (B, 3, F, H, W).
 //!
 //! Two sources with the same sampling semantics (the original's comparison, `vsr bench loaders`):
 //!
@@ -67,26 +68,5 @@ impl std::fmt::Display for SourceKind {
     }
 }
 
-/// Training or validation scenes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    Train,
-    Val,
-}
-
-impl Split {
-    /// Folder name under `scenes/` and `frames/`.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Val => "val",
-        }
-    }
-}
-
-impl std::fmt::Display for Split {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.dir())
-    }
-}
+/// Training or validation scenes (one type with the manifest's).
+pub use crate::prep::manifest::Split;

@@ -32,9 +32,9 @@ use ff::format::Pixel;
 use ff::software::scaling::Flags as SwsFlags;
 
 use super::dataset::Scene;
-use super::loader::{Counters, Crop, WindowReader, write_frame};
+use super::loader::{Counters, Crop, WindowReader, frame_slot, write_frame};
 use crate::error::{Error, Result};
-use crate::prep::media::{self, media_err};
+use crate::prep::media::{self, FrameReader, media_err};
 
 /// Timestamps and keyframes of a scene file.
 #[derive(Debug, Clone)]
@@ -127,14 +127,10 @@ pub(crate) fn index_scene(path: &Path) -> Result<Scene> {
     })
 }
 
-/// One open file and its decoder.
+/// One open file's decoder and where it stands.
 struct Decoder {
     path: PathBuf,
-    ictx: ff::format::context::Input,
-    decoder: ff::decoder::Video,
-    stream: usize,
-    eof: bool,
-    flushed: bool,
+    reader: FrameReader,
     /// Rank of the next frame the decoder will output, when known.
     next: Option<usize>,
     last_use: u64,
@@ -142,75 +138,13 @@ struct Decoder {
 
 impl Decoder {
     fn open(path: &Path) -> Result<Decoder> {
-        let (ictx, stream) = media::open_input(path)?;
-        let params = ictx.stream(stream).expect("stream exists").parameters();
-        let mut ctx = ff::codec::context::Context::from_parameters(params)
-            .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
-        // One thread per decoder: the workers are the parallelism, and frame threads would
-        // add frames of latency to every seek.
-        ctx.set_threading(ff::threading::Config { kind: ff::threading::Type::Slice, count: 1, ..Default::default() });
-        // SAFETY: a valid, not yet opened context; plain int field.
-        unsafe { (*ctx.as_mut_ptr()).err_recognition |= ffi::AV_EF_EXPLODE as i32 };
-        let decoder = ctx.decoder().video().map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
-        Ok(Decoder { path: path.to_path_buf(), ictx, decoder, stream, eof: false, flushed: false, next: Some(0), last_use: 0 })
+        Ok(Decoder { path: path.to_path_buf(), reader: FrameReader::open_strict(path)?, next: Some(0), last_use: 0 })
     }
 
     /// Seeks to keyframe `frame` (rank) of `index`.
     fn seek(&mut self, index: &Index, frame: usize) -> Result<()> {
-        let ts = index.pts[frame];
-        // SAFETY: a valid open input; timestamps in the stream's time base.
-        let ret = unsafe { ffi::avformat_seek_file(self.ictx.as_mut_ptr(), self.stream as i32, i64::MIN, ts, ts, 0) };
-        if ret < 0 {
-            return Err(media_err(&self.path, format!("cannot seek to frame {frame} ({})", ff::Error::from(ret))));
-        }
-        self.decoder.flush();
-        self.eof = false;
-        self.flushed = false;
         self.next = None;
-        Ok(())
-    }
-
-    /// The next frame in presentation order into `frame`; its timestamp, or None at the end.
-    fn next_frame(&mut self, frame: &mut ff::frame::Video) -> Result<Option<i64>> {
-        loop {
-            match self.decoder.receive_frame(frame) {
-                Ok(()) => {
-                    // SAFETY: a frame just filled by the decoder.
-                    let damaged = unsafe {
-                        let f = frame.as_ptr();
-                        ((*f).flags & ffi::AV_FRAME_FLAG_CORRUPT as i32) != 0 || (*f).decode_error_flags != 0
-                    };
-                    let Some(t) = frame.timestamp().or(frame.pts()) else { continue };
-                    if damaged {
-                        return Err(media_err(&self.path, format!("corrupt video data: the frame at timestamp {t} is damaged")));
-                    }
-                    return Ok(Some(t));
-                }
-                Err(ff::Error::Eof) => return Ok(None),
-                Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
-                Err(e) => return Err(media_err(&self.path, format!("corrupt video data ({e})"))),
-            }
-            if self.flushed {
-                return Ok(None);
-            }
-            if self.eof {
-                self.decoder.send_eof().map_err(|e| media_err(&self.path, format!("decoding failed ({e})")))?;
-                self.flushed = true;
-                continue;
-            }
-            let mut packet = ff::Packet::empty();
-            match packet.read(&mut self.ictx) {
-                Ok(()) => {
-                    if packet.stream() == self.stream {
-                        self.decoder
-                            .send_packet(&packet)
-                            .map_err(|e| media_err(&self.path, format!("corrupt video data ({e})")))?;
-                    }
-                }
-                Err(ff::Error::Eof) => self.eof = true,
-                Err(e) => return Err(media_err(&self.path, format!("read error ({e}): truncated or corrupt"))),
-            }
-        }
+        self.reader.seek_to_key(index.pts[frame])
     }
 }
 
@@ -329,7 +263,7 @@ impl VideoReader {
         let mut got = 0;
         let result = loop {
             let d = &mut self.decoders[di];
-            let t = match d.next_frame(&mut self.frame) {
+            let t = match d.reader.read_frame(&mut self.frame) {
                 Ok(Some(t)) => t,
                 Ok(None) => {
                     break Err(media_err(&scene.path, format!("ended before frame {} of its {} frames", start + got, index.pts.len())));
@@ -361,7 +295,7 @@ impl VideoReader {
         result
     }
 
-    /// Converts the decoded frame's crop into frame `f` of the window `out`.
+    /// Converts the decoded frame's crop into frame `f` of the window `out` (F, h, w, 3).
     fn convert(&mut self, scene: &Scene, frames: usize, f: usize, crop: Crop, out: &mut [u8]) -> Result<()> {
         let frame = &self.frame;
         let (fmt, w, h) = (frame.format(), frame.width() as usize, frame.height() as usize);
@@ -374,7 +308,14 @@ impl VideoReader {
             self.to_rgb = Some(ToRgb::new(key.0, key.1, key.2)?);
         }
         let conv = self.to_rgb.as_mut().expect("just set");
-        self.rgb.resize(key.1 * key.2 * 3, 0);
+        // 4:2:0: swscale writes the crop straight into the window (its rows are the crop's);
+        // otherwise the whole frame into `rgb`, then the crop is copied.
+        let dst = if planar420 {
+            frame_slot(out, frames, f)
+        } else {
+            self.rgb.resize(w * h * 3, 0);
+            &mut self.rgb[..]
+        };
         // SAFETY: the frame's planes hold h rows of w pixels; for 4:2:0 the offsets stay inside
         // them (crop inside the frame, even offsets, chroma at half resolution).
         unsafe {
@@ -387,10 +328,11 @@ impl VideoReader {
                     src[c] = src[c].offset((crop.y0 / 2) as isize * stride[c] as isize + (crop.x0 / 2) as isize);
                 }
             }
-            conv.run(src, stride, &mut self.rgb);
+            conv.run(src, stride, dst);
         }
-        let at = if planar420 { Crop { y0: 0, x0: 0, ..crop } } else { crop };
-        write_frame(out, frames, f, at, &self.rgb, key.1 * 3);
+        if !planar420 {
+            write_frame(out, frames, f, crop, &self.rgb, w * 3);
+        }
         Ok(())
     }
 }

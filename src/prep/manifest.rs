@@ -18,7 +18,7 @@ pub const MANIFEST: &str = "manifest.json";
 pub const VERSION: u32 = 1;
 
 /// Training or validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -26,11 +26,18 @@ pub enum Split {
 }
 
 impl Split {
+    /// Folder name under `scenes/` and `frames/`.
     pub fn dir(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Val => "val",
         }
+    }
+}
+
+impl std::fmt::Display for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.dir())
     }
 }
 

@@ -281,6 +281,8 @@ pub struct FrameReader {
     index: usize,
     flushed: bool,
     eof: bool,
+    /// Frames flagged damaged are errors ([`FrameReader::open_strict`]).
+    strict: bool,
     /// Streams whose packets are kept (in file order) for [`FrameReader::take_packets`].
     keep: Vec<usize>,
     kept: std::collections::VecDeque<(usize, ff::Packet)>,
@@ -289,11 +291,26 @@ pub struct FrameReader {
 impl FrameReader {
     /// Opens `path` for decoding with `threads` decoder threads (0: FFmpeg's choice).
     pub fn open(path: &Path, threads: usize) -> Result<FrameReader> {
+        Self::open_with(path, ff::threading::Config { kind: ff::threading::Type::Frame, count: threads, ..Default::default() }, false)
+    }
+
+    /// Opens `path` for random access: one decoder thread (frame threads would add frames of
+    /// latency to every seek) and strict decoding (`err_detect=explode`; a frame flagged damaged
+    /// is an error naming the file, never concealed pixels).
+    pub fn open_strict(path: &Path) -> Result<FrameReader> {
+        Self::open_with(path, ff::threading::Config { kind: ff::threading::Type::Slice, count: 1, ..Default::default() }, true)
+    }
+
+    fn open_with(path: &Path, threading: ff::threading::Config, strict: bool) -> Result<FrameReader> {
         let (ictx, index) = open_input(path)?;
         let params = ictx.stream(index).expect("stream exists").parameters();
         let mut ctx = codec::context::Context::from_parameters(params)
             .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
-        ctx.set_threading(ff::threading::Config { kind: ff::threading::Type::Frame, count: threads, ..Default::default() });
+        ctx.set_threading(threading);
+        if strict {
+            // SAFETY: a valid, not yet opened context; plain int field.
+            unsafe { (*ctx.as_mut_ptr()).err_recognition |= ffi::AV_EF_EXPLODE as i32 };
+        }
         let decoder = ctx.decoder().video().map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
         Ok(FrameReader {
             path: path.to_path_buf(),
@@ -302,6 +319,7 @@ impl FrameReader {
             index,
             flushed: false,
             eof: false,
+            strict,
             keep: Vec::new(),
             kept: Default::default(),
         })
@@ -341,24 +359,55 @@ impl FrameReader {
         let tb = self.ictx.stream(self.index).expect("stream exists").time_base();
         let ts = pts.rescale(tb, ff::rescale::TIME_BASE);
         self.ictx.seek(ts, ..ts).map_err(|e| media_err(&self.path, format!("cannot seek ({e})")))?;
+        self.reset();
+        Ok(())
+    }
+
+    /// Seeks to the keyframe whose presentation timestamp (stream time base) is `pts` exactly.
+    pub fn seek_to_key(&mut self, pts: i64) -> Result<()> {
+        // SAFETY: a valid open input; timestamps in the stream's time base.
+        let ret = unsafe { ffi::avformat_seek_file(self.ictx.as_mut_ptr(), self.index as i32, i64::MIN, pts, pts, 0) };
+        if ret < 0 {
+            return Err(media_err(&self.path, format!("cannot seek to timestamp {pts} ({})", ff::Error::from(ret))));
+        }
+        self.reset();
+        Ok(())
+    }
+
+    fn reset(&mut self) {
         self.decoder.flush();
         self.flushed = false;
         self.eof = false;
-        Ok(())
     }
 
     /// The next frame with its presentation timestamp (stream time base), or None at the end.
     pub fn next_frame(&mut self) -> Result<Option<(i64, ff::frame::Video)>> {
         let mut frame = ff::frame::Video::empty();
+        Ok(self.read_frame(&mut frame)?.map(|t| (t, frame)))
+    }
+
+    /// The next frame into `frame` (its buffers reused); its presentation timestamp (stream
+    /// time base), or None at the end.
+    pub fn read_frame(&mut self, frame: &mut ff::frame::Video) -> Result<Option<i64>> {
         loop {
-            match self.decoder.receive_frame(&mut frame) {
+            match self.decoder.receive_frame(frame) {
                 Ok(()) => {
                     let Some(t) = frame.timestamp().or(frame.pts()) else { continue };
-                    return Ok(Some((t, frame)));
+                    if self.strict {
+                        // SAFETY: a frame just filled by the decoder.
+                        let damaged = unsafe {
+                            let f = frame.as_ptr();
+                            ((*f).flags & ffi::AV_FRAME_FLAG_CORRUPT as i32) != 0 || (*f).decode_error_flags != 0
+                        };
+                        if damaged {
+                            return Err(media_err(&self.path, format!("corrupt video data: the frame at timestamp {t} is damaged")));
+                        }
+                    }
+                    return Ok(Some(t));
                 }
                 Err(ff::Error::Eof) => return Ok(None),
                 Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => {}
-                Err(e) => return Err(media_err(&self.path, format!("decoding failed ({e})"))),
+                Err(e) => return Err(media_err(&self.path, format!("corrupt video data ({e})"))),
             }
             if self.flushed {
                 return Ok(None);
