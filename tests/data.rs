@@ -95,18 +95,13 @@ fn reference(path: &Path) -> Frames {
     f
 }
 
-/// The window as the loader lays it out, (3, F, h, w), cut from the reference decode.
+/// The window as the loader lays it out, (F, h, w, 3), cut from the reference decode.
 fn expected_window(r: &Frames, start: usize, frames: usize, y0: usize, x0: usize, h: usize, w: usize) -> Vec<u8> {
-    let (fw, _, all) = (r.0, r.1, &r.2);
-    let mut out = vec![0u8; 3 * frames * h * w];
-    for c in 0..3 {
-        for f in 0..frames {
-            let src = &all[start + f];
-            for y in 0..h {
-                for x in 0..w {
-                    out[((c * frames + f) * h + y) * w + x] = src[((y0 + y) * fw + x0 + x) * 3 + c];
-                }
-            }
+    let (fw, all) = (r.0, &r.2);
+    let mut out = Vec::with_capacity(frames * h * w * 3);
+    for f in 0..frames {
+        for y in 0..h {
+            out.extend_from_slice(&all[start + f][((y0 + y) * fw + x0) * 3..][..w * 3]);
         }
     }
     out
@@ -127,15 +122,15 @@ fn check_batch(b: &HostBatch, ds: &Dataset, video_dir: &Path) {
         let got = &b.pixels[k * want.len()..(k + 1) * want.len()];
         if got != want.as_slice() {
             let i = got.iter().zip(&want).position(|(a, b)| a != b).unwrap();
-            let plane = h * w;
+            let px = i / 3;
             panic!(
                 "epoch {} batch {} window {win:?} crop ({y0},{x0}): first difference at channel {}, frame {}, y {}, x {}: got {}, want {}",
                 b.epoch,
                 b.index,
-                i / (f * plane),
-                (i / plane) % f,
-                (i % plane) / w,
-                i % w,
+                i % 3,
+                px / (h * w),
+                (px / w) % h,
+                px % w,
                 got[i],
                 want[i]
             );
@@ -422,7 +417,8 @@ fn device_loader_uploads_float_pixels() {
     let data = t.into_data();
     assert_eq!(data.dtype, DType::F32);
     let values = data.to_vec::<f32>().unwrap();
-    assert!(values.iter().zip(&host.pixels).all(|(v, p)| *v == *p as f32));
+    let want = channels_first(&host);
+    assert!(values.iter().zip(&want).all(|(v, p)| *v == *p as f32));
     assert_eq!(dl.next().unwrap().unwrap().index, 1);
     assert_eq!(dl.state(), LoaderState { epoch: 0, batch: 2 });
     #[cfg(feature = "wgpu")]
@@ -431,6 +427,20 @@ fn device_loader_uploads_float_pixels() {
         let device = burn::backend::wgpu::WgpuDevice::default();
         let t = vsr::data::upload::<vsr::backend::Wgpu>(&host, &device);
         let got = t.into_data().to_vec::<f32>().unwrap();
-        assert!(got.iter().zip(&host.pixels).all(|(v, p)| *v == *p as f32), "wgpu upload differs");
+        assert!(got.iter().zip(&want).all(|(v, p)| *v == *p as f32), "wgpu upload differs");
     }
+}
+
+/// A batch's pixels (B, F, H, W, 3) in the order of its tensor, (B, 3, F, H, W).
+fn channels_first(b: &HostBatch) -> Vec<u8> {
+    let [n, c, f, h, w] = b.dims;
+    let mut out = Vec::with_capacity(b.pixels.len());
+    for i in 0..n {
+        for ch in 0..c {
+            for px in 0..f * h * w {
+                out.push(b.pixels[(i * f * h * w + px) * c + ch]);
+            }
+        }
+    }
+    out
 }

@@ -1,5 +1,6 @@
-//! Batches onto the training device: uploaded as u8 (a quarter of the bytes of f32) and turned
-//! into float (B, 3, F, H, W) in [0, 255] on the device, one batch ahead of use.
+//! Batches onto the training device: uploaded as u8 (a quarter of the bytes of f32), channels
+//! last as the workers wrote them, and turned into float (B, 3, F, H, W) in [0, 255] on the
+//! device, one batch ahead of use.
 //!
 //! What Burn 0.21 does with u8 data (read in its sources): `Tensor::<B, D, Int>::from_data(data,
 //! &device)` converts the data on the host to the device's default int type (i32 on our
@@ -29,8 +30,13 @@ pub fn stores_u8<B: Backend>(device: &B::Device) -> bool {
     B::dtype_usage(device, DType::U8).contains(DTypeUsage::Storage)
 }
 
+/// Channels-last `pixels` (B, F, H, W, 3) as the float tensor `dims` = [B, 3, F, H, W]: uploaded
+/// as bytes, converted and permuted on the device.
 pub(crate) fn upload_pixels<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
-    if stores_u8::<B>(device) { upload_u8(pixels, dims, device) } else { upload_packed(pixels, dims, device) }
+    let [b, c, f, h, w] = dims;
+    let last = [b, f, h, w, c];
+    let t = if stores_u8::<B>(device) { upload_u8(pixels, last, device) } else { upload_packed(pixels, last, device) };
+    t.permute([0, 4, 1, 2, 3])
 }
 
 fn upload_u8<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
@@ -143,6 +149,30 @@ mod tests {
         for t in [upload_u8::<Cpu>(pixels.clone(), dims, &device), upload_packed::<Cpu>(pixels.clone(), dims, &device)] {
             assert_eq!(t.dims(), dims);
             assert_eq!(t.into_data().to_vec::<f32>().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn upload_puts_channels_first() {
+        // (B, F, H, W, 3) = (2, 3, 2, 5, 3): every value distinct modulo 256 and its position known
+        let (b, f, h, w) = (2, 3, 2, 5);
+        let at = |n: usize, c: usize, k: usize, y: usize, x: usize| (((n * f + k) * h + y) * w + x) * 3 + c;
+        let pixels: Vec<u8> = (0..b * f * h * w * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let t = upload_pixels::<Cpu>(pixels.clone(), [b, 3, f, h, w], &Default::default());
+        assert_eq!(t.dims(), [b, 3, f, h, w]);
+        let got = t.into_data().to_vec::<f32>().unwrap();
+        let mut i = 0;
+        for n in 0..b {
+            for c in 0..3 {
+                for k in 0..f {
+                    for y in 0..h {
+                        for x in 0..w {
+                            assert_eq!(got[i], pixels[at(n, c, k, y, x)] as f32, "at ({n},{c},{k},{y},{x})");
+                            i += 1;
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -46,9 +46,10 @@ pub struct LoaderState {
 /// One batch on the host.
 #[derive(Debug, Clone)]
 pub struct HostBatch {
-    /// (B, 3, F, H, W) row-major, RGB, 0..=255.
+    /// RGB, 0..=255, channels last as decoders give them: (B, F, H, W, 3) row-major. The
+    /// batch's tensor ([`upload`](super::upload)) is (B, 3, F, H, W).
     pub pixels: Vec<u8>,
-    /// [B, 3, F, H, W]; B is smaller than the configured batch for a short last batch, or when a
+    /// [B, 3, F, H, W], the shape of the batch's tensor; B is smaller than the configured batch for a short last batch, or when a
     /// window of this batch could not be read.
     pub dims: [usize; 5],
     /// The window each sequence of the batch shows.
@@ -93,7 +94,7 @@ pub(crate) struct Crop {
 
 /// Reads windows of one source; one per worker thread, owning its decoders.
 pub(crate) trait WindowReader {
-    /// Writes `frames` frames of `scene` from frame `start`, cropped, into `out` as (3, F, h, w).
+    /// Writes `frames` frames of `scene` from frame `start`, cropped, into `out` as (F, h, w, 3).
     fn read(&mut self, scene: &Scene, start: usize, frames: usize, crop: Crop, out: &mut [u8], counters: &Counters) -> Result<()>;
 }
 
@@ -151,25 +152,20 @@ fn thread_cpu_ns() -> u64 {
     0
 }
 
+/// Frame `f` of a window `out` of `frames` frames laid out (frames, h, w, 3).
+pub(crate) fn frame_slot(out: &mut [u8], frames: usize, f: usize) -> &mut [u8] {
+    assert!(f < frames && out.len() % frames == 0);
+    let plane = out.len() / frames;
+    &mut out[f * plane..][..plane]
+}
+
 /// Copies the `crop` of a packed RGB picture (`stride` bytes a row) into frame `f` of a window
-/// `out` laid out (3, frames, crop.h, crop.w).
+/// `out` laid out (frames, crop.h, crop.w, 3): row by row, channels last as decoded.
 pub(crate) fn write_frame(out: &mut [u8], frames: usize, f: usize, crop: Crop, rgb: &[u8], stride: usize) {
-    let plane = crop.h * crop.w;
-    assert!(out.len() == 3 * frames * plane && f < frames);
-    let (head, tail) = out.split_at_mut((frames + f) * plane);
-    let r = &mut head[f * plane..][..plane];
-    let (g_all, b_all) = tail.split_at_mut(frames * plane);
-    let g = &mut g_all[..plane];
-    let b = &mut b_all[..plane];
-    for y in 0..crop.h {
-        let row = &rgb[(crop.y0 + y) * stride + crop.x0 * 3..][..crop.w * 3];
-        let span = y * crop.w..(y + 1) * crop.w;
-        let (rr, gg, bb) = (&mut r[span.clone()], &mut g[span.clone()], &mut b[span]);
-        for (((px, r), g), b) in row.chunks_exact(3).zip(rr.iter_mut()).zip(gg.iter_mut()).zip(bb.iter_mut()) {
-            *r = px[0];
-            *g = px[1];
-            *b = px[2];
-        }
+    let row = crop.w * 3;
+    assert_eq!(out.len(), frames * crop.h * row);
+    for (y, dst) in frame_slot(out, frames, f).chunks_exact_mut(row).enumerate() {
+        dst.copy_from_slice(&rgb[(crop.y0 + y) * stride + crop.x0 * 3..][..row]);
     }
 }
 
