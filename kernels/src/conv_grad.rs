@@ -371,15 +371,54 @@ pub(crate) mod libtorch {
         (out, [TchTensor::new(mean.copy()), TchTensor::new(var.copy())], graph)
     }
 
+    unsafe extern "C" {
+        /// csrc/backward.cpp: gradients of `roots` seeded with `grads` for `inputs` (new handles
+        /// into `outputs`; an undefined tensor for an input the roots do not depend on); non-zero
+        /// with a message in `error` on failure.
+        fn vsr_tch_backward(
+            roots: *const *mut std::ffi::c_void,
+            grads: *const *mut std::ffi::c_void,
+            nroots: i32,
+            inputs: *const *mut std::ffi::c_void,
+            ninputs: i32,
+            outputs: *mut *mut std::ffi::c_void,
+            error: *mut std::ffi::c_char,
+            error_len: i32,
+        ) -> i32;
+    }
+
+    /// LibTorch's `torch.autograd.grad(roots, inputs, grads)`: the backward of the graphs behind
+    /// `roots` for output gradients `grads`, freeing them. Panics with LibTorch's message on
+    /// failure (as tch's infallible calls do).
+    fn autograd_grad(roots: &[&tch::Tensor], grads: &[&tch::Tensor], inputs: &[&tch::Tensor]) -> Vec<tch::Tensor> {
+        assert_eq!(roots.len(), grads.len());
+        let ptr = |t: &&tch::Tensor| t.as_ptr() as *mut std::ffi::c_void;
+        let (r, g, i): (Vec<_>, Vec<_>, Vec<_>) =
+            (roots.iter().map(ptr).collect(), grads.iter().map(ptr).collect(), inputs.iter().map(ptr).collect());
+        let mut out = vec![std::ptr::null_mut(); inputs.len()];
+        let mut error = [0 as std::ffi::c_char; 1024];
+        // SAFETY: live tch handles (torch::Tensor*), counts matching the slices; `out` receives
+        // `inputs.len()` new handles, each owned once by the tch::Tensor made from it.
+        let rc = unsafe {
+            vsr_tch_backward(r.as_ptr(), g.as_ptr(), r.len() as i32, i.as_ptr(), i.len() as i32, out.as_mut_ptr(), error.as_mut_ptr(), error.len() as i32)
+        };
+        if rc != 0 {
+            // SAFETY: NUL-terminated by the C++ side.
+            let msg = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) };
+            panic!("LibTorch backward failed: {}", msg.to_string_lossy());
+        }
+        // SAFETY: new handles from the C++ side, each wrapped once.
+        out.into_iter().map(|p| unsafe { tch::Tensor::from_ptr(p.cast()) }).collect()
+    }
+
     pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> Vec<Option<TchTensor>> {
         let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch graph");
         let wanted: Vec<&tch::Tensor> = saved.leaves.iter().filter(|(_, n)| *n).map(|(t, _)| &t.tensor).collect();
-        let mut grads = tch::with_grad(|| {
-            let y = &saved.y.tensor;
-            let loss = (y * &dy.tensor).sum(y.kind());
-            tch::Tensor::run_backward(&[loss], &wanted, false, false)
-        })
-        .into_iter();
+        let y = &saved.y.tensor;
+        // Seeded with Burn's gradient as it is (autograd checks its shape; the dtype must be the
+        // output's).
+        let dy = if dy.tensor.kind() == y.kind() { dy.tensor.shallow_clone() } else { dy.tensor.to_kind(y.kind()) };
+        let mut grads = autograd_grad(&[y], &[&dy], &wanted).into_iter();
         saved.leaves.iter().map(|(_, n)| n.then(|| TchTensor::new(grads.next().expect("one gradient per leaf")))).collect()
     }
 }

@@ -1,0 +1,38 @@
+// LibTorch's autograd with explicit output gradients, for vsr's training layers on LibTorch.
+//
+// tch's `run_backward` seeds every root with ones, so a layer's backward for an output gradient
+// dy had to go through the scalar sum(y * dy): a product and a reduction over the whole output in
+// the forward, and the product's backward (dy copied once more) before cuDNN's kernels even ran.
+// `vsr_tch_backward` seeds the roots with the given gradients (torch::autograd::grad's
+// grad_outputs), which is what PyTorch's own `y.backward(dy)` does.
+//
+// Tensors cross as tch's handles (`at::Tensor*`, tch's C_tensor); the returned ones are new
+// handles owned by the caller (tch frees them with `delete`).
+#include <torch/csrc/autograd/autograd.h>
+
+#include <cstring>
+#include <exception>
+#include <vector>
+
+extern "C" int vsr_tch_backward(at::Tensor **roots, at::Tensor **grads, int nroots,
+                                at::Tensor **inputs, int ninputs, at::Tensor **outputs,
+                                char *error, int error_len) {
+  try {
+    torch::autograd::variable_list ys, dys, xs;
+    for (int i = 0; i < nroots; ++i) {
+      ys.push_back(*roots[i]);
+      dys.push_back(*grads[i]);
+    }
+    for (int i = 0; i < ninputs; ++i) xs.push_back(*inputs[i]);
+    auto gs = torch::autograd::grad(ys, xs, dys, /*retain_graph=*/false, /*create_graph=*/false,
+                                    /*allow_unused=*/true);
+    for (int i = 0; i < ninputs; ++i) outputs[i] = new at::Tensor(gs[i]);
+    return 0;
+  } catch (const std::exception &e) {
+    if (error_len > 0) {
+      std::strncpy(error, e.what(), error_len - 1);
+      error[error_len - 1] = 0;
+    }
+    return 1;
+  }
+}
