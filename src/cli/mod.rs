@@ -22,6 +22,7 @@ mod bench_upscale;
 pub mod demo;
 pub mod eval;
 pub mod info;
+mod logging;
 #[cfg(feature = "video")]
 pub mod prep;
 #[cfg(feature = "video")]
@@ -147,6 +148,7 @@ pub fn process_start() -> std::time::Instant {
 /// Parses the command line, runs, prints any error once with its causes, returns the exit code.
 pub fn main() -> ExitCode {
     process_start();
+    logging::init();
     let cli = Cli::parse();
     crate::backend::set_kernel_cache_dir(cli.cache_dir.clone().or_else(crate::backend::default_kernel_cache_dir));
     let result = match cli.command {
