@@ -171,6 +171,97 @@ fn two_workers_equal_one_worker_with_two_micro_batches_and_resume_across_counts(
     assert!(d < TOL, "resumed on 2 workers: weights differ by {d:e} from the 1-worker run");
 }
 
+/// `n` ports free on 127.0.0.1 now (held together while picked, so they differ).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// `vsr train` as node `rank` of 2 on 127.0.0.1: `ports` = [master, node 0's, node 1's].
+fn node_cmd(runs: &Path, ports: &[u16], rank: usize, extra: &[&str]) -> Command {
+    let (master, port) = (ports[0].to_string(), ports[1 + rank].to_string());
+    let args = [
+        "--nodes", "2", "--node-rank", &rank.to_string(), "--master-addr", "127.0.0.1", "--master-port", &master,
+        "--node-addr", "127.0.0.1", "--node-port", &port,
+    ];
+    train_cmd(runs, &[&args[..], extra].concat())
+}
+
+/// Two nodes (two processes, one worker each, on this machine through 127.0.0.1) of 2 windows
+/// each train exactly as one worker of 4 windows in 2 micro-batches, over several steps (every
+/// step is an all-reduce between the nodes); node 1 writes nothing.
+#[test]
+fn two_nodes_equal_one_worker_with_two_micro_batches() {
+    let runs = tempfile::tempdir().unwrap();
+    let runs = runs.path();
+    let node1_runs = tempfile::tempdir().unwrap();
+    let steps = ["--max-steps", "3"];
+    run_ok(train_cmd(runs, &[&steps[..], &["--name", "acc2", "--accumulate", "2"]].concat()));
+
+    let ports = free_ports(3);
+    let node = |rank: usize, dir: &Path| node_cmd(dir, &ports, rank, &[&steps[..], &["--name", "nodes2", "--collective-timeout", "120"]].concat());
+    // node 0's output into a file (a pipe nobody reads until node 1 ends could fill and block it)
+    let log0 = runs.join("node0.log");
+    let file = std::fs::File::create(&log0).unwrap();
+    let mut n0 = node(0, runs).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    let n1 = node(1, node1_runs.path()).output().unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = n0.try_wait().unwrap() {
+            break status;
+        }
+        if t.elapsed() > Duration::from_secs(120) {
+            n0.kill().unwrap();
+            break n0.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out0 = std::fs::read_to_string(&log0).unwrap();
+    assert!(status.success() && n1.status.success(), "node 0 ({status}):\n{out0}\nnode 1 ({}):\n{}", n1.status, text(&n1));
+
+    let d = max_rel_diff(&ckpt(runs, "nodes2", 3), &ckpt(runs, "acc2", 3));
+    eprintln!("2 nodes vs 2 micro-batches: {d:e}");
+    assert!(d < TOL, "2 nodes vs 2 micro-batches: weights differ by {d:e} (relative) after 3 steps");
+    let (a, b) = (scalars(&runs.join("nodes2"), "train/loss"), scalars(&runs.join("acc2"), "train/loss"));
+    assert_eq!(a.len(), 3, "one train/loss per step: {a:?}");
+    for ((s, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * y.abs(), "loss at step {s}: {x} (2 nodes) vs {y} (2 micro-batches)");
+    }
+    let written: Vec<_> = std::fs::read_dir(node1_runs.path()).unwrap().collect();
+    assert!(written.is_empty(), "node 1 wrote into its runs directory: {written:?}");
+}
+
+/// A node whose worker fails mid-run ends with its error, and the other node does not hang: it
+/// ends with an error within the collective timeout.
+#[test]
+fn a_failing_node_ends_the_other_node() {
+    let runs = tempfile::tempdir().unwrap();
+    let runs = runs.path();
+    let ports = free_ports(3);
+    let node = |rank: usize| {
+        let mut c = node_cmd(runs, &ports, rank, &["--max-steps", "6", "--name", &format!("fail{rank}"), "--collective-timeout", "5"]);
+        c.env("VSR_TEST_FAIL_WORKER", "1:2:error");
+        c
+    };
+    let log0 = runs.join("node0.log");
+    let file = std::fs::File::create(&log0).unwrap();
+    let mut n0 = node(0).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    let (msg1, _) = run_fails_within(node(1), Duration::from_secs(120));
+    assert!(msg1.contains("injected failure at step 2"), "node 1:\n{msg1}");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(status) = n0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "node 0 still running 60 s after node 1 failed (a hang)");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let msg0 = std::fs::read_to_string(&log0).unwrap();
+    assert!(!status.success(), "node 0 succeeded without its peer:\n{msg0}");
+    assert!(msg0.contains("another node"), "node 0 does not say why:\n{msg0}");
+    eprintln!("node 0 ended {:?} after node 1", t.elapsed());
+}
+
 /// A worker that returns an error, panics or hangs ends the whole run with an error naming it,
 /// well within the collective timeout (hang: just after it), never a hang of the process.
 #[test]

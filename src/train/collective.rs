@@ -147,7 +147,6 @@ pub struct GradSync {
     /// Global rank and number of workers.
     pub rank: usize,
     pub world: usize,
-    multi_node: bool,
     progress: Option<(Arc<Progress>, usize)>,
     /// Time spent in the last all-reduce call (including waiting for the other workers).
     pub last_wait: Duration,
@@ -166,7 +165,7 @@ impl GradSync {
         progress: Option<(Arc<Progress>, usize)>,
     ) -> Result<GradSync> {
         let config = cluster.config(local)?;
-        let sync = GradSync { peer: PeerId(rank as u32), rank, world, multi_node: cluster.is_multi_node(), progress, last_wait: Duration::ZERO };
+        let sync = GradSync { peer: PeerId(rank as u32), rank, world, progress, last_wait: Duration::ZERO };
         sync.waiting(true);
         let r = collective::register::<B>(sync.peer, device.clone(), config);
         sync.waiting(false);
@@ -220,13 +219,11 @@ impl GradSync {
         Ok(())
     }
 
-    /// Leaves the collective after a successful run (single node: lets a later run in this
-    /// process start a new one). With several nodes the connections simply close with the
-    /// process: the last all-reduce already synchronised everyone.
+    /// Leaves the collective after a successful run: lets a later run in this process start a
+    /// new one and, with several nodes, unregisters from the orchestrator and closes the
+    /// connections to the other nodes cleanly (the last all-reduce already synchronised them).
     pub fn leave<B: Backend>(self) {
-        if !self.multi_node {
-            let _ = collective::finish_collective::<B>(self.peer);
-        }
+        let _ = collective::finish_collective::<B>(self.peer);
     }
 }
 
@@ -242,6 +239,9 @@ fn describe(e: &collective::CollectiveError) -> String {
         E::LocalServerMissing => "the collective was stopped (another worker failed)".into(),
         E::RegisterNotFirstOperation => "the collective was reset (another worker failed)".into(),
         E::AllReduceShapeMismatch => "the workers sent buckets of different sizes (different models?)".into(),
+        E::Global(collective::GlobalCollectiveError::PeerLost(_)) => {
+            "another node closed its connection in the middle of an all-reduce: it stopped or crashed (its own output says why)".into()
+        }
         other => format!("{other:?}"),
     }
 }
