@@ -19,7 +19,7 @@ mod common;
 mod train_cli;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use train_cli::{run_ok, scalars, text};
@@ -48,23 +48,40 @@ fn resume_cmd(run: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// Runs `c` expecting a failure within `limit` (killed and reported if it takes longer: a hang).
-fn run_fails_within(mut c: Command, limit: Duration) -> (String, Duration) {
+/// Runs `c` to its end within `limit` (killed and reported if it takes longer: a hang); its
+/// output goes through a file, so that no pipe fills while it runs.
+fn run_within(mut c: Command, limit: Duration) -> std::process::Output {
+    let log = tempfile::tempfile().unwrap();
+    let err = log.try_clone().unwrap();
+    let mut child = c.stdout(log.try_clone().unwrap()).stderr(err).spawn().unwrap();
     let t = Instant::now();
-    let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
         }
         if t.elapsed() > limit {
             child.kill().unwrap();
-            let out = child.wait_with_output().unwrap();
-            panic!("still running after {limit:?} (a hang):\n{}", text(&out));
+            child.wait().unwrap();
+            break None;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    use std::io::{Read, Seek};
+    let mut log = log;
+    let mut stdout = Vec::new();
+    log.seek(std::io::SeekFrom::Start(0)).unwrap();
+    log.read_to_end(&mut stdout).unwrap();
+    let Some(status) = status else {
+        panic!("still running after {limit:?} (a hang):\n{}", String::from_utf8_lossy(&stdout));
+    };
+    std::process::Output { status, stdout, stderr: Vec::new() }
+}
+
+/// Runs `c` expecting a failure within `limit` (killed and reported if it takes longer: a hang).
+fn run_fails_within(c: Command, limit: Duration) -> (String, Duration) {
+    let t = Instant::now();
+    let out = run_within(c, limit);
     let elapsed = t.elapsed();
-    let out = child.wait_with_output().unwrap();
     assert!(!out.status.success(), "the run should have failed:\n{}", text(&out));
     (text(&out), elapsed)
 }
@@ -204,7 +221,7 @@ fn two_nodes_equal_one_worker_with_two_micro_batches() {
     let log0 = runs.join("node0.log");
     let file = std::fs::File::create(&log0).unwrap();
     let mut n0 = node(0, runs).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
-    let n1 = node(1, node1_runs.path()).output().unwrap();
+    let n1 = run_within(node(1, node1_runs.path()), Duration::from_secs(180));
     let t = Instant::now();
     let status = loop {
         if let Some(status) = n0.try_wait().unwrap() {
@@ -253,7 +270,10 @@ fn a_failing_node_ends_the_other_node() {
         if let Some(status) = n0.try_wait().unwrap() {
             break status;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "node 0 still running 60 s after node 1 failed (a hang)");
+        if t.elapsed() > Duration::from_secs(60) {
+            n0.kill().unwrap();
+            panic!("node 0 still running 60 s after node 1 failed (a hang):\n{}", std::fs::read_to_string(&log0).unwrap());
+        }
         std::thread::sleep(Duration::from_millis(50));
     };
     let msg0 = std::fs::read_to_string(&log0).unwrap();

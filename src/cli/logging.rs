@@ -3,7 +3,8 @@
 //!
 //! Installed first thing, so that no library installs its own: burn-collective's servers would
 //! otherwise set up a tracing subscriber printing every INFO line (one per tensor transfer in a
-//! multi-node run).
+//! multi-node run). vsr takes both global slots: the `log` logger below, and a tracing
+//! subscriber that drops events (the libraries vsr uses report through `log`).
 
 use log::{LevelFilter, Log, Metadata, Record};
 
@@ -30,6 +31,7 @@ fn level() -> LevelFilter {
 
 /// Installs the logger (once; later calls do nothing).
 pub fn init() {
+    let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default());
     let level = level();
     if log::set_boxed_logger(Box::new(Stderr(level))).is_ok() {
         log::set_max_level(level);

@@ -141,6 +141,9 @@ pub fn start_orchestrator(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// How long [`GradSync::leave`] waits for the collective to let a worker go.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One worker's end of the gradient all-reduce.
 pub struct GradSync {
     peer: PeerId,
@@ -222,8 +225,17 @@ impl GradSync {
     /// Leaves the collective after a successful run: lets a later run in this process start a
     /// new one and, with several nodes, unregisters from the orchestrator and closes the
     /// connections to the other nodes cleanly (the last all-reduce already synchronised them).
+    /// Bounded: the other nodes' work is done, so a node whose orchestrator went first (node 0
+    /// ended before this node's `Finish` was answered) stops waiting after [`LEAVE_TIMEOUT`].
     pub fn leave<B: Backend>(self) {
-        let _ = collective::finish_collective::<B>(self.peer);
+        let peer = self.peer;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("vsr-leave".into()).spawn(move || {
+            let _ = tx.send(collective::finish_collective::<B>(peer));
+        });
+        if spawned.is_ok() && rx.recv_timeout(LEAVE_TIMEOUT).is_err() {
+            log::warn!("leaving the collective took more than {LEAVE_TIMEOUT:?} (node 0 already gone?): not waiting");
+        }
     }
 }
 

@@ -127,10 +127,10 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         for (_, stream) in streams.drain() {
             let mut stream = stream.lock().await;
 
-            stream
-                .close()
-                .await
-                .expect("Failed to close WebSocket stream");
+            // vsr patch: a peer that is already gone is not an error when closing.
+            if let Err(err) = stream.close().await {
+                log::info!("[Data Service] closing a connection to a peer already gone: {err:?}");
+            }
         }
     }
 
@@ -144,7 +144,9 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     ) -> Option<TensorData> {
         log::info!("Downloading tensor from {remote:?}");
 
-        let stream = self.get_data_stream(remote).await;
+        // vsr patch: a peer that cannot be reached, or a request that cannot be sent, is a lost
+        // peer (None, as a closed connection) rather than a panic.
+        let stream = self.get_data_stream(remote).await?;
         let mut stream = stream.lock().await;
 
         // Send the download request with the download id
@@ -152,10 +154,10 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
             rmp_serde::to_vec(&DataServiceMessage::TensorRequest(transfer_id))
                 .unwrap()
                 .into();
-        stream
-            .send(Message::new(bytes))
-            .await
-            .expect("Failed to send download id");
+        if let Err(err) = stream.send(Message::new(bytes)).await {
+            log::warn!("[Data Service] could not send a download request: {err:?}");
+            return None;
+        }
 
         if let Ok(msg) = stream.recv().await {
             let Some(msg) = msg else {
@@ -178,22 +180,23 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
     async fn get_data_stream(
         &self,
         address: Address,
-    ) -> Arc<Mutex<<P::Client as ProtocolClient>::Channel>> {
+    ) -> Option<Arc<Mutex<<P::Client as ProtocolClient>::Channel>>> {
         let mut streams = self.channels.lock().await;
         match streams.get(&address) {
-            Some(stream) => stream.clone(),
+            Some(stream) => Some(stream.clone()),
             None => {
                 // Open a new WebSocket connection to the address
                 let stream = P::Client::connect(address.clone(), "data").await;
 
                 let Some(stream) = stream else {
-                    panic!("Failed to connect to data server at {address:?}");
+                    log::warn!("[Data Service] failed to connect to the data server at {address:?}");
+                    return None;
                 };
 
                 let stream = Arc::new(Mutex::new(stream));
                 streams.insert(address.clone(), stream.clone());
 
-                stream
+                Some(stream)
             }
         }
     }
@@ -248,7 +251,11 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
 
                         let bytes = self.get_exposed_tensor_bytes(transfer_id).await.unwrap();
 
-                        channel.send(Message::new(bytes)).await.unwrap();
+                        if let Err(err) = channel.send(Message::new(bytes)).await {
+                            // vsr patch: the peer went away mid-transfer (was a panic)
+                            log::warn!("[Data Service] lost a peer while sending it a tensor: {err:?}");
+                            return;
+                        }
                     } else {
                         log::info!("Closed connection");
                         return;
