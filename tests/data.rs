@@ -21,7 +21,6 @@ use vsr::prep::{Resolution, frames};
 const RES: &str = "136p";
 
 struct Fixture {
-    _tmp: tempfile::TempDir,
     /// Scenes at 136p (keyframe every 4 frames) and their PNG frames.
     data: PathBuf,
     /// Data directories with the same scenes at keyframe intervals 1 and 12 (no PNGs).
@@ -31,10 +30,10 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("bikes.mp4");
+        let tmp = common::process_tempdir();
+        let src = tmp.join("bikes.mp4");
         std::fs::copy(common::repo_dir().join("assets/bikes.mp4"), &src).unwrap();
-        let data = tmp.path().join("data");
+        let data = tmp.join("data");
         let sopts = SplitOptions { cuts: Cuts::Detect { threshold: 0.2 }, val: ValSplit::Scenes(1), ..Default::default() };
         let r = split::split(&[src], &data, &sopts).unwrap();
         assert!(r.failed.is_empty(), "{}", r.summary());
@@ -47,7 +46,7 @@ fn fixture() -> &'static Fixture {
         let m = vsr::prep::manifest::Manifest::load(&data).unwrap();
         let mut gops = Vec::new();
         for gop in [1u32, 12] {
-            let dir = tmp.path().join(format!("gop{gop}"));
+            let dir = tmp.join(format!("gop{gop}"));
             let settings = H264Settings { crf: 18, preset: "medium".into(), gop: Some(gop), profile: Some("high".into()) };
             for s in &m.scenes {
                 let out = dir.join(RES).join("scenes").join(s.split.dir()).join(format!("{}.mp4", s.name));
@@ -55,7 +54,7 @@ fn fixture() -> &'static Fixture {
             }
             gops.push((gop, dir));
         }
-        Fixture { _tmp: tmp, data, gops }
+        Fixture { data, gops }
     })
 }
 

@@ -25,16 +25,28 @@ pub fn golden() -> &'static BTreeMap<String, TensorData> {
     G.get_or_init(|| vsr::tensors::read_safetensors(&fixture("golden.safetensors")).expect("golden fixture"))
 }
 
+/// A temporary directory for the whole test binary, removed when the process exits. (A
+/// `TempDir` in a static is never dropped: each run of a test binary left its copy in /tmp,
+/// 174 MB with the FlowNetSD checkpoint.)
+pub fn process_tempdir() -> PathBuf {
+    static DIRS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    extern "C" fn remove_all() {
+        for dir in DIRS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    // SAFETY: registers a plain function with no arguments, once.
+    AT_EXIT.call_once(|| assert_eq!(unsafe { libc::atexit(remove_all) }, 0, "atexit"));
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    DIRS.lock().unwrap_or_else(|e| e.into_inner()).push(dir.clone());
+    dir
+}
+
 /// The FlowNetSD fixture checkpoint (legacy torch.save), decompressed once per test binary.
 pub fn flownet_checkpoint() -> PathBuf {
-    static P: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    P.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = vsr::checkpoint::gunzip_to(&fixture("flownet_sd.pth.tar.gz"), dir.path()).expect("gunzip");
-        (dir, path)
-    })
-    .1
-    .clone()
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| vsr::checkpoint::gunzip_to(&fixture("flownet_sd.pth.tar.gz"), &process_tempdir()).expect("gunzip")).clone()
 }
 
 /// Asserts `actual` is within `rel` of `expected` relative to max|expected|; returns (abs, rel).

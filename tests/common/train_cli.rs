@@ -11,23 +11,23 @@ use vsr::prep::split::{self, Cuts, SplitOptions, ValSplit};
 use vsr::prep::transcode::{self, TranscodeOptions};
 use vsr::train::tfevents::{self, Value};
 
-/// Prepared data (136p scenes of bikes.mp4, one val scene), made once per test binary.
+/// Prepared data (136p scenes of bikes.mp4, one val scene), made once per test binary (removed
+/// when it exits).
 pub fn data() -> &'static Path {
-    static D: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &D.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("bikes.mp4");
+    static D: OnceLock<PathBuf> = OnceLock::new();
+    D.get_or_init(|| {
+        let tmp = crate::common::process_tempdir();
+        let src = tmp.join("bikes.mp4");
         std::fs::copy(crate::common::repo_dir().join("assets/bikes.mp4"), &src).unwrap();
-        let data = tmp.path().join("data");
+        let data = tmp.join("data");
         let sopts = SplitOptions { cuts: Cuts::Detect { threshold: 0.2 }, val: ValSplit::Scenes(1), ..Default::default() };
         let r = split::split(&[src], &data, &sopts).unwrap();
         assert!(r.failed.is_empty(), "{}", r.summary());
         let topts = TranscodeOptions { resolutions: vec!["136p".parse().unwrap()], gop: 4, ..Default::default() };
         let r = transcode::transcode(&data, &topts).unwrap();
         assert!(r.failed.is_empty(), "{}", r.summary());
-        (tmp, data)
+        data
     })
-    .1
 }
 
 /// Small, fast settings: every flag of `defaults` that `extra` does not give, then `extra`.
