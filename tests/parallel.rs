@@ -48,29 +48,45 @@ fn resume_cmd(run: &Path, extra: &[&str]) -> Command {
     c
 }
 
-/// Runs `c` to its end within `limit` (killed and reported if it takes longer: a hang); its
-/// output goes through a file, so that no pipe fills while it runs.
-fn run_within(mut c: Command, limit: Duration) -> std::process::Output {
-    let log = tempfile::tempfile().unwrap();
-    let err = log.try_clone().unwrap();
-    let mut child = c.stdout(log.try_clone().unwrap()).stderr(err).spawn().unwrap();
-    let t = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if t.elapsed() > limit {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    use std::io::{Read, Seek};
-    let mut log = log;
-    let mut stdout = Vec::new();
-    log.seek(std::io::SeekFrom::Start(0)).unwrap();
-    log.read_to_end(&mut stdout).unwrap();
+/// A process started with its stdout and stderr in one temporary file, so that no pipe fills
+/// while nobody reads it.
+struct Logged {
+    child: std::process::Child,
+    log: std::fs::File,
+}
+
+impl Logged {
+    fn spawn(mut c: Command) -> Logged {
+        let log = tempfile::tempfile().unwrap();
+        let child = c.stdout(log.try_clone().unwrap()).stderr(log.try_clone().unwrap()).spawn().unwrap();
+        Logged { child, log }
+    }
+
+    /// Waits up to `limit` (then kills it): its exit status (None if it was killed) and output.
+    fn wait(mut self, limit: Duration) -> (Option<std::process::ExitStatus>, Vec<u8>) {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if t.elapsed() > limit {
+                self.child.kill().unwrap();
+                self.child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        use std::io::{Read, Seek};
+        let mut out = Vec::new();
+        self.log.seek(std::io::SeekFrom::Start(0)).unwrap();
+        self.log.read_to_end(&mut out).unwrap();
+        (status, out)
+    }
+}
+
+/// Runs `c` to its end within `limit` (killed and reported if it takes longer: a hang).
+fn run_within(c: Command, limit: Duration) -> std::process::Output {
+    let (status, stdout) = Logged::spawn(c).wait(limit);
     let Some(status) = status else {
         panic!("still running after {limit:?} (a hang):\n{}", String::from_utf8_lossy(&stdout));
     };
@@ -217,24 +233,16 @@ fn two_nodes_equal_one_worker_with_two_micro_batches() {
 
     let ports = free_ports(3);
     let node = |rank: usize, dir: &Path| node_cmd(dir, &ports, rank, &[&steps[..], &["--name", "nodes2", "--collective-timeout", "120"]].concat());
-    // node 0's output into a file (a pipe nobody reads until node 1 ends could fill and block it)
-    let log0 = runs.join("node0.log");
-    let file = std::fs::File::create(&log0).unwrap();
-    let mut n0 = node(0, runs).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    let n0 = Logged::spawn(node(0, runs));
     let n1 = run_within(node(1, node1_runs.path()), Duration::from_secs(180));
-    let t = Instant::now();
-    let status = loop {
-        if let Some(status) = n0.try_wait().unwrap() {
-            break status;
-        }
-        if t.elapsed() > Duration::from_secs(120) {
-            n0.kill().unwrap();
-            break n0.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out0 = std::fs::read_to_string(&log0).unwrap();
-    assert!(status.success() && n1.status.success(), "node 0 ({status}):\n{out0}\nnode 1 ({}):\n{}", n1.status, text(&n1));
+    let (status, out0) = n0.wait(Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()) && n1.status.success(),
+        "node 0 ({status:?}, killed if None):\n{}\nnode 1 ({}):\n{}",
+        String::from_utf8_lossy(&out0),
+        n1.status,
+        text(&n1)
+    );
 
     let d = max_rel_diff(&ckpt(runs, "nodes2", 3), &ckpt(runs, "acc2", 3));
     eprintln!("2 nodes vs 2 micro-batches: {d:e}");
@@ -260,23 +268,15 @@ fn a_failing_node_ends_the_other_node() {
         c.env("VSR_TEST_FAIL_WORKER", "1:2:error");
         c
     };
-    let log0 = runs.join("node0.log");
-    let file = std::fs::File::create(&log0).unwrap();
-    let mut n0 = node(0).stdout(file.try_clone().unwrap()).stderr(file).spawn().unwrap();
+    let n0 = Logged::spawn(node(0));
     let (msg1, _) = run_fails_within(node(1), Duration::from_secs(120));
     assert!(msg1.contains("injected failure at step 2"), "node 1:\n{msg1}");
     let t = Instant::now();
-    let status = loop {
-        if let Some(status) = n0.try_wait().unwrap() {
-            break status;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            n0.kill().unwrap();
-            panic!("node 0 still running 60 s after node 1 failed (a hang):\n{}", std::fs::read_to_string(&log0).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let (status, out0) = n0.wait(Duration::from_secs(60));
+    let msg0 = String::from_utf8_lossy(&out0).into_owned();
+    let Some(status) = status else {
+        panic!("node 0 still running 60 s after node 1 failed (a hang):\n{msg0}");
     };
-    let msg0 = std::fs::read_to_string(&log0).unwrap();
     assert!(!status.success(), "node 0 succeeded without its peer:\n{msg0}");
     assert!(msg0.contains("another node"), "node 0 does not say why:\n{msg0}");
     eprintln!("node 0 ended {:?} after node 1", t.elapsed());
