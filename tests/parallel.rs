@@ -256,30 +256,37 @@ fn two_nodes_equal_one_worker_with_two_micro_batches() {
     assert!(written.is_empty(), "node 1 wrote into its runs directory: {written:?}");
 }
 
-/// A node whose worker fails mid-run ends with its error, and the other node does not hang: it
-/// ends with an error within the collective timeout.
+/// A node whose worker fails mid-run, with an error or by crashing (the process aborts: its
+/// connections end without a closing handshake), ends; the other node does not hang: it ends
+/// with an error naming the cause within the collective timeout.
 #[test]
 fn a_failing_node_ends_the_other_node() {
-    let runs = tempfile::tempdir().unwrap();
-    let runs = runs.path();
-    let ports = free_ports(3);
-    let node = |rank: usize| {
-        let mut c = node_cmd(runs, &ports, rank, &["--max-steps", "6", "--name", &format!("fail{rank}"), "--collective-timeout", "5"]);
-        c.env("VSR_TEST_FAIL_WORKER", "1:2:error");
-        c
-    };
-    let n0 = Logged::spawn(node(0));
-    let (msg1, _) = run_fails_within(node(1), Duration::from_secs(120));
-    assert!(msg1.contains("injected failure at step 2"), "node 1:\n{msg1}");
-    let t = Instant::now();
-    let (status, out0) = n0.wait(Duration::from_secs(60));
-    let msg0 = String::from_utf8_lossy(&out0).into_owned();
-    let Some(status) = status else {
-        panic!("node 0 still running 60 s after node 1 failed (a hang):\n{msg0}");
-    };
-    assert!(!status.success(), "node 0 succeeded without its peer:\n{msg0}");
-    assert!(msg0.contains("another node"), "node 0 does not say why:\n{msg0}");
-    eprintln!("node 0 ended {:?} after node 1", t.elapsed());
+    for mode in ["error", "abort"] {
+        let runs = tempfile::tempdir().unwrap();
+        let runs = runs.path();
+        let ports = free_ports(3);
+        let node = |rank: usize| {
+            let name = format!("fail{rank}");
+            let mut c = node_cmd(runs, &ports, rank, &["--max-steps", "6", "--name", &name, "--collective-timeout", "5"]);
+            c.env("VSR_TEST_FAIL_WORKER", format!("1:2:{mode}"));
+            c
+        };
+        let n0 = Logged::spawn(node(0));
+        let (msg1, _) = run_fails_within(node(1), Duration::from_secs(120));
+        if mode == "error" {
+            assert!(msg1.contains("injected failure at step 2"), "node 1:\n{msg1}");
+        }
+        let t = Instant::now();
+        let (status, out0) = n0.wait(Duration::from_secs(60));
+        let msg0 = String::from_utf8_lossy(&out0).into_owned();
+        let Some(status) = status else {
+            panic!("{mode}: node 0 still running 60 s after node 1 failed (a hang):\n{msg0}");
+        };
+        assert!(!status.success(), "{mode}: node 0 succeeded without its peer:\n{msg0}");
+        assert!(msg0.contains("another node"), "{mode}: node 0 does not say why:\n{msg0}");
+        assert!(!msg0.contains("panicked"), "{mode}: node 0 panicked:\n{msg0}");
+        eprintln!("{mode}: node 0 ended {:?} after node 1", t.elapsed());
+    }
 }
 
 /// A worker that returns an error, panics or hangs ends the whole run with an error naming it,

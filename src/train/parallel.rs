@@ -200,8 +200,10 @@ fn wind_down<T>(rx: &mpsc::Receiver<(usize, Result<T>)>, mut done: usize, n: usi
     }
 }
 
-/// The test hook `VSR_TEST_FAIL_WORKER=<rank>:<step>[:error|panic|hang]`: worker `rank` fails
-/// at step `step` the way asked (default: error). For the tests of failure handling only.
+/// The test hook `VSR_TEST_FAIL_WORKER=<rank>:<step>[:error|panic|hang|abort]`: worker `rank`
+/// fails at step `step` the way asked (default: error; `abort` ends the process at once, as a
+/// crash or `kill -9` would: no destructor runs, no connection is closed cleanly). For the tests
+/// of failure handling only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InjectedFailure {
     pub rank: usize,
@@ -214,6 +216,7 @@ pub enum FailMode {
     Error,
     Panic,
     Hang,
+    Abort,
 }
 
 impl InjectedFailure {
@@ -222,7 +225,7 @@ impl InjectedFailure {
     /// The failure asked for in the environment, if any (a malformed value is an error).
     pub fn from_env() -> Result<Option<InjectedFailure>> {
         let Ok(v) = std::env::var(Self::VAR) else { return Ok(None) };
-        let bad = || Error::Invalid(format!("{}={v}: expected <rank>:<step>[:error|panic|hang]", Self::VAR));
+        let bad = || Error::Invalid(format!("{}={v}: expected <rank>:<step>[:error|panic|hang|abort]", Self::VAR));
         let mut parts = v.split(':');
         let rank = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
         let step = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
@@ -230,6 +233,7 @@ impl InjectedFailure {
             None | Some("error") => FailMode::Error,
             Some("panic") => FailMode::Panic,
             Some("hang") => FailMode::Hang,
+            Some("abort") => FailMode::Abort,
             Some(_) => return Err(bad()),
         };
         Ok(Some(InjectedFailure { rank, step, mode }))
@@ -246,6 +250,7 @@ impl InjectedFailure {
             FailMode::Hang => loop {
                 std::thread::sleep(Duration::from_secs(3600));
             },
+            FailMode::Abort => std::process::abort(),
         }
     }
 }

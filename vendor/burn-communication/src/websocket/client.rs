@@ -67,7 +67,9 @@ impl CommunicationChannel for WsClientChannel {
                 Err(err) => Err(WsClientError::Tungstenite(err)),
                 msg => Err(WsClientError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // vsr patch: the stream ended without a Close frame (the peer's process ended or
+            // its connection dropped): the same as a close, instead of a panic.
+            None => Ok(None),
         }
     }
 

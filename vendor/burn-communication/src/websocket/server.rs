@@ -100,7 +100,9 @@ impl CommunicationChannel for WsServerChannel {
                 Err(err) => Err(WsServerError::Axum(err)),
                 msg => Err(WsServerError::UnknownMessage(format!("{msg:?}"))),
             },
-            None => todo!(),
+            // vsr patch: the stream ended without a Close frame (the peer's process ended or
+            // its connection dropped): the same as a close, instead of a panic.
+            None => Ok(None),
         }
     }
 
