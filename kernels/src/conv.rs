@@ -181,6 +181,13 @@ pub trait ConvBackend: Backend {
         unreachable!("batch_norm_train called where fused_batch_norm() is false")
     }
 
+    /// LeakyReLU(`slope`) of `x` ([`leaky_relu`]): Burn's, which is three passes over `x` (a
+    /// mask, a product, a select; CubeCL's fusion makes them one); LibTorch overrides it with
+    /// one kernel.
+    fn leaky_relu_one_pass(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        <Self as burn::tensor::ops::ActivationOps<Self>>::leaky_relu(x, slope.into())
+    }
+
     /// The convolution of training code ([`conv2d`]): at the current [`conv_precision`]; under
     /// `Autodiff<B>` with the backward of [`crate::conv_grad`].
     fn conv2d_train(
@@ -239,6 +246,13 @@ where
             &options.padding_out,
             options.groups,
         )
+    }
+
+    /// LibTorch's PReLU with the constant weight `slope` (tch's `leaky_relu` has no slope
+    /// argument): one pass instead of Burn's three. FlowNetSD's 20 activations run on this.
+    fn leaky_relu_one_pass(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        let t = &x.tensor;
+        burn::backend::libtorch::TchTensor::new(t.prelu(&tch::Tensor::full([1], slope, (t.kind(), t.device()))))
     }
 
     const CONV_GRAPH: bool = true;
@@ -348,6 +362,12 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
         crate::conv_grad::batch_norm_autodiff::<B, C>(x, gamma, beta, running, settings)
     }
+}
+
+/// LeakyReLU(`slope`) in one pass where the backend has it ([`ConvBackend::leaky_relu_one_pass`]),
+/// differentiable under `Autodiff<B>` (Burn's own there).
+pub fn leaky_relu<B: ConvBackend, const D: usize>(x: Tensor<B, D>, slope: f64) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::leaky_relu_one_pass(x.into_primitive().tensor(), slope)))
 }
 
 /// Training-mode `bn` (batch statistics) then LeakyReLU(`slope`) if given, in tensor ops for any

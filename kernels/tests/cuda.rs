@@ -49,6 +49,7 @@ on_both! {
     conv_f32 => common::check_conv_f32;
     conv_train => common::check_conv_train;
     batch_norm_ops => common::check_batch_norm_ops;
+    leaky_relu => common::check_leaky_relu;
 }
 
 #[test]

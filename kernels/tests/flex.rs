@@ -52,6 +52,11 @@ fn composition() {
 }
 
 #[test]
+fn leaky_relu() {
+    common::check_leaky_relu::<B>(&device());
+}
+
+#[test]
 fn batch_norm_ops() {
     common::check_batch_norm_ops::<B>(&device());
 }

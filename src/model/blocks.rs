@@ -4,8 +4,8 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
-use burn::tensor::{DType, Tensor, activation::leaky_relu, backend::Backend};
-use vsr_kernels::conv::{ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv_transpose2d_module};
+use burn::tensor::{DType, Tensor, backend::Backend};
+use vsr_kernels::conv::{ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv_transpose2d_module, leaky_relu};
 
 use crate::precision::cast_module;
 

@@ -605,6 +605,31 @@ pub fn check_batch_norm_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Dev
     });
 }
 
+/// `vsr_kernels::conv::leaky_relu` (one pass where the backend has it) against the definition,
+/// in f32 and f16, values on both sides of 0 and 0 itself; and its gradient under autodiff.
+pub fn check_leaky_relu<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    let slope = 0.1;
+    let xs: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) * 0.37).chain([0.0, -0.0, 1e-3, -1e-3]).collect();
+    let expect: Vec<f32> = xs.iter().map(|&x| if x < 0.0 { x * slope as f32 } else { x }).collect();
+    for dtype in [DType::F32, DType::F16] {
+        let x = Tensor::<B, 1>::from_floats(xs.as_slice(), device).cast(dtype).reshape([2, 2, 17, 1]);
+        let y = vsr_kernels::conv::leaky_relu(x, slope);
+        assert_eq!(y.dtype(), dtype, "leaky_relu changed the dtype");
+        let got = y.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        let tol = if dtype == DType::F16 { 1e-2 } else { 0.0 };
+        for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
+            assert!((g - e).abs() <= tol * e.abs().max(1e-3), "{dtype:?} leaky_relu({}) = {g}, expected {e}", xs[i]);
+        }
+    }
+    let x = Tensor::<Autodiff<B>, 1>::from_floats(xs.as_slice(), device).require_grad();
+    let grads = vsr_kernels::conv::leaky_relu(x.clone(), slope).sum().backward();
+    let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+    for (x, g) in xs.iter().zip(g) {
+        let e = if *x < 0.0 { slope as f32 } else { 1.0 };
+        assert!((g - e).abs() < 1e-6, "d leaky_relu / dx at {x}: {g}, expected {e}");
+    }
+}
+
 /// [`check_batch_norm_train`] for the tensor-op BatchNorm of every backend.
 pub fn check_batch_norm_ops<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     check_batch_norm_with::<B>(device, vsr_kernels::conv::batch_norm_act_ops);
