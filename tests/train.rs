@@ -236,3 +236,38 @@ fn init_and_steps_are_reproducible() {
     assert_eq!(a, run(&n1), "the same net twice");
     assert_eq!(a, run(&n2), "a second net from the same seed");
 }
+
+/// Precise BN: after recalibrating over batches x1 and x2, VSRNet's BatchNorm statistics are the
+/// average of those over x1 alone and over x2 alone, whatever they were before (recalibrating
+/// over x1 again gives the first result bit for bit); the weights are untouched.
+#[test]
+fn precise_bn_averages_batch_statistics_and_forgets_the_old_ones() {
+    fn stats(t: &Trainer<B>) -> Vec<Vec<f32>> {
+        let mut m = t.model.clone();
+        let v = |t: Tensor<B, 1>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        m.batch_norms_mut().flat_map(|bn| [v(bn.running_mean.value_sync()), v(bn.running_var.value_sync())]).collect()
+    }
+    let trainer = Trainer::new(model(3), None, Precision::Fp32, AdamSettings::default());
+    let before = values(trainer.model.conv1.conv.weight.val());
+    let (x1, x2) = (input(11), input(12).mul_scalar(0.5));
+    let fresh = stats(&trainer);
+    assert_eq!(trainer.recalibrate_batch_norm([Ok(x1.clone())]).unwrap(), 1);
+    let s1 = stats(&trainer);
+    trainer.recalibrate_batch_norm([Ok(x2.clone())]).unwrap();
+    let s2 = stats(&trainer);
+    trainer.recalibrate_batch_norm([Ok(x1.clone())]).unwrap();
+    assert_eq!(stats(&trainer), s1, "recalibrating over x1 again depends on the statistics before");
+    assert_eq!(trainer.recalibrate_batch_norm([Ok(x1), Ok(x2)]).unwrap(), 2);
+    let s12 = stats(&trainer);
+    assert_eq!(s12.len(), 4, "conv1's and conv2's mean and variance");
+    for (k, (((a, b), ab), f)) in s1.iter().zip(&s2).zip(&s12).zip(&fresh).enumerate() {
+        let spread = a.iter().zip(b).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(spread > 1e-3, "statistic {k}: x1 and x2 give the same values, the test cannot tell them apart");
+        assert!(a.iter().zip(f).any(|(a, f)| (a - f).abs() > 1e-3), "statistic {k}: unchanged by recalibration");
+        for ((a, b), ab) in a.iter().zip(b).zip(ab) {
+            let mean = (a + b) / 2.0;
+            assert!((ab - mean).abs() <= 1e-5 * mean.abs().max(1.0), "statistic {k}: {ab} over x1 and x2, expected {mean}");
+        }
+    }
+    assert_eq!(values(trainer.model.conv1.conv.weight.val()), before, "recalibration changed the weights");
+}

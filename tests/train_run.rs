@@ -48,15 +48,18 @@ fn weights(ckpt: &Path) -> Vec<Vec<f32>> {
     ]
 }
 
-/// 8 steps straight, against 4 steps + `kill -9` + `--resume` + 4 steps: the same weights, bit
-/// for bit, and the same loss at every step.
+/// 8 steps straight, against 4 steps + `kill -9` + `--resume` + 4 steps: the same weights and
+/// BatchNorm statistics, bit for bit, and the same loss at every step. Both validate every 3
+/// steps with precise BN, which rewrites the BatchNorm statistics at steps 3 and 6.
 #[test]
 fn resume_after_kill_is_bit_exact() {
     let runs = tempfile::tempdir().unwrap();
     let runs = runs.path();
-    run_ok(train_cmd(runs, &["--max-steps", "8", "--checkpoint-every", "4", "--name", "straight"]));
+    let run = ["--max-steps", "8", "--checkpoint-every", "4", "--val-every", "3", "--precise-bn", "4"];
+    let out = run_ok(train_cmd(runs, &[&run[..], &["--name", "straight"]].concat()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("precise BN"), "{}", String::from_utf8_lossy(&out.stdout));
 
-    let mut child = train_cmd(runs, &["--max-steps", "8", "--checkpoint-every", "4", "--name", "killed"])
+    let mut child = train_cmd(runs, &[&run[..], &["--name", "killed"]].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

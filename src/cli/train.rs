@@ -90,6 +90,12 @@ pub struct Args {
     /// Also validate every N steps (always at the end of each epoch).
     #[arg(long)]
     pub val_every: Option<u64>,
+    /// Precise BatchNorm: before each validation (and so in every checkpoint after one),
+    /// recompute VSRNet's BatchNorm statistics over N fixed training windows with the current
+    /// weights, instead of the running averages, which lag behind the weights at high learning
+    /// rates; 0: off [default: 0].
+    #[arg(long)]
+    pub precise_bn: Option<usize>,
     /// Images to TensorBoard every N steps [default: 100].
     #[arg(long)]
     pub image_every: Option<u64>,
@@ -218,6 +224,9 @@ impl Args {
         }
         if let Some(v) = self.image_every {
             c.image_every = v;
+        }
+        if let Some(v) = self.precise_bn {
+            c.precise_bn = v;
         }
         if let Some(v) = self.checkpoint_every {
             c.checkpoint_every = v;

@@ -203,6 +203,12 @@ impl<B: VsrBackend> VsrNet<B> {
         Ok(())
     }
 
+    /// The BatchNorm layers (conv1's, conv2's), for precise-BN recalibration
+    /// ([`crate::train::Trainer::recalibrate_batch_norm`]).
+    pub fn batch_norms_mut(&mut self) -> impl Iterator<Item = &mut burn::nn::BatchNorm<B>> {
+        [&mut self.conv1.bn, &mut self.conv2.bn].into_iter().filter_map(|bn| bn.as_mut())
+    }
+
     /// Super-resolves the centre frame of `x` (B, 3, F, H, W), RGB in [0, 255], degrading every
     /// frame first as in training. Without `flownet` the neighbours are used unwarped. FlowNetSD
     /// is run on untracked inputs, so no autodiff graph is built for it.

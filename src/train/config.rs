@@ -59,6 +59,11 @@ pub struct TrainConfig {
 
     /// Validate every N steps (besides every epoch end).
     pub val_every: Option<u64>,
+    /// Precise BatchNorm: before each validation, VSRNet's BatchNorm statistics are recomputed
+    /// over this many training windows (a fixed set, random crops drawn once from the seed) with
+    /// the current weights, instead of the running averages; 0: the running averages.
+    #[serde(default)]
+    pub precise_bn: usize,
     /// Images to TensorBoard every N steps.
     pub image_every: u64,
     /// Checkpoint every N steps (besides every epoch end and the end of the run).
@@ -93,6 +98,7 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             seed: 1,
             val_every: None,
+            precise_bn: 0,
             image_every: 100,
             checkpoint_every: 1000,
             keep: 3,

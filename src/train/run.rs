@@ -183,6 +183,18 @@ pub fn train_on<B: VsrAutodiffBackend>(
             config.batch
         )));
     }
+    // Precise BN: a fixed set of training windows (random crops drawn once from the seed), in
+    // batches of the size whose statistics training normalises with (one micro-batch).
+    let calibration = (leader && config.precise_bn > 0).then(|| {
+        let micro = (config.batch / world / config.accumulate).max(1);
+        let mut c = LoaderConfig::train(config.frames, micro, config.crop[0], config.crop[1], config.seed ^ 0x9e37_79b9_7f4a_7c15);
+        c.stride = config.stride;
+        c.workers = config.workers;
+        c.prefetch = config.prefetch;
+        c.initial_fill = config.shuffle_fill;
+        c.repeat = false;
+        Calibration { set: train_set.clone(), config: c, batches: config.precise_bn.div_ceil(micro) }
+    });
     let schedule = CyclicLr::for_epoch(config.min_lr, config.max_lr, per_epoch as usize);
     let total = config.max_steps.unwrap_or(config.epochs as u64 * per_epoch);
     let epochs = total.div_ceil(per_epoch);
@@ -195,6 +207,12 @@ pub fn train_on<B: VsrAutodiffBackend>(
             let json = serde_json::to_string_pretty(&config).expect("config serialises");
             write_atomic(&run_dir.join("config.json"), json.as_bytes())?;
             log.events().text("config", 0, &format!("```\n{json}\n```"))?;
+        }
+        if let Some(c) = &calibration {
+            log.say(&format!(
+                "precise BN: BatchNorm statistics recomputed over {} training windows before each validation",
+                c.batches * c.config.batch
+            ));
         }
         if flownet.is_none() {
             log.say("WARNING: training WITHOUT motion compensation (--flownet none): neighbour frames are used unwarped");
@@ -220,7 +238,7 @@ pub fn train_on<B: VsrAutodiffBackend>(
             config.precision,
             run_dir.display()
         );
-        Some(Leader { log, val_set, ckpt_dir, run_dir: run_dir.to_path_buf() })
+        Some(Leader { log, val_set, calibration, ckpt_dir, run_dir: run_dir.to_path_buf() })
     } else {
         None
     };
@@ -378,6 +396,8 @@ struct Replica<B: VsrAutodiffBackend> {
 struct Leader {
     log: RunLog,
     val_set: Option<Arc<Dataset>>,
+    /// Precise BN's windows (`--precise-bn`).
+    calibration: Option<Calibration>,
     ckpt_dir: PathBuf,
     run_dir: PathBuf,
 }
@@ -513,6 +533,9 @@ fn run_loop<B: VsrAutodiffBackend>(
         };
         let validate_now = epoch_end || last || config.val_every.is_some_and(|n| state.step % n == 0);
         if let (true, Some(set)) = (validate_now && !interrupted, &l.val_set) {
+            if let Some(c) = &l.calibration {
+                recalibrate::<B>(&rep.trainer, c, &rep.device)?;
+            }
             let v = run_validation::<B>(&rep.trainer, set.clone(), config, &rep.device)?;
             let (psnr, bil) = (v.psnr.mean(), v.psnr_bilinear.mean());
             log_validation(&mut l.log, state.step, &v)?;
@@ -583,6 +606,23 @@ fn load_frozen_flownet<B: VsrAutodiffBackend>(
         load_flownet::<B::InnerBackend>(path, device)?
     };
     Ok(Some(net))
+}
+
+/// The windows of precise BN (`--precise-bn`): the same ones at every validation.
+struct Calibration {
+    set: Arc<Dataset>,
+    config: LoaderConfig,
+    batches: usize,
+}
+
+/// Recomputes the trainer's BatchNorm statistics over the calibration windows
+/// ([`Trainer::recalibrate_batch_norm`]).
+fn recalibrate<B: VsrAutodiffBackend>(trainer: &Trainer<B>, c: &Calibration, device: &B::Device) -> Result<()> {
+    let loader = Loader::new(c.set.clone(), c.config.clone(), LoaderState { epoch: 0, batch: 0 })?;
+    let mut loader = DeviceLoader::<B>::new(loader, device.clone());
+    let batches = std::iter::from_fn(|| loader.next()).take(c.batches).map(|b| b.map(|b| b.frames));
+    trainer.recalibrate_batch_norm(batches)?;
+    Ok(())
 }
 
 fn run_validation<B: VsrAutodiffBackend>(

@@ -85,6 +85,28 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         self.flownet.as_ref().map(|f| f as &dyn FlowEstimator<B>)
     }
 
+    /// Precise BatchNorm statistics (as detectron2's PreciseBN): replaces VSRNet's running mean
+    /// and variance by the average of the batch statistics of `batches` (B, 3, F, H, W), each
+    /// forwarded as in training with the current weights. The running averages that training
+    /// keeps (momentum 0.1) mix statistics of weights that have since moved; at a high learning
+    /// rate validation then sees activations shifted from what the network was trained on.
+    /// Weights, gradients and the optimiser are untouched. Returns the number of batches used.
+    pub fn recalibrate_batch_norm(&self, batches: impl IntoIterator<Item = Result<Tensor<B, 5>>>) -> Result<usize> {
+        // A clone shares the running statistics (Burn's RunningState), not the momentum.
+        let mut model = self.model.clone();
+        let mut n = 0;
+        for x in batches {
+            let x = x?;
+            n += 1;
+            // The n-th batch enters with weight 1/n: a plain average, the old statistics gone.
+            for bn in model.batch_norms_mut() {
+                bn.momentum = 1.0 / n as f64;
+            }
+            drop(model.forward(x, self.flow()));
+        }
+        Ok(n)
+    }
+
     /// One step on a batch `x` (B, 3, F, H, W) of RGB windows in [0, 255], at learning rate `lr`.
     ///
     /// fp32: a non-finite loss is an error (the weights are left as they were). fp16: the loss is
