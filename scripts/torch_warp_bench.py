@@ -1,5 +1,5 @@
 """PyTorch's grid_sample warp (border, bilinear, align_corners=True), timed like `vsr bench warp`:
-median of N runs, each synchronised. Usage: python torch_warp_bench.py 6x1x512x960 14x1x720x1280 [--fp16]"""
+per call, calls queued back to back (see median_ms). Usage: python torch_warp_bench.py 6x1x512x960 14x1x720x1280 [--fp16]"""
 import json, sys, time
 import torch
 import torch.nn.functional as F
@@ -13,13 +13,20 @@ def warp(img, flow):
     return F.grid_sample(img, grid.permute(0, 2, 3, 1), mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def median_ms(f, warmup=10, runs=50):
+def median_ms(f, warmup=10, runs=50, batches=5):
+    """Per call, queued back to back as in a training step: `batches` groups of runs/batches calls,
+    each timed from a synchronised device to the end of its last call; the median group."""
     for _ in range(warmup):
         f()
     torch.cuda.synchronize()
+    per = max(1, -(-runs // batches))
     ts = []
-    for _ in range(runs):
-        t = time.perf_counter(); f(); torch.cuda.synchronize(); ts.append((time.perf_counter() - t) * 1e3)
+    for _ in range(batches):
+        t = time.perf_counter()
+        for _ in range(per):
+            f()
+        torch.cuda.synchronize()
+        ts.append((time.perf_counter() - t) * 1e3 / per)
     return sorted(ts)[len(ts) // 2]
 
 

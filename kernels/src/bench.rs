@@ -60,7 +60,7 @@ impl std::fmt::Display for WarpBench {
         let [b, c, h, w] = self.shape;
         writeln!(
             f,
-            "warp {b}x{c}x{h}x{w} {:?}, median of {} runs",
+            "warp {b}x{c}x{h}x{w} {:?}, per call, {} calls queued back to back",
             self.dtype, self.runs
         )?;
         writeln!(
@@ -84,22 +84,32 @@ impl std::fmt::Display for WarpBench {
     }
 }
 
-fn median_ms<B: Backend>(
+/// Milliseconds per call of `f` on the device, as a training step sees it: calls are queued back
+/// to back (no host synchronisation between them, as between the layers of a step), in `BATCHES`
+/// groups of `runs / BATCHES` calls, each group timed from a synchronised device to the end of
+/// its last call; the median group's time per call. `warmup` untimed calls first. (Synchronising
+/// after every call adds the host's round trip to each, tens of microseconds, more than a
+/// memory-bound kernel of a few megabytes takes.) The results of a group are kept until its end:
+/// a lazy backend (Burn's fusion) may skip the work of a tensor dropped before it ran.
+fn median_ms<B: Backend, T>(
     device: &B::Device,
     warmup: usize,
     runs: usize,
-    mut f: impl FnMut(),
+    mut f: impl FnMut() -> T,
 ) -> f64 {
-    for _ in 0..warmup {
-        f();
-    }
+    const BATCHES: usize = 5;
+    let warm: Vec<T> = (0..warmup).map(|_| f()).collect();
     let _ = B::sync(device);
-    let mut times: Vec<f64> = (0..runs.max(1))
+    drop(warm);
+    let per = runs.div_ceil(BATCHES).max(1);
+    let mut times: Vec<f64> = (0..BATCHES)
         .map(|_| {
             let start = Instant::now();
-            f();
+            let kept: Vec<T> = (0..per).map(|_| f()).collect();
             let _ = B::sync(device);
-            start.elapsed().as_secs_f64() * 1e3
+            let ms = start.elapsed().as_secs_f64() * 1e3 / per as f64;
+            drop(kept);
+            ms
         })
         .collect();
     times.sort_by(f64::total_cmp);
@@ -108,7 +118,7 @@ fn median_ms<B: Backend>(
 
 /// Times forward and forward + backward of the warp on `device` for an image of `shape`
 /// (B,C,H,W) in `dtype`, with random inputs (flow of a few pixels): `warmup` untimed runs, then
-/// the median of `runs`. Every run ends with `B::sync`.
+/// `runs` timed calls ([`median_ms`]: per call, queued back to back).
 pub fn bench_warp<B: WarpBackend>(
     device: &B::Device,
     shape: [usize; 4],
@@ -123,12 +133,15 @@ pub fn bench_warp<B: WarpBackend>(
     let upstream =
         Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), device).cast(dtype);
 
-    let kernel_forward_ms = median_ms::<B>(device, warmup, runs, || {
-        let _ = warp(img.clone(), flow.clone());
-    });
-    let reference_forward_ms = median_ms::<B>(device, warmup, runs, || {
-        let _ = warp_reference(img.clone(), flow.clone());
-    });
+    // Each figure on stderr as soon as it is measured: a first run on a GPU may spend minutes
+    // in CubeCL's autotune (the reference's fused tensor ops), and a time limit would otherwise
+    // leave nothing.
+    let note = |what: &str, ms: f64| eprintln!("warp {b}x{c}x{h}x{w} {dtype:?}: {what} {ms:.3} ms");
+    let kernel_forward_ms = median_ms::<B, _>(device, warmup, runs, || warp(img.clone(), flow.clone()));
+    note("kernel forward", kernel_forward_ms);
+    let reference_forward_ms =
+        median_ms::<B, _>(device, warmup, runs, || warp_reference(img.clone(), flow.clone()));
+    note("reference forward", reference_forward_ms);
 
     type A<B> = Autodiff<B>;
     let fwd_bwd = |kernel: bool| {
@@ -141,12 +154,12 @@ pub fn bench_warp<B: WarpBackend>(
             warp_reference(img.clone(), flow.clone())
         };
         let grads = (out * upstream).sum().backward();
-        let gi = img.grad(&grads);
-        let gf = flow.grad(&grads);
-        drop((gi, gf));
+        (img.grad(&grads), flow.grad(&grads))
     };
-    let kernel_forward_backward_ms = median_ms::<B>(device, warmup, runs, || fwd_bwd(true));
-    let reference_forward_backward_ms = median_ms::<B>(device, warmup, runs, || fwd_bwd(false));
+    let kernel_forward_backward_ms = median_ms::<B, _>(device, warmup, runs, || fwd_bwd(true));
+    note("kernel forward+backward", kernel_forward_backward_ms);
+    let reference_forward_backward_ms = median_ms::<B, _>(device, warmup, runs, || fwd_bwd(false));
+    note("reference forward+backward", reference_forward_backward_ms);
 
     let elem = dtype.size() as u64;
     let img_bytes = (b * c * h * w) as u64 * elem;

@@ -68,7 +68,7 @@ pub struct WarpArgs {
     /// Untimed runs before timing.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Timed runs (median reported).
+    /// Timed calls, queued back to back as in a training step (per call: median of 5 groups).
     #[arg(long, default_value_t = 50)]
     pub runs: usize,
     /// Memory bandwidth to compare against, GB/s (H100: about 3000 measured for a copy).
