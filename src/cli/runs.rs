@@ -43,7 +43,8 @@ pub struct PlotArgs {
     /// Scalar tags, one chart each.
     #[arg(long, value_delimiter = ',', default_value = "train/loss,val/psnr,train/lr")]
     pub tags: Vec<String>,
-    /// Exponential smoothing of train/* curves (TensorBoard's slider), 0 for none.
+    /// Exponential smoothing of the noisy train/* curves (TensorBoard's slider; not the LR or the
+    /// loss scale), 0 for none. val/psnr is drawn with the bilinear baseline, dashed.
     #[arg(long, default_value_t = 0.9)]
     pub smooth: f64,
     /// Chart width in pixels.
@@ -69,18 +70,30 @@ pub fn plot(a: PlotArgs) -> anyhow::Result<()> {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         for (panel, tag) in root.split_evenly((a.tags.len(), 1)).iter().zip(&a.tags) {
-            let smooth = if tag.starts_with("train/") { a.smooth } else { 0.0 };
+            // Smoothing is for noisy per-step values, not for schedules (LR, loss scale).
+            let noisy = tag.starts_with("train/") && !matches!(tag.as_str(), "train/lr" | "train/loss_scale");
+            let smooth = if noisy { a.smooth } else { 0.0 };
             let series: Vec<(String, Vec<(f64, f64)>)> = runs
                 .iter()
                 .filter_map(|(name, s)| s.get(tag).map(|v| (name.clone(), smoothed(v, smooth))))
                 .filter(|(_, v)| !v.is_empty())
                 .collect();
+            // Validation PSNR is read against the bilinear baseline's, drawn dashed on the same axes.
+            let baselines: Vec<(usize, Vec<(f64, f64)>)> = if tag == "val/psnr" {
+                runs.iter()
+                    .enumerate()
+                    .filter(|(_, (name, _))| series.iter().any(|(n, _)| n == name))
+                    .filter_map(|(i, (_, s))| s.get("val/psnr_bilinear").map(|v| (i, smoothed(v, 0.0))))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if series.is_empty() {
                 eprintln!("warning: no run has `{tag}`");
                 continue;
             }
             let (x0, x1) = bounds(series.iter().flat_map(|(_, v)| v.iter().map(|p| p.0)));
-            let (y0, y1) = bounds(series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)));
+            let (y0, y1) = bounds(series.iter().flat_map(|(_, v)| v.iter().map(|p| p.1)).chain(baselines.iter().flat_map(|(_, v)| v.iter().map(|p| p.1))));
             let caption = if smooth > 0.0 { format!("{tag} (smoothed {smooth})") } else { tag.clone() };
             let mut chart = ChartBuilder::on(panel)
                 .caption(caption, ("sans-serif", 18))
@@ -90,6 +103,14 @@ pub fn plot(a: PlotArgs) -> anyhow::Result<()> {
                 .build_cartesian_2d(x0..x1, y0..y1)
                 .map_err(plot_err)?;
             chart.configure_mesh().x_desc("step").label_style(("sans-serif", 13)).draw().map_err(plot_err)?;
+            for (i, points) in baselines {
+                let colour = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(DashedLineSeries::new(points, 6, 4, colour.stroke_width(1)))
+                    .map_err(plot_err)?
+                    .label(format!("{}: bilinear", runs[i].0))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(1)));
+            }
             for (i, (name, points)) in series.into_iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 chart
