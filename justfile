@@ -46,6 +46,15 @@ bundled-data:
     cargo run --release --features {{features}} -- prep all assets/bikes.mp4 assets/bigbuckbunny.mp4 \
         --out data/bundled --detect --resolution 270p --val-scenes 1
 
+# Bundled 720p data: Big Buck Bunny (the one bundled clip with 720 lines), cut in two at 4.24 s
+# (assets/bigbuckbunny.cuts): 106 frames to train on, 26 held out. `just train-720p data/bundled-720p`.
+bundled-720p:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    [ -f data/bundled-720p/manifest.json ] && [ -d data/bundled-720p/720p/scenes/val ] && exit 0
+    cargo run --release --features {{features}} -- prep all assets/bigbuckbunny.mp4 --cuts assets/bigbuckbunny.cuts \
+        --out data/bundled-720p --val-scenes 1 --resolution 720p
+
 # The original's run.sh: 720p data, batch 2, 3 frames, 512x960 crops, cyclic LR 1e-4..1e-3, fp32.
 # DATA: a `vsr prep` directory with 720p transcodes. Needs FlowNet2-SD_checkpoint.pth.tar (or --flownet none).
 train-720p DATA *ARGS:

@@ -51,6 +51,19 @@ if fits 150 "vsr train --gpus 2"; then
   tar -C /tmp/runs -czf "$OUT/runs.tgz" . 2>/dev/null
 fi; stamp
 
+echo "== two nodes on this machine (two processes, GPUs 0,1 and 2,3, NCCL-free: burn-collective between nodes), 60 steps"
+if [ "${NODES:-1}" = 1 ] && [ -d /tmp/data ] && fits 120 "two nodes"; then
+  node() {  # rank, GPUs
+    CUDA_VISIBLE_DEVICES=$2 timeout 100 $V train --backend "$BACKEND" --gpus 2 --nodes 2 --node-rank "$1" \
+      --master-addr 127.0.0.1 --master-port 29611 --node-addr 127.0.0.1 --node-port $((29612 + $1)) \
+      --data /tmp/data --resolution 270p --batch 8 --crop 256x448 --val-crop 256x448 --flownet none \
+      --max-steps 60 --min-lr 1e-3 --max-lr 1e-3 --val-every 30 --name nodes2 --runs-dir /tmp/runs_node$1 \
+      >"$OUT/train_node$1.log" 2>&1; echo "   node $1: exit $?"
+  }
+  node 0 0,1 & node 1 2,3; wait
+  grep -E "data-parallel|node|validation|done|rror|step +(1|30|59)\b" "$OUT/train_node0.log" | tail -6
+fi; stamp
+
 echo "== fp16, batch 3 per GPU"; ours fp16 3 200; torch fp16 3; stamp
 echo "== batch 7 per GPU"; ours fp32 7 150; ours fp16 7 150; torch fp32 7; torch fp16 7; stamp
 
