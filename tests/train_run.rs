@@ -201,4 +201,6 @@ fn bad_input_is_a_clear_error() {
     assert!(err.contains("999p"), "{err}");
     let err = fail(Command::new(env!("CARGO_BIN_EXE_vsr")).args(["train", "--backend", "cpu", "--resume", "/nonexistent/run"]));
     assert!(err.contains("/nonexistent/run"), "{err}");
+    let err = fail(train_cmd(runs, &["--warp-grad", "fast", "--name", "w"]).stdout(Stdio::null()));
+    assert!(err.contains("--warp-grad") && err.contains("deterministic, atomic"), "{err}");
 }

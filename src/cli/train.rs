@@ -114,6 +114,11 @@ pub struct Args {
     /// Continue a run: its directory (newest good checkpoint) or a checkpoint file.
     #[arg(long, conflicts_with = "name")]
     pub resume: Option<PathBuf>,
+    /// The warp kernel's image gradient on CubeCL backends (cuda, wgpu): `deterministic` (the
+    /// same bits every run; default) or `atomic` (float atomics: about 2x faster backward at
+    /// 720p on an H100, docs/benchmarks.md, not bit-reproducible). Other backends ignore it.
+    #[arg(long, value_enum, default_value_t = WarpGrad::Deterministic)]
+    pub warp_grad: WarpGrad,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -333,8 +338,21 @@ impl Args {
 /// Set by Ctrl-C: the loop saves and stops after the current step.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// How the warp kernel sums its image gradient (`--warp-grad`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WarpGrad {
+    Deterministic,
+    Atomic,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let kind = args.backend.kind();
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    vsr_kernels::cube::set_atomic_grad_img(args.warp_grad == WarpGrad::Atomic);
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    if args.warp_grad == WarpGrad::Atomic {
+        anyhow::bail!("--warp-grad atomic: this build has no CubeCL backend (features cuda or wgpu)");
+    }
     ctrlc::set_handler(|| {
         if STOP.swap(true, Ordering::SeqCst) {
             eprintln!("\nsecond Ctrl-C: exiting without saving");
