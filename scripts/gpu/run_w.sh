@@ -12,8 +12,8 @@ w() {  # time limit, log name, flags...
     || echo "   $name: exit $?"
   grep -E "^\| [0-9]|^warp .*: |rror|panicked" "$OUT/$name.log"
 }
-w 200 warp_fp32 --precision fp32; stamp
-w 100 warp_fp16 --precision fp16; stamp
+w 150 warp_fp32 --precision fp32; stamp
+w 90 warp_fp16 --precision fp16; stamp
 VSR_WARP_ATOMIC=1 w 40 warp_fp32_atomic --precision fp32; stamp
 timeout 60 $PY scripts/torch_warp_bench.py 6x1x512x960 14x1x720x1280 2>&1 | tail -3
 timeout 60 $PY scripts/torch_warp_bench.py 6x1x512x960 14x1x720x1280 --fp16 2>&1 | tail -3; stamp
