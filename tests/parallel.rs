@@ -204,6 +204,37 @@ fn two_workers_equal_one_worker_with_two_micro_batches_and_resume_across_counts(
     assert!(d < TOL, "resumed on 2 workers: weights differ by {d:e} from the 1-worker run");
 }
 
+/// VSRNet's BatchNorm running statistics in a checkpoint (conv1's and conv2's mean and variance).
+fn bn_stats(ckpt: &Path) -> Vec<Vec<f32>> {
+    use burn::module::Module;
+    let c = checkpoint::load::<B>(ckpt, &Default::default()).unwrap();
+    let mut net = vsr::model::VsrNetConfig::new().init::<B>(&Default::default()).load_record(c.model);
+    let v = |t: burn::tensor::Tensor<B, 1>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    net.batch_norms_mut().flat_map(|bn| [v(bn.running_mean.value_sync()), v(bn.running_var.value_sync())]).collect()
+}
+
+/// Precise BN with two workers: rank 0's BatchNorm statistics after a validation in the middle of
+/// the run (step 2 of 4, while the other worker goes on to step 3) are those of one worker with
+/// the same micro-batches, recomputed over the same windows with the same weights: nothing of
+/// the other worker's leaks in. (The replicas keep their own running statistics.)
+#[test]
+fn precise_bn_with_two_workers_is_rank_0s_own() {
+    let runs = tempfile::tempdir().unwrap();
+    let runs = runs.path();
+    let steps = ["--max-steps", "4", "--checkpoint-every", "2", "--val-every", "2", "--precise-bn", "4"];
+    run_ok(train_cmd(runs, &[&steps[..], &["--name", "dp2", "--gpus", "2"]].concat()));
+    run_ok(train_cmd(runs, &[&steps[..], &["--name", "acc2", "--accumulate", "2"]].concat()));
+    for step in [2, 4] {
+        let (a, b) = (bn_stats(&ckpt(runs, "dp2", step)), bn_stats(&ckpt(runs, "acc2", step)));
+        assert_eq!(a.len(), 4);
+        for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+            let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+            assert!(d < TOL, "step {step}, statistic {k}: 2 workers vs 1 worker differ by {d:e} (relative)");
+        }
+    }
+}
+
 /// `n` ports free on 127.0.0.1 now (held together while picked, so they differ).
 fn free_ports(n: usize) -> Vec<u16> {
     let held: Vec<_> = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();

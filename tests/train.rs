@@ -270,4 +270,12 @@ fn precise_bn_averages_batch_statistics_and_forgets_the_old_ones() {
         }
     }
     assert_eq!(values(trainer.model.conv1.conv.weight.val()), before, "recalibration changed the weights");
+    // Non-finite old statistics (an fp16 overflow) are forgotten too.
+    let mut m = trainer.model.clone();
+    for bn in m.batch_norms_mut() {
+        let mean = bn.running_mean.value_sync();
+        bn.running_mean.update(mean.full_like(f32::NAN));
+    }
+    trainer.recalibrate_batch_norm([Ok(input(11))]).unwrap();
+    assert_eq!(stats(&trainer), s1, "NaN statistics before the recalibration survived it");
 }

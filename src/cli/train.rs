@@ -115,10 +115,11 @@ pub struct Args {
     #[arg(long, conflicts_with = "name")]
     pub resume: Option<PathBuf>,
     /// The warp kernel's image gradient on CubeCL backends (cuda, wgpu): `deterministic` (the
-    /// same bits every run; default) or `atomic` (float atomics: about 2x faster backward at
-    /// 720p on an H100, docs/benchmarks.md, not bit-reproducible). Other backends ignore it.
-    #[arg(long, value_enum, default_value_t = WarpGrad::Deterministic)]
-    pub warp_grad: WarpGrad,
+    /// same bits every run) or `atomic` (float atomics: about 2x faster backward at 720p on an
+    /// H100, docs/benchmarks.md, not bit-reproducible). Other backends ignore it [default:
+    /// deterministic, or atomic when VSR_WARP_ATOMIC=1].
+    #[arg(long, value_enum)]
+    pub warp_grad: Option<WarpGrad>,
     #[command(flatten)]
     pub backend: BackendArgs,
     #[command(flatten)]
@@ -348,9 +349,11 @@ pub enum WarpGrad {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let kind = args.backend.kind();
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    vsr_kernels::cube::set_atomic_grad_img(args.warp_grad == WarpGrad::Atomic);
+    if let Some(w) = args.warp_grad {
+        vsr_kernels::cube::set_atomic_grad_img(w == WarpGrad::Atomic);
+    }
     #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    if args.warp_grad == WarpGrad::Atomic {
+    if args.warp_grad == Some(WarpGrad::Atomic) {
         anyhow::bail!("--warp-grad atomic: this build has no CubeCL backend (features cuda or wgpu)");
     }
     ctrlc::set_handler(|| {

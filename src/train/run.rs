@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, RunningState};
 use burn::optim::Optimizer;
 use burn::tensor::Tensor;
 
@@ -298,7 +298,16 @@ pub fn train_on<B: VsrAutodiffBackend>(
     let summaries = run_workers(inputs, parallel.timeout, stop, collective::reset::<B::InnerBackend>, move |local_index, parts, progress| {
         let WorkerParts { model, flownet, optim, state, loader, leader, device } = parts;
         let rank = cluster.node_rank * local + local_index;
-        let mut trainer = Trainer::new(model.fork(&device), flownet.map(|f| f.fork(&device)), plan.config.precision, plan.config.adam);
+        // Each replica its own BatchNorm running statistics (a fork shares Burn's RunningState):
+        // as in the original, every GPU keeps the statistics of its own shard and rank 0's are
+        // the ones validated and saved; shared, the other workers' updates would land in rank 0's
+        // in the middle of a precise-BN recalibration.
+        let mut model = model.fork(&device);
+        for bn in model.batch_norms_mut() {
+            bn.running_mean = RunningState::new(bn.running_mean.value_sync());
+            bn.running_var = RunningState::new(bn.running_var.value_sync());
+        }
+        let mut trainer = Trainer::new(model, flownet.map(|f| f.fork(&device)), plan.config.precision, plan.config.adam);
         if let Some(optim) = optim {
             trainer.optim = trainer.optim.clone().load_record(optim);
         }

@@ -1,7 +1,7 @@
 //! One optimisation step: VSRNet forward (frozen FlowNetSD for the flow), MSE against the true
 //! HR frame, backward, (fp16: unscale and check the gradients), Adam with weight decay.
 
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
@@ -92,14 +92,24 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
     /// rate validation then sees activations shifted from what the network was trained on.
     /// Weights, gradients and the optimiser are untouched. Returns the number of batches used.
     pub fn recalibrate_batch_norm(&self, batches: impl IntoIterator<Item = Result<Tensor<B, 5>>>) -> Result<usize> {
-        // A clone shares the running statistics (Burn's RunningState), not the momentum.
-        let mut model = self.model.clone();
+        // A clone shares the running statistics (Burn's RunningState), not the momentum. Without
+        // gradients: the forward records no autodiff graph (Burn frees one only in a backward, so
+        // N recorded forwards would hold N batches of activations), and BatchNorm still runs in
+        // training mode (batch statistics) under the autodiff backend.
+        let mut model = self.model.clone().no_grad();
         let mut n = 0;
         for x in batches {
             let x = x?;
             n += 1;
             // The n-th batch enters with weight 1/n: a plain average, the old statistics gone.
             for bn in model.batch_norms_mut() {
+                if n == 1 {
+                    // Zero mean and unit variance first: momentum 1 still multiplies the old
+                    // value by 0, and 0 * NaN is NaN.
+                    let (mean, var) = (bn.running_mean.value_sync(), bn.running_var.value_sync());
+                    bn.running_mean.update(mean.zeros_like());
+                    bn.running_var.update(var.ones_like());
+                }
                 bn.momentum = 1.0 / n as f64;
             }
             drop(model.forward(x, self.flow()));
