@@ -305,28 +305,63 @@ pub const FUSE_RADIUS: usize = 8;
 
 impl<B: VsrBackend> VsrNet<B> {
     /// [`VsrNet::fuse`] tile by tile: output tiles of `tile` x `tile` pixels, each computed from
-    /// its input tile plus a [`FUSE_RADIUS`] margin, so that the result is the same (every
-    /// output pixel sees the same inputs, and zero padding only at the frame's own border) while
-    /// memory is bounded by the tile size. `tile == 0`: the whole frame at once.
+    /// an input window that holds the tile and a [`FUSE_RADIUS`] margin, so that the result is
+    /// the same (every output pixel sees the same inputs, and zero padding only at the frame's
+    /// own border) while memory is bounded by the tile size. Every window has the same size
+    /// ([`tile_windows`]), so GPU backends that tune or compile per shape do it once, not once
+    /// per edge-tile shape. `tile == 0`: the whole frame at once.
     pub fn fuse_tiled(&self, inputs: Tensor<B, 4>, tile: usize) -> Tensor<B, 4> {
         let [b, f, h, w] = inputs.dims();
         if tile == 0 || (h <= tile && w <= tile) {
             return self.fuse(inputs);
         }
-        let spans = |n: usize| -> Vec<(usize, usize)> { (0..n).step_by(tile).map(|a| (a, (a + tile).min(n))).collect() };
-        let mut rows = Vec::new();
-        for (y0, y1) in spans(h) {
-            let (ya, yb) = (y0.saturating_sub(FUSE_RADIUS), (y1 + FUSE_RADIUS).min(h));
-            let mut row = Vec::new();
-            for (x0, x1) in spans(w) {
-                let (xa, xb) = (x0.saturating_sub(FUSE_RADIUS), (x1 + FUSE_RADIUS).min(w));
-                let out = self.fuse(inputs.clone().slice([0..b, 0..f, ya..yb, xa..xb]));
-                row.push(out.slice([0..b, 0..1, y0 - ya..y1 - ya, x0 - xa..x1 - xa]));
+        let (rows, cols) = (tile_windows(h, tile), tile_windows(w, tile));
+        let mut out_rows = Vec::new();
+        for row in &rows {
+            let mut out_row = Vec::new();
+            for col in &cols {
+                let out = self.fuse(inputs.clone().slice([0..b, 0..f, row.window.clone(), col.window.clone()]));
+                out_row.push(out.slice([0..b, 0..1, row.in_window(), col.in_window()]));
             }
-            rows.push(Tensor::cat(row, 3));
+            out_rows.push(Tensor::cat(out_row, 3));
         }
-        Tensor::cat(rows, 2)
+        Tensor::cat(out_rows, 2)
     }
+}
+
+/// One tile of [`tile_windows`] along an axis: output pixels `tile`, computed from the input
+/// pixels `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileWindow {
+    pub tile: std::ops::Range<usize>,
+    pub window: std::ops::Range<usize>,
+}
+
+impl TileWindow {
+    /// The tile in the window's coordinates.
+    pub fn in_window(&self) -> std::ops::Range<usize> {
+        self.tile.start - self.window.start..self.tile.end - self.window.start
+    }
+}
+
+/// Splits an axis of `n` pixels into output tiles of at most `tile` pixels: as few tiles as that
+/// allows, of equal length but the last (shorter by less than the number of tiles), so that no
+/// tile is a sliver. Each has an input window of one common length `min(t + 2 FUSE_RADIUS, n)`
+/// (t: the first tile's length): the tile plus FUSE_RADIUS on both sides, shifted inwards at the
+/// frame's borders (where the frame's own zero padding is the right one). Every output pixel of
+/// a tile is then at least FUSE_RADIUS from its window's edges, or the edge is the frame's.
+pub fn tile_windows(n: usize, tile: usize) -> Vec<TileWindow> {
+    let count = n.div_ceil(tile.max(1));
+    let t = n.div_ceil(count.max(1));
+    let len = (t + 2 * FUSE_RADIUS).min(n);
+    (0..n)
+        .step_by(t.max(1))
+        .map(|start| {
+            let end = (start + t).min(n);
+            let from = start.saturating_sub(FUSE_RADIUS).min(n - len);
+            TileWindow { tile: start..end, window: from..from + len }
+        })
+        .collect()
 }
 
 /// The degraded input of real low-resolution frames `lr` (B, 3, F, h, w), RGB in [0, 255]:
@@ -372,4 +407,37 @@ fn map_frames<B: Backend>(x: Tensor<B, 5>, op: impl FnOnce(Tensor<B, 4>) -> Tens
 /// MSE between prediction and target (the training loss).
 pub fn mse<B: Backend>(pred: Tensor<B, 4>, target: Tensor<B, 4>) -> Tensor<B, 1> {
     (pred - target).powf_scalar(2.0).mean()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tiles partition the axis in as few tiles as the size allows, of near-equal lengths;
+    /// every window has one length and holds its tile with the full receptive margin, except
+    /// where the margin would leave the frame.
+    #[test]
+    fn tile_windows_have_one_size_and_full_margins() {
+        for n in [1, 7, 16, 40, 64, 100, 528, 2160, 3840] {
+            for tile in [1, 8, 24, 64, 512] {
+                let windows = tile_windows(n, tile);
+                assert_eq!(windows.len(), n.div_ceil(tile), "n {n} tile {tile}: as few tiles as the size allows");
+                let len = windows[0].window.len();
+                assert_eq!(len, (windows[0].tile.len() + 2 * FUSE_RADIUS).min(n));
+                let mut next = 0;
+                for t in &windows {
+                    assert_eq!(t.tile.start, next, "n {n} tile {tile}: {t:?}");
+                    assert!(t.tile.end > t.tile.start && t.tile.len() <= tile);
+                    // no slivers: every tile within the tile count of the first one's length
+                    assert!(windows[0].tile.len() - t.tile.len() < windows.len(), "n {n} tile {tile}: {t:?}");
+                    next = t.tile.end;
+                    assert_eq!(t.window.len(), len, "n {n} tile {tile}: {t:?}");
+                    assert!(t.window.end <= n);
+                    assert!(t.window.start == 0 || t.tile.start >= t.window.start + FUSE_RADIUS, "{t:?}");
+                    assert!(t.window.end == n || t.tile.end + FUSE_RADIUS <= t.window.end, "{t:?}");
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
 }
