@@ -55,17 +55,22 @@ fn grid_defined(img: &tch::Tensor) -> bool {
     s[2] >= 2 && s[3] >= 2
 }
 
-/// `grid_sample(img, grid(flow), bilinear, border, align_corners=True)`, as `vsrnet_ref.py`.
+/// `grid_sample(img, grid(flow), bilinear, border, align_corners=True)`, as `vsrnet_ref.py`, in
+/// f32 whatever the dtype of `img` (the result has it), as PyTorch's autocast runs
+/// `grid_sampler`: a half-precision grid resolves positions only in steps of (W - 1) / 2 * 2^-11
+/// pixels near the edges (half a pixel at 2048 px wide).
 fn grid_sample(img: &tch::Tensor, flow: &tch::Tensor) -> tch::Tensor {
+    let kind = img.kind();
+    let img = img.to_kind(tch::Kind::Float);
     let s = img.size();
     let (h, w) = (s[2], s[3]);
-    let options = (img.kind(), img.device());
-    let flow = flow.to_kind(img.kind());
+    let options = (tch::Kind::Float, img.device());
+    let flow = flow.to_kind(tch::Kind::Float);
     let hor = tch::Tensor::linspace(-1.0, 1.0, w, options).view([1, 1, w]);
     let ver = tch::Tensor::linspace(-1.0, 1.0, h, options).view([1, h, 1]);
     let gx = hor + flow.select(1, 0) / ((w - 1) as f64 / 2.0);
     let gy = ver + flow.select(1, 1) / ((h - 1) as f64 / 2.0);
     let grid = tch::Tensor::stack(&[gx, gy], 3);
     // interpolation 0: bilinear; padding 1: border.
-    img.grid_sampler_2d(&grid, 0, 1, true)
+    img.grid_sampler_2d(&grid, 0, 1, true).to_kind(kind)
 }
