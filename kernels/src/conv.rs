@@ -9,7 +9,8 @@
 //! tests (`docs/conv_precision.md` has the details and source references).
 //!
 //! [`ConvPrecision`] chooses, process-wide, like PyTorch's `allow_tf32`:
-//! * [`ConvPrecision::Tf32`] (default): Burn's autotuned convolutions, TF32 allowed.
+//! * [`ConvPrecision::Tf32`] (default): Burn's autotuned convolutions (LibTorch: cuDNN's), TF32
+//!   allowed.
 //! * [`ConvPrecision::F32`]: convolutions through [`conv2d`] / [`conv_transpose2d`] (and the
 //!   module helpers [`conv2d_module`], [`conv_transpose2d_module`]) use Burn's direct kernels on
 //!   CubeCL backends, which multiply and accumulate in f32 (slower).
@@ -188,6 +189,25 @@ pub trait ConvBackend: Backend {
         <Self as burn::tensor::ops::ActivationOps<Self>>::leaky_relu(x, slope.into())
     }
 
+    /// `x` (N, C, H, W) in the memory layout the backend's convolutions run fastest in
+    /// ([`to_conv_layout`]): unchanged, except on LibTorch ([`TchLayout`]).
+    fn conv_layout(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        x
+    }
+
+    /// The transposed convolution of [`conv_transpose2d`]: at the current [`conv_precision`].
+    fn conv_transpose2d_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        match conv_precision() {
+            ConvPrecision::Tf32 => <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options),
+            ConvPrecision::F32 => Self::conv_transpose2d_f32(x, weight, bias, options),
+        }
+    }
+
     /// The convolution of training code ([`conv2d`]): at the current [`conv_precision`]; under
     /// `Autodiff<B>` with the backward of [`crate::conv_grad`].
     fn conv2d_train(
@@ -202,9 +222,9 @@ pub trait ConvBackend: Backend {
 
 impl ConvBackend for burn::backend::Flex {}
 
-/// LibTorch: cuDNN convolutions with TF32 turned off for this call (`torch._convolution`'s
-/// `allow_tf32`, what `torch.backends.cudnn.allow_tf32 = False` does globally); on CPU the same
-/// convolution as Burn's.
+/// LibTorch: cuDNN's convolutions through `torch._convolution`, whose `allow_tf32` follows
+/// [`conv_precision`] per call (what `torch.backends.cudnn.allow_tf32` sets globally); on CPU
+/// LibTorch's own. They run in the memory layout of their input (PyTorch's rule, [`TchLayout`]).
 #[cfg(feature = "tch")]
 impl<E> ConvBackend for burn::backend::LibTorch<E>
 where
@@ -226,6 +246,7 @@ where
             false,
             &[0, 0],
             options.groups,
+            false,
         )
     }
 
@@ -245,7 +266,40 @@ where
             true,
             &options.padding_out,
             options.groups,
+            false,
         )
+    }
+
+    /// cuDNN's convolution (TF32 as [`conv_precision`] says), in the layout of its input.
+    fn conv2d_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let tf32 = conv_precision() == ConvPrecision::Tf32;
+        tch_convolution(x, weight, bias, &options.stride, &options.padding, &options.dilation, false, &[0, 0], options.groups, tf32)
+    }
+
+    fn conv_transpose2d_train(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        let tf32 = conv_precision() == ConvPrecision::Tf32;
+        tch_convolution(x, weight, bias, &options.stride, &options.padding, &options.dilation, true, &options.padding_out, options.groups, tf32)
+    }
+
+    /// Channels-last where [`tch_layout`] says (CUDA devices by default).
+    fn conv_layout(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let t = &x.tensor;
+        let on = match tch_layout() {
+            TchLayout::Auto => t.device().is_cuda(),
+            TchLayout::ChannelsLast => true,
+            TchLayout::Nchw => false,
+        };
+        if on && t.dim() == 4 { burn::backend::libtorch::TchTensor::new(tch_channels_last(t)) } else { x }
     }
 
     /// LibTorch's PReLU with the constant weight `slope` (tch's `leaky_relu` has no slope
@@ -286,7 +340,8 @@ where
     }
 }
 
-/// `torch._convolution` with `allow_tf32 = false` (cuDNN enabled, benchmark mode as set).
+/// `torch._convolution` (cuDNN enabled, benchmark mode as set, TF32 if `allow_tf32`), in the
+/// layout of the input (PyTorch converts the weight to it).
 #[cfg(feature = "tch")]
 #[allow(clippy::too_many_arguments)]
 fn tch_convolution(
@@ -299,6 +354,7 @@ fn tch_convolution(
     transposed: bool,
     padding_out: &[usize; 2],
     groups: usize,
+    allow_tf32: bool,
 ) -> burn::backend::libtorch::TchTensor {
     let i64s = |v: &[usize; 2]| v.map(|i| i as i64);
     let out = x.tensor.internal_convolution(
@@ -313,9 +369,100 @@ fn tch_convolution(
         tch_cudnn_benchmark(),
         false,
         true,
-        false,
+        allow_tf32,
     );
     burn::backend::libtorch::TchTensor::new(out)
+}
+
+/// Memory layout of FlowNetSD on LibTorch (training and inference), process-wide
+/// (`VSR_TCH_LAYOUT`).
+///
+/// cuDNN's convolution kernels on tensor cores read and write channels-last (NHWC) data: given
+/// NCHW tensors, every convolution transposes its input and output. PyTorch's convolutions follow
+/// their input's layout: a channels-last input (exact NHWC strides) makes PyTorch convert the
+/// weight and return an NHWC output, and element-wise ops, concatenation and interpolation keep
+/// the layout, so a network whose input is put in channels-last once ([`to_conv_layout`]) stays
+/// in it. FlowNetSD does that (H100, batch 3, 512x960, two pairs: 10.4 -> 8.3 ms fp32, 7.7 ->
+/// 5.9 ms fp16). VSRNet does not: its frames go
+/// into channels between conv1 and conv2, a copy in NHWC that the NCHW layout gets for free,
+/// and its forward and backward measured slower in NHWC (PyTorch, same GPU: 37.9 -> 45.6 ms
+/// fp32, 30.8 -> 34.5 ms fp16, docs/benchmarks.md). Values do not depend on the layout beyond
+/// the algorithms cuDNN picks.
+#[cfg(feature = "tch")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TchLayout {
+    /// [`to_conv_layout`] gives channels-last on CUDA devices, leaves CPU tensors (the default).
+    Auto,
+    /// [`to_conv_layout`] gives channels-last on every device.
+    ChannelsLast,
+    /// [`to_conv_layout`] leaves every tensor as it is (NCHW: LibTorch's default layout).
+    Nchw,
+}
+
+#[cfg(feature = "tch")]
+impl std::str::FromStr for TchLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "nhwc" | "channels-last" | "channels_last" => Ok(Self::ChannelsLast),
+            "nchw" => Ok(Self::Nchw),
+            other => Err(format!("LibTorch layout `{other}`: expected `auto`, `nhwc` or `nchw`")),
+        }
+    }
+}
+
+/// 0: not yet read from the environment, 1: Auto, 2: ChannelsLast, 3: Nchw.
+#[cfg(feature = "tch")]
+static TCH_LAYOUT: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the layout [`to_conv_layout`] gives on LibTorch, for the whole process ([`TchLayout`]).
+#[cfg(feature = "tch")]
+pub fn set_tch_layout(layout: TchLayout) {
+    TCH_LAYOUT.store(layout as u8 + 1, Ordering::Relaxed);
+}
+
+/// The current layout: what [`set_tch_layout`] set, else `VSR_TCH_LAYOUT` (`auto`, `nhwc` or
+/// `nchw`), else [`TchLayout::Auto`].
+///
+/// # Panics
+/// If `VSR_TCH_LAYOUT` holds anything else.
+#[cfg(feature = "tch")]
+pub fn tch_layout() -> TchLayout {
+    match TCH_LAYOUT.load(Ordering::Relaxed) {
+        1 => TchLayout::Auto,
+        2 => TchLayout::ChannelsLast,
+        3 => TchLayout::Nchw,
+        _ => {
+            let layout = match std::env::var("VSR_TCH_LAYOUT") {
+                Ok(v) => v.parse().unwrap_or_else(|e| panic!("VSR_TCH_LAYOUT: {e}")),
+                Err(_) => TchLayout::Auto,
+            };
+            let _ = TCH_LAYOUT.compare_exchange(0, layout as u8 + 1, Ordering::Relaxed, Ordering::Relaxed);
+            tch_layout()
+        }
+    }
+}
+
+/// `t` (N, C, H, W) in channels-last strides `[C H W, 1, W C, C]`: itself if it has them, else a
+/// copy. Strides are set explicitly: for one channel the packed NHWC copy is also contiguous
+/// NCHW, which PyTorch reads as NCHW.
+#[cfg(feature = "tch")]
+fn tch_channels_last(t: &tch::Tensor) -> tch::Tensor {
+    if tch_is_channels_last(t) {
+        return t.shallow_clone();
+    }
+    let size = t.size();
+    let (c, h, w) = (size[1], size[2], size[3]);
+    t.permute([0, 2, 3, 1]).contiguous().as_strided(size.as_slice(), [c * h * w, 1, w * c, c], None::<i64>)
+}
+
+/// Whether `t` (N, C, H, W) has channels-last strides.
+#[cfg(feature = "tch")]
+pub fn tch_is_channels_last(t: &tch::Tensor) -> bool {
+    let s = t.size();
+    s.len() == 4 && t.stride() == [s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]]
 }
 
 #[cfg(feature = "tch")]
@@ -362,6 +509,13 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
         crate::conv_grad::batch_norm_autodiff::<B, C>(x, gamma, beta, running, settings)
     }
+}
+
+/// `x` in the memory layout the backend's convolutions run fastest in, for a network that keeps
+/// it from layer to layer: LibTorch's channels-last on CUDA ([`TchLayout`]); elsewhere `x`
+/// itself. Values are unchanged.
+pub fn to_conv_layout<B: ConvBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(B::conv_layout(float(x))))
 }
 
 /// LeakyReLU(`slope`) in one pass where the backend has it ([`ConvBackend::leaky_relu_one_pass`]),
@@ -449,19 +603,20 @@ pub fn conv2d<B: ConvBackend>(
     )))
 }
 
-/// Burn's `conv_transpose2d`, computed at the current [`conv_precision`].
+/// Burn's `conv_transpose2d`, computed at the current [`conv_precision`] (on LibTorch in its
+/// input's memory layout, [`TchLayout`]).
 pub fn conv_transpose2d<B: ConvBackend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
     options: ConvTransposeOptions<2>,
 ) -> Tensor<B, 4> {
-    match conv_precision() {
-        ConvPrecision::Tf32 => burn::tensor::module::conv_transpose2d(x, weight, bias, options),
-        ConvPrecision::F32 => Tensor::from_primitive(TensorPrimitive::Float(
-            B::conv_transpose2d_f32(float(x), float(weight), bias.map(float), options),
-        )),
-    }
+    Tensor::from_primitive(TensorPrimitive::Float(B::conv_transpose2d_train(
+        float(x),
+        float(weight),
+        bias.map(float),
+        options,
+    )))
 }
 
 /// `(start, end)` padding of one axis for `PaddingConfig2d::Same`, as Burn computes it.
@@ -510,9 +665,6 @@ pub fn conv_transpose2d_module<B: ConvBackend>(
     conv: &ConvTranspose2d<B>,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    if conv_precision() == ConvPrecision::Tf32 {
-        return conv.forward(x);
-    }
     let options = ConvTransposeOptions::new(
         conv.stride,
         conv.padding,

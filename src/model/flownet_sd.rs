@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, predict_flow, upsample_x2};
 use vsr_kernels::conv::{
-    ConvBackend, conv_transpose2d_module as deconv, conv2d_module as conv,
+    ConvBackend, conv_transpose2d_module as deconv, conv2d_module as conv, to_conv_layout,
 };
 
 /// FlowNetSD's configuration: the published network has no free settings, so this only
@@ -128,7 +128,8 @@ impl<B: ConvBackend> FlowNetSD<B> {
     /// - x: `[batch, 6, h, w]`, h and w multiples of 64
     /// - flows: `[batch, 2, h/4, w/4]` ... `[batch, 2, h/64, w/64]`
     pub fn forward_pyramid(&self, x: Tensor<B, 4>) -> FlowPyramid<B> {
-        let x = self.conv0.forward(x); //                                    [b, 64, h, w]
+        // (in the layout the backend's convolutions prefer: channels-last on LibTorch's CUDA)
+        let x = self.conv0.forward(to_conv_layout(x)); //                     [b, 64, h, w]
         let c1 = self.conv1_1.forward(self.conv1.forward(x)); //            [b, 128, h/2, w/2]
         let c2 = self.conv2_1.forward(self.conv2.forward(c1)); //           [b, 128, h/4, w/4]
         let c3 = self.conv3_1.forward(self.conv3.forward(c2.clone())); //   [b, 256, h/8, w/8]
