@@ -141,13 +141,40 @@ fn configure_cubecl() {
     {
         static DONE: std::sync::Once = std::sync::Once::new();
         DONE.call_once(|| {
-            if let Some(Some(dir)) = KERNEL_CACHE_DIR.get() {
-                if !vsr_kernels::cube::set_cache_dir(dir) {
-                    eprintln!("warning: CubeCL was configured before vsr could set its kernel cache to {}", dir.display());
+            match KERNEL_CACHE_DIR.get() {
+                Some(Some(dir)) => {
+                    if !vsr_kernels::cube::set_cache_dir(dir) {
+                        eprintln!("warning: CubeCL was configured before vsr could set its kernel cache to {}", dir.display());
+                    } else if !has_tuning_results(dir) {
+                        eprintln!(
+                            "note: the kernel cache {} holds no tuning results yet: the first batches time the candidate \
+                             kernels of every new convolution and matrix shape (seconds each, minutes for a whole network \
+                             on a GPU) and keep the fastest there for later runs (--cache-dir, VSR_CACHE_DIR)",
+                            dir.display()
+                        );
+                    }
                 }
+                Some(None) => eprintln!(
+                    "note: no kernel cache directory (no HOME or XDG_CACHE_HOME, no --cache-dir): kernel tuning results \
+                     are not kept, every run tunes again"
+                ),
+                None => {}
             }
         });
     }
+}
+
+/// Whether the kernel cache `dir` holds any autotune result (CubeCL writes them as files under
+/// `autotune/`).
+pub fn has_tuning_results(dir: &std::path::Path) -> bool {
+    fn any_file(dir: &std::path::Path, depth: usize) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else { return false };
+        entries.flatten().any(|e| {
+            let path = e.path();
+            path.is_file() || (depth > 0 && path.is_dir() && any_file(&path, depth - 1))
+        })
+    }
+    any_file(&dir.join("autotune"), 8)
 }
 
 /// Runs `task` on backend `kind`, device index `index` (GPU backends), or says why it can't.
@@ -395,4 +422,26 @@ pub fn name<B: Backend>() -> String {
     };
     let fused = if full.contains("Fusion<") { "+fusion" } else { "" };
     format!("{kind}{fused}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty or missing cache has no tuning results; a result file anywhere under
+    /// `autotune/` (where CubeCL writes `autotune/<version>/<device>/<op>.json.log`) counts, a
+    /// compiled-kernel file alone does not.
+    #[test]
+    fn tuning_results_are_found_where_cubecl_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!has_tuning_results(&dir.path().join("missing")));
+        assert!(!has_tuning_results(dir.path()));
+        std::fs::create_dir_all(dir.path().join("kernels/cuda/0.10.0/ptx")).unwrap();
+        std::fs::write(dir.path().join("kernels/cuda/0.10.0/ptx/chunk0.cbor"), b"x").unwrap();
+        let device = dir.path().join("autotune/autotune/0.10.0/device-0-0-cuda");
+        std::fs::create_dir_all(&device).unwrap();
+        assert!(!has_tuning_results(dir.path()), "empty directories are no results");
+        std::fs::write(device.join("burn_cubecl-kernel-conv-forward-tune.json.log"), b"{}").unwrap();
+        assert!(has_tuning_results(dir.path()));
+    }
 }
