@@ -132,11 +132,15 @@ fn max_rel_diff(a: &Path, b: &Path) -> f32 {
     let mut worst = 0f32;
     for ((name, x), (_, y)) in a.iter().zip(&b) {
         assert_eq!(x.len(), y.len(), "{name}");
-        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-        let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
-        worst = worst.max(d);
+        worst = worst.max(rel_diff(x, y));
     }
     worst
+}
+
+/// Largest |x - y| relative to the largest |x|.
+fn rel_diff(x: &[f32], y: &[f32]) -> f32 {
+    let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale
 }
 
 fn ckpt(runs: &Path, name: &str, step: u64) -> PathBuf {
@@ -228,8 +232,8 @@ fn precise_bn_with_two_workers_is_rank_0s_own() {
         let (a, b) = (bn_stats(&ckpt(runs, "dp2", step)), bn_stats(&ckpt(runs, "acc2", step)));
         assert_eq!(a.len(), 4);
         for (k, (x, y)) in a.iter().zip(&b).enumerate() {
-            let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
-            let d = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+            assert_eq!(x.len(), y.len(), "statistic {k}");
+            let d = rel_diff(x, y);
             assert!(d < TOL, "step {step}, statistic {k}: 2 workers vs 1 worker differ by {d:e} (relative)");
         }
     }
