@@ -236,18 +236,7 @@ where
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        tch_convolution(
-            x,
-            weight,
-            bias,
-            &options.stride,
-            &options.padding,
-            &options.dilation,
-            false,
-            &[0, 0],
-            options.groups,
-            false,
-        )
+        tch_conv2d(x, weight, bias, options, false)
     }
 
     fn conv_transpose2d_f32(
@@ -256,18 +245,7 @@ where
         bias: Option<FloatTensor<Self>>,
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
-        tch_convolution(
-            x,
-            weight,
-            bias,
-            &options.stride,
-            &options.padding,
-            &options.dilation,
-            true,
-            &options.padding_out,
-            options.groups,
-            false,
-        )
+        tch_conv_transpose2d(x, weight, bias, options, false)
     }
 
     /// cuDNN's convolution (TF32 as [`conv_precision`] says), in the layout of its input.
@@ -277,8 +255,7 @@ where
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let tf32 = conv_precision() == ConvPrecision::Tf32;
-        tch_convolution(x, weight, bias, &options.stride, &options.padding, &options.dilation, false, &[0, 0], options.groups, tf32)
+        tch_conv2d(x, weight, bias, options, conv_precision() == ConvPrecision::Tf32)
     }
 
     fn conv_transpose2d_train(
@@ -287,8 +264,7 @@ where
         bias: Option<FloatTensor<Self>>,
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
-        let tf32 = conv_precision() == ConvPrecision::Tf32;
-        tch_convolution(x, weight, bias, &options.stride, &options.padding, &options.dilation, true, &options.padding_out, options.groups, tf32)
+        tch_conv_transpose2d(x, weight, bias, options, conv_precision() == ConvPrecision::Tf32)
     }
 
     /// Channels-last where [`tch_layout`] says (CUDA devices by default).
@@ -338,6 +314,30 @@ where
     ) -> Vec<Option<FloatTensor<Self>>> {
         crate::conv_grad::libtorch::backward(graph, output_grad)
     }
+}
+
+/// `conv2d` through [`tch_convolution`].
+#[cfg(feature = "tch")]
+fn tch_conv2d(
+    x: burn::backend::libtorch::TchTensor,
+    weight: burn::backend::libtorch::TchTensor,
+    bias: Option<burn::backend::libtorch::TchTensor>,
+    o: ConvOptions<2>,
+    allow_tf32: bool,
+) -> burn::backend::libtorch::TchTensor {
+    tch_convolution(x, weight, bias, &o.stride, &o.padding, &o.dilation, false, &[0, 0], o.groups, allow_tf32)
+}
+
+/// `conv_transpose2d` through [`tch_convolution`].
+#[cfg(feature = "tch")]
+fn tch_conv_transpose2d(
+    x: burn::backend::libtorch::TchTensor,
+    weight: burn::backend::libtorch::TchTensor,
+    bias: Option<burn::backend::libtorch::TchTensor>,
+    o: ConvTransposeOptions<2>,
+    allow_tf32: bool,
+) -> burn::backend::libtorch::TchTensor {
+    tch_convolution(x, weight, bias, &o.stride, &o.padding, &o.dilation, true, &o.padding_out, o.groups, allow_tf32)
 }
 
 /// `torch._convolution` (cuDNN enabled, benchmark mode as set, TF32 if `allow_tf32`), in the
