@@ -257,6 +257,18 @@ pub fn dispatch_devices<T: MultiDeviceTask>(kind: BackendKind, indices: &[usize]
     }
 }
 
+/// The CUDA device index behind `--backend kind --device index` when that is an NVIDIA GPU.
+#[cfg_attr(not(any(feature = "cuda", feature = "tch")), allow(unused_variables))]
+pub fn cuda_gpu_of(kind: BackendKind, index: usize) -> Option<usize> {
+    match kind {
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => cuda_device_count().ok().filter(|&n| index < n).map(|_| index),
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => (index < tch::Cuda::device_count().max(0) as usize).then_some(index),
+        _ => None,
+    }
+}
+
 /// Number of CUDA devices, or why none can be used (no driver, no GPU). Probed once per process.
 #[cfg(feature = "cuda")]
 pub fn cuda_device_count() -> std::result::Result<usize, String> {

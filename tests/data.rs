@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use video_rs::ffmpeg as ff;
-use vsr::data::{CropMode, Dataset, HostBatch, Loader, LoaderConfig, LoaderState, SourceKind, Split};
+use vsr::data::{CropMode, Dataset, DecoderChoice, HostBatch, Loader, LoaderConfig, LoaderState, SourceKind, Split, VideoDecoder};
 use vsr::prep::media::{FrameReader, H264Settings, Scaler};
 use vsr::prep::split::{self, Cuts, SplitOptions, ValSplit};
 use vsr::prep::transcode::{self, TranscodeOptions};
@@ -428,6 +428,67 @@ fn device_loader_uploads_float_pixels() {
         let got = t.into_data().to_vec::<f32>().unwrap();
         assert!(got.iter().zip(&want).all(|(v, p)| *v == *p as f32), "wgpu upload differs");
     }
+}
+
+/// The GPU to decode on in the NVDEC tests (`VSR_TEST_NVDEC=<CUDA device>`), None without.
+fn nvdec_gpu() -> Option<usize> {
+    std::env::var("VSR_TEST_NVDEC").ok().map(|v| v.parse().expect("VSR_TEST_NVDEC=<CUDA device index>"))
+}
+
+/// NVDEC decodes the same windows as the CPU decoder, bit for bit, at keyframe intervals 1, 4
+/// and 12, going forward and with decoders closed and reopened all the time; nothing falls back
+/// to the CPU decoder. On a GPU machine: `VSR_TEST_NVDEC=0 cargo test --test data -- --ignored`.
+#[test]
+#[ignore = "needs an NVIDIA GPU with NVDEC (VSR_TEST_NVDEC=<device>)"]
+fn nvdec_windows_equal_the_cpu_decoders() {
+    let gpu = nvdec_gpu().expect("set VSR_TEST_NVDEC=<CUDA device index>");
+    let decoder = VideoDecoder::resolve(DecoderChoice::Nvdec, Some(gpu)).unwrap();
+    let fx = fixture();
+    let dirs: Vec<(u32, &PathBuf)> = [(4, &fx.data)].into_iter().chain(fx.gops.iter().map(|(g, d)| (*g, d))).collect();
+    for (gop, data) in dirs {
+        let ds = open(SourceKind::Video, data, Split::Train);
+        for (stride, max_open) in [(3, 32), (2, 2)] {
+            let mut c = cfg(gop as u64, 2);
+            c.stride = stride;
+            c.max_open_decoders = max_open;
+            c.repeat = false;
+            let (_, cpu) = take(Loader::new(ds.clone(), c.clone(), LoaderState::default()).unwrap(), usize::MAX);
+            c.decoder = decoder;
+            let (loader, gpu_batches) = take(Loader::new(ds.clone(), c, LoaderState::default()).unwrap(), usize::MAX);
+            let st = loader.stats();
+            println!("NVDEC, gop {gop} stride {stride} max_open {max_open}: {st:?}");
+            assert_eq!((st.nvdec_fallbacks, st.failed_windows), (0, 0), "{st:?}");
+            assert_eq!(cpu.len(), gpu_batches.len());
+            for (a, b) in cpu.iter().zip(&gpu_batches) {
+                assert_eq!((&a.windows, &a.crops), (&b.windows, &b.crops));
+                assert!(a.pixels == b.pixels, "gop {gop} stride {stride}: batch {} differs between the CPU decoder and NVDEC", a.index);
+            }
+            check_batch(&gpu_batches[0], &ds, &scenes_dir(data));
+        }
+    }
+}
+
+/// `--decoder`: auto is the CPU where no GPU trains; asking for NVDEC without a GPU, or where the
+/// GPU cannot decode, is an error that says so before any thread starts.
+#[test]
+fn decoder_choice_without_nvdec() {
+    assert_eq!(VideoDecoder::resolve(DecoderChoice::Auto, None).unwrap(), VideoDecoder::Cpu);
+    assert_eq!(VideoDecoder::resolve(DecoderChoice::Cpu, Some(0)).unwrap(), VideoDecoder::Cpu);
+    let e = VideoDecoder::resolve(DecoderChoice::Nvdec, None).unwrap_err().to_string();
+    assert!(e.contains("--decoder nvdec") && e.contains("GPU"), "{e}");
+    if nvdec_gpu().is_some() {
+        return; // this machine has NVDEC: the test above runs instead
+    }
+    // no NVDEC here (no driver, no GPU): auto falls back to the CPU, nvdec says why
+    assert_eq!(VideoDecoder::resolve(DecoderChoice::Auto, Some(0)).unwrap(), VideoDecoder::Cpu);
+    let e = VideoDecoder::resolve(DecoderChoice::Nvdec, Some(0)).unwrap_err().to_string();
+    assert!(e.contains("NVDEC on GPU 0 cannot be used"), "{e}");
+    let fx = fixture();
+    let ds = open(SourceKind::Video, &fx.data, Split::Train);
+    let mut c = cfg(0, 1);
+    c.decoder = VideoDecoder::Nvdec(0);
+    let e = Loader::new(ds, c, LoaderState::default()).err().expect("refused").to_string();
+    assert!(e.contains("NVDEC on GPU 0 cannot be used"), "{e}");
 }
 
 /// A batch's pixels (B, F, H, W, 3) in the order of its tensor, (B, 3, F, H, W).

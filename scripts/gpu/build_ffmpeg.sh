@@ -5,6 +5,13 @@
 # (libavcodec.so.59, LIBAVCODEC_59, ...), so that a vsr binary linked here against Debian's
 # libraries loads these unchanged through LD_LIBRARY_PATH. Only what vsr uses is enabled:
 #   - H.264 decoding (h264 decoder + parser) of MP4/MOV input, libx264 encoding into MP4;
+#   - H.264 decoding on the GPU (NVDEC: the h264_cuvid decoder and libavutil's CUDA device
+#     context; both load libcuda/libnvcuvid at run time, so the libraries still run without a
+#     GPU). Two patches to cuviddec: decoded pictures are mapped on the device context's stream
+#     rather than CUDA's legacy default stream, which would serialise every mapping with
+#     LibTorch's kernels (later FFmpeg releases do the same); and a seek (flush) keeps the NVDEC
+#     decoder instead of destroying it (the new parser's sequence callback reuses a decoder of
+#     the same format), since creating one costs tens of milliseconds;
 #   - audio streams are only demuxed/muxed (stream copy): aac/ac3/mp3 parsers, the aac decoder,
 #     aac_adtstoasc;
 #   - swscale (yuv420p <-> rgb24 <-> any decoded format), swresample;
@@ -15,7 +22,8 @@
 # beyond glibc, into .gpu/ffmpeg/lib/; with VSR_BIN=<vsr binary> also that binary's own
 # non-glibc dependencies, and checks that every symbol it takes from FFmpeg resolves (ldd -r).
 # Idempotent: the source and build tree stay in $VSR_FFMPEG_WORK (default target/ffmpeg-build,
-# git-ignored), a rerun only re-installs. Needs root for apt (nasm, libx264-dev, dpkg-dev).
+# git-ignored), a rerun only re-installs. Needs root for apt (nasm, libx264-dev, dpkg-dev,
+# libffmpeg-nvenc-dev: NVIDIA's codec headers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -26,7 +34,7 @@ multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || echo x86_64-li
 
 # Build tools and x264's headers; libavcodec-dev tells which source version matches vsr's headers.
 need=()
-for p in nasm libx264-dev dpkg-dev pkg-config build-essential libavcodec-dev; do
+for p in nasm libx264-dev libffmpeg-nvenc-dev dpkg-dev pkg-config build-essential libavcodec-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if ((${#need[@]})); then
@@ -57,6 +65,17 @@ EOF
   }
   touch "$src/.vsr-source-$version"
 fi
+# cuviddec: pictures mapped on the decoder's stream, decoders kept across seeks (see above);
+# idempotent.
+cuvid=$src/libavcodec/cuviddec.c
+if ! grep -q 'params.output_stream' "$cuvid"; then
+  sed -i 's|^\( *\)params.top_field_first = parsed_frame.dispinfo.top_field_first;|&\n\1params.output_stream = device_hwctx->stream;|' "$cuvid"
+  grep -q 'params.output_stream = device_hwctx->stream;' "$cuvid" || { echo "cannot patch $cuvid" >&2; exit 1; }
+fi
+if ! grep -q 'vsr: the decoder is kept' "$cuvid"; then
+  perl -0pi -e 's|(av_fifo_reset2\(ctx->frame_queue\);\n)\n    if \(ctx->cudecoder\) \{\n        ctx->cvdl->cuvidDestroyDecoder\(ctx->cudecoder\);\n        ctx->cudecoder = NULL;\n    \}\n|$1    /* vsr: the decoder is kept; the new parser reuses it (same format) */\n|' "$cuvid"
+  grep -q 'vsr: the decoder is kept' "$cuvid" || { echo "cannot patch cuvid_flush in $cuvid" >&2; exit 1; }
+fi
 
 config=(
   --prefix=/usr --libdir=/usr/lib/$multiarch --incdir=/usr/include/$multiarch
@@ -66,7 +85,7 @@ config=(
   # no external library but x264 (no zlib, xlib, vaapi, libdrm, sdl2, ...): portable as is
   --disable-autodetect --enable-pthreads --enable-libx264
   --disable-everything --enable-dct --enable-rdft  # public av_dct_*/av_rdft_* API, as in Debian's
-  --enable-decoder=h264,aac,aac_latm
+  --enable-ffnvcodec --enable-cuvid --enable-decoder=h264,h264_cuvid,aac,aac_latm
   --enable-encoder=libx264
   --enable-parser=h264,aac,aac_latm,ac3,mpegaudio
   --enable-demuxer=mov

@@ -2,7 +2,8 @@
 //! same data, the same sampling and a simulated training step (the consumer sleeps `--step-ms`
 //! after each batch): bytes on disk, data wait per iteration (mean, p99), sequences per second,
 //! CPU cores busy, peak resident memory; and why, for the video loader: read time and frames
-//! decoded per window, seeks and decoder opens.
+//! decoded per window, seeks and decoder opens. The video loader runs with each decoder asked
+//! for: FFmpeg on the CPU, and NVDEC on `--gpu` (by default where this machine has it).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::data::{CropMode, Dataset, Loader, LoaderConfig, LoaderState, SourceKind, Split};
+use crate::data::{CropMode, Dataset, DecoderChoice, Loader, LoaderConfig, LoaderState, SourceKind, Split, VideoDecoder};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LoadersBenchArgs {
@@ -51,6 +52,13 @@ pub struct LoadersBenchArgs {
     /// Loaders to run, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SourceKind::Video, SourceKind::Png])]
     pub loaders: Vec<SourceKind>,
+    /// Video decoders to run, comma-separated (cpu, nvdec) [default: cpu, and nvdec where --gpu
+    /// has it].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub decoders: Vec<DecoderChoice>,
+    /// CUDA device whose NVDEC decodes.
+    #[arg(long, default_value_t = 0)]
+    pub gpu: usize,
     /// Batches decoded ahead.
     #[arg(long, default_value_t = 4)]
     pub prefetch: usize,
@@ -65,6 +73,8 @@ pub struct LoadersBenchArgs {
 #[derive(Debug, Serialize)]
 pub struct LoaderRow {
     pub loader: SourceKind,
+    /// Video: `cpu` or `nvdec (GPU n)`; PNG: `-`.
+    pub decoder: String,
     pub workers: usize,
     pub scenes: usize,
     pub disk_bytes: u64,
@@ -96,6 +106,8 @@ pub struct LoaderRow {
     pub seeks_per_window: f64,
     pub decoder_opens: u64,
     pub failed_windows: u64,
+    /// NVDEC: GPU memory of this process at the end of the run (nvidia-smi), MB.
+    pub gpu_memory_mb: Option<f64>,
 }
 
 fn cpu_seconds() -> f64 {
@@ -128,7 +140,7 @@ fn peak_rss_mb() -> f64 {
     })
 }
 
-fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, workers: usize, crop: (usize, usize)) -> anyhow::Result<LoaderRow> {
+fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, decoder: VideoDecoder, workers: usize, crop: (usize, usize)) -> anyhow::Result<LoaderRow> {
     let t_open = Instant::now();
     let dataset = Arc::new(
         Dataset::open(kind, &a.data, &a.resolution, a.split).with_context(|| format!("opening the {kind} data set"))?,
@@ -141,6 +153,7 @@ fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, workers: usize, crop: (usiz
     cfg.stride = a.stride.unwrap_or(a.frames);
     cfg.workers = workers;
     cfg.prefetch = a.prefetch;
+    cfg.decoder = decoder;
     let windows_per_epoch = dataset.num_windows(cfg.frames, cfg.stride);
     let reset = reset_peak_rss();
     let rss_before_mb = proc_status_mb("VmRSS:").unwrap_or(0.0);
@@ -174,6 +187,11 @@ fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, workers: usize, crop: (usiz
     let cpu = cpu_seconds() - cpu0;
     let stats = loader.stats();
     let failed_windows = stats.failed_windows;
+    let gpu_memory_mb = match decoder {
+        #[cfg(feature = "cuda")]
+        VideoDecoder::Nvdec(_) if kind == SourceKind::Video => crate::backend::cuda_memory_in_use().map(|b| b as f64 / 1048576.0),
+        _ => None,
+    };
     drop(loader);
     let peak = if reset { peak_rss_mb() } else { f64::NAN };
     let windows = (stats.windows - stats0.windows).max(1) as f64;
@@ -182,6 +200,7 @@ fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, workers: usize, crop: (usiz
     let pct = |p: f64| sorted.get(((sorted.len().max(1) - 1) as f64 * p).round() as usize).copied().unwrap_or(0.0);
     Ok(LoaderRow {
         loader: kind,
+        decoder: if kind == SourceKind::Video { decoder.to_string() } else { "-".into() },
         workers: cfg.worker_count(),
         scenes: dataset.entries().len(),
         disk_bytes: dataset.disk_bytes(),
@@ -207,17 +226,43 @@ fn bench_one(a: &LoadersBenchArgs, kind: SourceKind, workers: usize, crop: (usiz
         seeks_per_window: (stats.seeks - stats0.seeks) as f64 / windows,
         decoder_opens: stats.opens,
         failed_windows,
+        gpu_memory_mb,
     })
+}
+
+/// The decoders to run: those asked for, else the CPU and, where --gpu has it, NVDEC.
+fn decoders(a: &LoadersBenchArgs) -> anyhow::Result<Vec<VideoDecoder>> {
+    if a.decoders.is_empty() {
+        let mut all = vec![VideoDecoder::Cpu];
+        match VideoDecoder::resolve(DecoderChoice::Nvdec, Some(a.gpu)) {
+            Ok(d) => all.push(d),
+            Err(e) => eprintln!("note: no NVDEC rows: {e}"),
+        }
+        return Ok(all);
+    }
+    let mut all = Vec::new();
+    for &choice in &a.decoders {
+        let d = VideoDecoder::resolve(choice, Some(a.gpu)).with_context(|| format!("--decoders {choice:?}"))?;
+        if !all.contains(&d) {
+            all.push(d);
+        }
+    }
+    Ok(all)
 }
 
 pub fn run(a: LoadersBenchArgs) -> anyhow::Result<()> {
     let crop = CropMode::parse_size(&a.crop)?;
     let workers = if a.workers.is_empty() { vec![0] } else { a.workers.clone() };
+    let video_decoders = if a.loaders.contains(&SourceKind::Video) { decoders(&a)? } else { Vec::new() };
     let mut rows = Vec::new();
     for &kind in &a.loaders {
-        for &w in &workers {
-            eprintln!("{kind} loader, {} worker(s)...", if w == 0 { "default".to_string() } else { w.to_string() });
-            rows.push(bench_one(&a, kind, w, crop)?);
+        let decoders = if kind == SourceKind::Video { video_decoders.clone() } else { vec![VideoDecoder::Cpu] };
+        for &d in &decoders {
+            for &w in &workers {
+                let dec = if kind == SourceKind::Video { format!(", {d} decoder") } else { String::new() };
+                eprintln!("{kind} loader{dec}, {} worker(s)...", if w == 0 { "default".to_string() } else { w.to_string() });
+                rows.push(bench_one(&a, kind, d, w, crop)?);
+            }
         }
     }
     println!(
@@ -232,12 +277,13 @@ pub fn run(a: LoadersBenchArgs) -> anyhow::Result<()> {
         a.step_ms,
         a.iters
     );
-    println!("| loader | workers | on disk | wait mean ms | wait p99 ms | sequences/s | CPU cores | peak RSS MB | read ms/window (CPU ms) | frames decoded/window | seeks/window |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| loader | decoder | workers | on disk | wait mean ms | wait p99 ms | sequences/s | CPU cores | peak RSS MB | read ms/window (CPU ms) | frames decoded/window | seeks/window |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.2} | {:.0} | {:.1} ({:.1}) | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.1} | {:.2} | {:.0} | {:.1} ({:.1}) | {:.2} | {:.2} |",
             r.loader,
+            r.decoder,
             r.workers,
             human_bytes(r.disk_bytes),
             r.wait_mean_ms,

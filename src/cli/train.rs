@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use super::BackendArgs;
 use super::demo::parse_size;
 use crate::backend::{MultiDeviceTask, VsrAutodiffBackend, dispatch_devices};
-use crate::data::SourceKind;
+use crate::data::{DecoderChoice, SourceKind};
 use crate::model::FlowInput;
 use crate::precision::Precision;
 use crate::train::{self, TrainConfig, checkpoint};
@@ -56,6 +56,10 @@ pub struct Args {
     /// Shuffle buffer initial fill, as DALI's `initial_fill` [default: 16].
     #[arg(long)]
     pub shuffle_fill: Option<usize>,
+    /// Video decoder: the training GPU's NVDEC, or FFmpeg on the CPU; the same pixels either way
+    /// [default: auto: NVDEC where the training GPU has it]. May change on --resume.
+    #[arg(long, value_enum)]
+    pub decoder: Option<DecoderChoice>,
     /// FlowNetSD checkpoint (FlowNet2-SD_checkpoint.pth.tar, may be gzipped), or `none` for no
     /// motion compensation [default: flownet2-pytorch/networks/FlowNet2-SD_checkpoint.pth.tar].
     #[arg(long)]
@@ -200,7 +204,7 @@ impl ParallelArgs {
         if self.collective_timeout == 0 {
             bail!("--collective-timeout must be at least 1 second");
         }
-        Ok(train::Parallel { cluster, timeout: std::time::Duration::from_secs(self.collective_timeout) })
+        Ok(train::Parallel { cluster, timeout: std::time::Duration::from_secs(self.collective_timeout), gpus: Vec::new() })
     }
 }
 
@@ -245,6 +249,9 @@ impl Args {
         }
         if let Some(v) = self.prefetch {
             c.prefetch = v;
+        }
+        if let Some(v) = self.decoder {
+            c.decoder = v;
         }
         if let Some(v) = self.accumulate {
             c.accumulate = v;
@@ -394,7 +401,9 @@ impl MultiDeviceTask for Train {
     type Output = anyhow::Result<train::RunSummary>;
     fn run<B: VsrAutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let args = self.0;
-        let parallel = args.parallel.parallel()?;
+        let mut parallel = args.parallel.parallel()?;
+        let kind = args.backend.kind();
+        parallel.gpus = args.parallel.device_indices(args.backend.device)?.into_iter().map(|i| crate::backend::cuda_gpu_of(kind, i)).collect();
         let device = devices[0].clone();
         let (config, run_dir, resume) = match &args.resume {
             Some(target) => {

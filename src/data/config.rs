@@ -1,5 +1,5 @@
 //! What a [`Loader`](super::Loader) is asked for: window length and stride, batch size, crop,
-//! shuffle, threads, prefetch depth, seed. Checked up front against the data set by
+//! shuffle, threads, prefetch depth, seed, the video decoder. Checked up front against the data set by
 //! [`LoaderConfig::check`], so that a bad crop is one clear error before any thread starts.
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +34,64 @@ impl CropMode {
     }
 }
 
+/// Which decoder reads video scenes, as asked for (`--decoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderChoice {
+    /// NVDEC when training runs on an NVIDIA GPU that has it, else the CPU.
+    #[default]
+    Auto,
+    /// FFmpeg's H.264 decoder on the loader's threads.
+    Cpu,
+    /// The GPU's video decoder (NVDEC); an error where there is none.
+    Nvdec,
+}
+
+/// Which decoder reads video scenes, resolved ([`VideoDecoder::resolve`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoDecoder {
+    /// FFmpeg's H.264 decoder on the loader's threads.
+    #[default]
+    Cpu,
+    /// NVDEC on CUDA device n ([`super::nvdec`]): the same pixels, next to no CPU time.
+    Nvdec(usize),
+}
+
+impl VideoDecoder {
+    /// `choice` for training on CUDA device `gpu` (None: not an NVIDIA GPU): `auto` takes NVDEC
+    /// where it can be used; `nvdec` where it cannot is an error saying why.
+    pub fn resolve(choice: DecoderChoice, gpu: Option<usize>) -> Result<VideoDecoder> {
+        match (choice, gpu) {
+            (DecoderChoice::Cpu, _) | (DecoderChoice::Auto, None) => Ok(VideoDecoder::Cpu),
+            (DecoderChoice::Nvdec, None) => {
+                Err(Error::Invalid("--decoder nvdec decodes on the training GPU: it needs --backend cuda or tch on an NVIDIA GPU".into()))
+            }
+            (DecoderChoice::Nvdec, Some(g)) => VideoDecoder::nvdec(g),
+            (DecoderChoice::Auto, Some(g)) => Ok(VideoDecoder::nvdec(g).unwrap_or(VideoDecoder::Cpu)),
+        }
+    }
+
+    #[cfg(feature = "video")]
+    fn nvdec(gpu: usize) -> Result<VideoDecoder> {
+        super::nvdec::Nvdec::check(gpu).map(|_| VideoDecoder::Nvdec(gpu))
+    }
+
+    #[cfg(not(feature = "video"))]
+    fn nvdec(_gpu: usize) -> Result<VideoDecoder> {
+        Err(Error::Invalid("NVDEC: this vsr is built without the `video` feature".into()))
+    }
+}
+
+impl std::fmt::Display for VideoDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VideoDecoder::Cpu => write!(f, "cpu"),
+            VideoDecoder::Nvdec(g) => write!(f, "nvdec (GPU {g})"),
+        }
+    }
+}
+
 /// Settings of a [`Loader`](super::Loader).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoaderConfig {
@@ -53,8 +111,12 @@ pub struct LoaderConfig {
     pub workers: usize,
     /// Batches decoded ahead of the one the caller takes next.
     pub prefetch: usize,
-    /// Open video decoders, all workers together (host memory stays flat however many files).
+    /// Open video decoders, all workers together (host memory stays flat however many files;
+    /// with NVDEC, GPU memory too: about 25 frames each).
     pub max_open_decoders: usize,
+    /// Decoder of video scenes (PNG frames ignore it).
+    #[serde(default)]
+    pub decoder: VideoDecoder,
     pub seed: u64,
     /// Go on over epochs forever (training); off: one pass, then `next_batch` returns None.
     pub repeat: bool,
@@ -92,7 +154,8 @@ impl Shard {
 
 impl LoaderConfig {
     /// Training: random `crop_h` x `crop_w` crops, windows at stride F, shuffled with a buffer of
-    /// 16, cores minus one workers, 4 batches ahead, 32 open decoders, endless, full batches.
+    /// 16, cores minus one workers, 4 batches ahead, 32 open decoders on the CPU, endless, full
+    /// batches.
     pub fn train(frames: usize, batch: usize, crop_h: usize, crop_w: usize, seed: u64) -> LoaderConfig {
         LoaderConfig {
             frames,
@@ -104,6 +167,7 @@ impl LoaderConfig {
             workers: 0,
             prefetch: 4,
             max_open_decoders: 32,
+            decoder: VideoDecoder::Cpu,
             seed,
             repeat: true,
             drop_last: true,

@@ -72,9 +72,12 @@ pub struct DeviceBatch<B: Backend> {
     pub epoch: u64,
     /// Index of this batch within its epoch.
     pub index: usize,
-    /// How long the caller was blocked in [`DeviceLoader::next`] (waiting for data and
-    /// uploading).
+    /// How long [`DeviceLoader::next`] waited for the loader's workers to finish a batch.
     pub wait: Duration,
+    /// The rest of [`DeviceLoader::next`]: copying to the device (this batch, and the next one
+    /// when it was ready). On a GPU the copy also waits for the kernels queued before it, so this
+    /// is mostly the previous step's tail, not time lost.
+    pub upload: Duration,
 }
 
 /// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
@@ -83,11 +86,13 @@ pub struct DeviceLoader<B: Backend> {
     loader: Loader,
     device: B::Device,
     ahead: Option<Result<DeviceBatch<B>>>,
+    /// Time spent waiting for the workers in the current [`DeviceLoader::next`].
+    waited: Duration,
 }
 
 impl<B: Backend> DeviceLoader<B> {
     pub fn new(loader: Loader, device: B::Device) -> DeviceLoader<B> {
-        DeviceLoader { loader, device, ahead: None }
+        DeviceLoader { loader, device, ahead: None, waited: Duration::ZERO }
     }
 
     pub fn loader(&self) -> &Loader {
@@ -104,13 +109,17 @@ impl<B: Backend> DeviceLoader<B> {
     }
 
     fn fetch(&mut self) -> Option<Result<DeviceBatch<B>>> {
-        let batch = self.loader.next_batch()?;
+        let t = Instant::now();
+        let batch = self.loader.next_batch();
+        self.waited += t.elapsed();
+        let batch = batch?;
         Some(batch.map(|b| DeviceBatch {
             frames: upload_pixels(b.pixels, b.dims, &self.device),
             windows: b.windows,
             epoch: b.epoch,
             index: b.index,
             wait: Duration::ZERO,
+            upload: Duration::ZERO,
         }))
     }
 
@@ -118,6 +127,7 @@ impl<B: Backend> DeviceLoader<B> {
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Result<DeviceBatch<B>>> {
         let t = Instant::now();
+        self.waited = Duration::ZERO;
         let current = match self.ahead.take() {
             Some(b) => b,
             None => self.fetch()?,
@@ -125,8 +135,10 @@ impl<B: Backend> DeviceLoader<B> {
         if self.loader.ready() {
             self.ahead = self.fetch();
         }
+        let (total, wait) = (t.elapsed(), self.waited);
         Some(current.map(|mut b| {
-            b.wait = t.elapsed();
+            b.wait = wait;
+            b.upload = total.saturating_sub(wait);
             b
         }))
     }

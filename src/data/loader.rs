@@ -76,6 +76,8 @@ pub struct LoaderStats {
     pub retries: u64,
     /// Windows that could not be read.
     pub failed_windows: u64,
+    /// Files NVDEC could not decode, read by the CPU decoder instead (counted per worker).
+    pub nvdec_fallbacks: u64,
     /// Worker time spent reading windows (wall clock), all workers together.
     pub read_seconds: f64,
     /// CPU time of the workers reading windows (what reading costs, whatever else runs on the
@@ -107,6 +109,7 @@ pub(crate) struct Counters {
     opens: AtomicU64,
     retries: AtomicU64,
     failed: AtomicU64,
+    nvdec_fallbacks: AtomicU64,
     read_ns: AtomicU64,
     read_cpu_ns: AtomicU64,
 }
@@ -124,6 +127,9 @@ impl Counters {
     pub fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn fell_back_to_cpu(&self) {
+        self.nvdec_fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
     fn snapshot(&self) -> LoaderStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         LoaderStats {
@@ -133,6 +139,7 @@ impl Counters {
             opens: g(&self.opens),
             retries: g(&self.retries),
             failed_windows: g(&self.failed),
+            nvdec_fallbacks: g(&self.nvdec_fallbacks),
             read_seconds: g(&self.read_ns) as f64 * 1e-9,
             read_cpu_seconds: g(&self.read_cpu_ns) as f64 * 1e-9,
         }
@@ -217,6 +224,9 @@ struct Shared {
     window_bytes: usize,
     batches_per_epoch: usize,
     decoders_per_worker: usize,
+    /// NVDEC, one per worker, when video is decoded on the GPU.
+    #[cfg(feature = "video")]
+    nvdec: Mutex<Vec<super::nvdec::Nvdec>>,
     counters: Counters,
     state: Mutex<State>,
     /// Workers wait here for work.
@@ -334,7 +344,10 @@ impl Shared {
         match self.dataset.kind() {
             SourceKind::Png => Box::new(png::PngReader::default()),
             #[cfg(feature = "video")]
-            SourceKind::Video => Box::new(super::video::VideoReader::new(self.decoders_per_worker)),
+            SourceKind::Video => {
+                let gpu = self.nvdec.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                Box::new(super::video::VideoReader::new(self.decoders_per_worker, gpu))
+            }
             #[cfg(not(feature = "video"))]
             SourceKind::Video => unreachable!("Dataset::open refuses video without the `video` feature"),
         }
@@ -412,7 +425,15 @@ impl Loader {
         let next = start.epoch.saturating_mul(bpe).saturating_add((start.batch as u64).min(bpe));
         let end = if cfg.repeat { u64::MAX } else { (next / bpe + 1) * bpe };
         let workers = cfg.worker_count();
+        // NVDEC is set up here, so that a GPU that cannot decode is one error before any thread.
+        #[cfg(feature = "video")]
+        let nvdec = match (dataset.kind(), cfg.decoder) {
+            (SourceKind::Video, super::VideoDecoder::Nvdec(gpu)) => (0..workers).map(|_| super::nvdec::Nvdec::new(gpu)).collect::<Result<_>>()?,
+            _ => Vec::new(),
+        };
         let shared = Arc::new(Shared {
+            #[cfg(feature = "video")]
+            nvdec: Mutex::new(nvdec),
             window_bytes: 3 * cfg.frames * crop.0 * crop.1,
             decoders_per_worker: (cfg.max_open_decoders / workers).max(1),
             dataset,

@@ -30,12 +30,14 @@ pub mod config;
 pub mod dataset;
 pub mod device;
 pub mod loader;
+#[cfg(feature = "video")]
+pub mod nvdec;
 pub mod png;
 pub mod sampler;
 #[cfg(feature = "video")]
 pub mod video;
 
-pub use config::{CropMode, LoaderConfig, Shard};
+pub use config::{CropMode, DecoderChoice, LoaderConfig, Shard, VideoDecoder};
 pub use dataset::{Dataset, Scene};
 pub use device::{DeviceBatch, DeviceLoader, upload};
 pub use loader::{HostBatch, Loader, LoaderState, LoaderStats};

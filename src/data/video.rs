@@ -4,7 +4,8 @@
 //!   frame's presentation timestamp and which frames are keyframes. Frames are addressed by
 //!   their rank in presentation order, found by timestamp, never by counting decoded frames.
 //! * **Decoders stay open and go forward.** Each worker keeps up to its share of
-//!   `max_open_decoders` decoders (least recently used closed first). A window is decoded by a
+//!   `max_open_decoders` decoders (least recently used closed first; with NVDEC, one per file,
+//!   since creating one costs far more than seeking it). A window is decoded by a
 //!   decoder already positioned at or before it when that costs no more than a seek would (no
 //!   keyframe between the decoder's position and the window, give or take one frame); otherwise
 //!   by seeking to the keyframe at or before the window's first frame and decoding forward,
@@ -18,10 +19,15 @@
 //! * **Only the crop is converted.** yuv420p frames go to RGB through swscale for the cropped
 //!   area only (even offsets: the same pixels as converting the whole frame, as `vsr prep frames`
 //!   does, with the same swscale settings); other pixel formats convert the whole frame.
+//! * **On the GPU's decoder, the same pixels.** With [`VideoDecoder::Nvdec`] files are decoded
+//!   by NVDEC ([`super::nvdec`]); its NV12 pictures have the crop's chroma de-interleaved and go
+//!   through the same yuv420p conversion, so a window is the same bytes whichever decoder read
+//!   it. A file NVDEC cannot decode is read by the CPU decoder.
 //!
 //! Scene files are expected as `vsr prep transcode` writes them: upright (no display matrix),
 //! one video stream, constant frame rate.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +39,7 @@ use ff::software::scaling::Flags as SwsFlags;
 
 use super::dataset::Scene;
 use super::loader::{Counters, Crop, WindowReader, frame_slot, write_frame};
+use super::nvdec::{self, Nvdec};
 use crate::error::{Error, Result};
 use crate::prep::media::{self, FrameReader, media_err};
 
@@ -137,8 +144,12 @@ struct Decoder {
 }
 
 impl Decoder {
-    fn open(path: &Path) -> Result<Decoder> {
-        Ok(Decoder { path: path.to_path_buf(), reader: FrameReader::open_strict(path)?, next: Some(0), last_use: 0 })
+    fn open(path: &Path, gpu: Option<&Nvdec>) -> Result<Decoder> {
+        let reader = match gpu {
+            Some(gpu) => FrameReader::open_nvdec(path, gpu)?,
+            None => FrameReader::open_strict(path)?,
+        };
+        Ok(Decoder { path: path.to_path_buf(), reader, next: Some(0), last_use: 0 })
     }
 
     /// Seeks to keyframe `frame` (rank) of `index`.
@@ -207,14 +218,31 @@ pub(crate) struct VideoReader {
     clock: u64,
     frame: ff::frame::Video,
     rgb: Vec<u8>,
+    /// NV12's chroma of the crop, de-interleaved (U then V).
+    chroma: Vec<u8>,
     to_rgb: Option<ToRgb>,
+    /// NVDEC, when it decodes.
+    gpu: Option<Nvdec>,
+    /// Files NVDEC failed on, read by the CPU decoder.
+    cpu_only: HashSet<PathBuf>,
 }
 
 impl VideoReader {
-    /// A reader keeping at most `cap` decoders open.
-    pub fn new(cap: usize) -> VideoReader {
+    /// A reader keeping at most `cap` decoders open, decoding on `gpu`'s NVDEC if given, else on
+    /// the CPU.
+    pub fn new(cap: usize, gpu: Option<Nvdec>) -> VideoReader {
         media::init();
-        VideoReader { decoders: Vec::new(), cap: cap.max(1), clock: 0, frame: ff::frame::Video::empty(), rgb: Vec::new(), to_rgb: None }
+        VideoReader {
+            decoders: Vec::new(),
+            cap: cap.max(1),
+            clock: 0,
+            frame: ff::frame::Video::empty(),
+            rgb: Vec::new(),
+            chroma: Vec::new(),
+            to_rgb: None,
+            gpu,
+            cpu_only: HashSet::new(),
+        }
     }
 
     /// A decoder for `path` that reaches frame `start` going forward: one already positioned at
@@ -234,16 +262,20 @@ impl VideoReader {
             return Ok(i);
         }
         // Open one more while under the cap (the others keep their places), else seek this
-        // file's least recently used decoder, else close the least recently used one.
+        // file's least recently used decoder, else close the least recently used one. NVDEC
+        // decoders cost tens of milliseconds to create (and GPU memory) but little to seek: one
+        // per file, sought.
         let same = (0..self.decoders.len()).filter(|&i| self.decoders[i].path == path).min_by_key(|&i| self.decoders[i].last_use);
+        let on_gpu = self.gpu.is_some() && !self.cpu_only.contains(path);
         let i = match same {
-            Some(i) if self.decoders.len() >= self.cap => i,
+            Some(i) if self.decoders.len() >= self.cap || on_gpu => i,
             _ => {
                 if self.decoders.len() >= self.cap {
                     let lru = (0..self.decoders.len()).min_by_key(|&i| self.decoders[i].last_use).expect("cap >= 1");
                     self.decoders.swap_remove(lru);
                 }
-                self.decoders.push(Decoder::open(path)?);
+                let gpu = self.gpu.as_ref().filter(|_| !self.cpu_only.contains(path));
+                self.decoders.push(Decoder::open(path, gpu)?);
                 counters.opened();
                 self.decoders.len() - 1
             }
@@ -302,8 +334,16 @@ impl VideoReader {
         if (h, w) != (scene.height, scene.width) {
             return Err(media_err(&scene.path, format!("a frame is {w}x{h}, the stream {}x{}", scene.width, scene.height)));
         }
-        let planar420 = matches!(fmt, Pixel::YUV420P | Pixel::YUVJ420P) && crop.y0 % 2 == 0 && crop.x0 % 2 == 0;
-        let key = if planar420 { (fmt, crop.w, crop.h) } else { (fmt, w, h) };
+        let even = crop.y0 % 2 == 0 && crop.x0 % 2 == 0;
+        let nv12 = fmt == Pixel::NV12 && even;
+        let planar420 = (matches!(fmt, Pixel::YUV420P | Pixel::YUVJ420P) && even) || nv12;
+        // NV12 converts as the yuv420p it is once de-interleaved (full range as yuvj420p).
+        let as_fmt = match fmt {
+            Pixel::NV12 if frame.color_range() == ff::color::Range::JPEG => Pixel::YUVJ420P,
+            Pixel::NV12 => Pixel::YUV420P,
+            f => f,
+        };
+        let key = if planar420 { (as_fmt, crop.w, crop.h) } else { (fmt, w, h) };
         if self.to_rgb.as_ref().is_none_or(|c| c.key != key) {
             self.to_rgb = Some(ToRgb::new(key.0, key.1, key.2)?);
         }
@@ -320,9 +360,23 @@ impl VideoReader {
         // them (crop inside the frame, even offsets, chroma at half resolution).
         unsafe {
             let p = frame.as_ptr();
-            let stride = [(*p).linesize[0], (*p).linesize[1], (*p).linesize[2], (*p).linesize[3]];
+            let mut stride = [(*p).linesize[0], (*p).linesize[1], (*p).linesize[2], (*p).linesize[3]];
             let mut src = [(*p).data[0] as *const u8, (*p).data[1] as *const u8, (*p).data[2] as *const u8, (*p).data[3] as *const u8];
-            if planar420 {
+            if nv12 {
+                // The crop's chroma rows (interleaved U, V pairs at half resolution) into planes.
+                let (cw, ch) = (crop.w / 2, crop.h / 2);
+                self.chroma.resize(2 * cw * ch, 0);
+                let (u, v) = self.chroma.split_at_mut(cw * ch);
+                for r in 0..ch {
+                    let row = std::slice::from_raw_parts(src[1].offset((crop.y0 / 2 + r) as isize * stride[1] as isize + crop.x0 as isize), 2 * cw);
+                    for (i, pair) in row.chunks_exact(2).enumerate() {
+                        u[r * cw + i] = pair[0];
+                        v[r * cw + i] = pair[1];
+                    }
+                }
+                src = [src[0].offset(crop.y0 as isize * stride[0] as isize + crop.x0 as isize), u.as_ptr(), v.as_ptr(), std::ptr::null()];
+                stride = [stride[0], cw as i32, cw as i32, 0];
+            } else if planar420 {
                 src[0] = src[0].offset(crop.y0 as isize * stride[0] as isize + crop.x0 as isize);
                 for c in 1..3 {
                     src[c] = src[c].offset((crop.y0 / 2) as isize * stride[c] as isize + (crop.x0 / 2) as isize);
@@ -339,6 +393,25 @@ impl VideoReader {
 
 impl WindowReader for VideoReader {
     fn read(&mut self, scene: &Scene, start: usize, frames: usize, crop: Crop, out: &mut [u8], counters: &Counters) -> Result<()> {
+        let read = self.read_exact(scene, start, frames, crop, out, counters);
+        match read {
+            // NVDEC could not read the file (a format it lacks, an engine error): the CPU decoder
+            // reads it from now on, and says what is wrong if the data is.
+            Err(e) if self.gpu.is_some() && !self.cpu_only.contains(&scene.path) => {
+                nvdec::note_fallback(&scene.path, &super::dataset::strip_path(&e.to_string(), &scene.path));
+                counters.fell_back_to_cpu();
+                self.cpu_only.insert(scene.path.clone());
+                self.decoders.retain(|d| d.path != scene.path);
+                self.read_exact(scene, start, frames, crop, out, counters)
+            }
+            r => r,
+        }
+    }
+}
+
+impl VideoReader {
+    /// [`WindowReader::read`] with the decoders at hand, retrying from earlier keyframes.
+    fn read_exact(&mut self, scene: &Scene, start: usize, frames: usize, crop: Crop, out: &mut [u8], counters: &Counters) -> Result<()> {
         let index = scene.video.clone().ok_or_else(|| media_err(&scene.path, "not indexed as a video"))?;
         let first = self.try_read(scene, &index, start, frames, crop, out, None, counters);
         let Err(mut err) = first else { return Ok(()) };
@@ -355,5 +428,49 @@ impl WindowReader for VideoReader {
             }
         }
         Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of `fmt` whose planes hold `fill(plane, row, byte)`.
+    fn frame(fmt: Pixel, w: usize, h: usize, fill: impl Fn(usize, usize, usize) -> u8) -> ff::frame::Video {
+        let mut f = ff::frame::Video::new(fmt, w as u32, h as u32);
+        for p in 0..f.planes() {
+            let (stride, rows) = (f.stride(p), f.plane_height(p) as usize);
+            let bytes = if fmt == Pixel::NV12 && p == 1 { w } else { f.plane_width(p) as usize };
+            let data = f.data_mut(p);
+            for r in 0..rows {
+                for b in 0..bytes {
+                    data[r * stride + b] = fill(p, r, b);
+                }
+            }
+        }
+        f
+    }
+
+    /// NV12 pictures (NVDEC's) give the bytes of the same picture in yuv420p (the CPU decoder's):
+    /// the crop's chroma is de-interleaved correctly, at any even offset.
+    #[test]
+    fn nv12_crops_equal_yuv420p_crops() {
+        let (w, h) = (96, 48);
+        let luma = |r: usize, b: usize| ((r * 37 + b * 11) % 220 + 16) as u8;
+        let chroma = |c: usize, r: usize, b: usize| ((r * 13 + b * 7 + c * 101) % 224 + 16) as u8;
+        let yuv = frame(Pixel::YUV420P, w, h, |p, r, b| if p == 0 { luma(r, b) } else { chroma(p - 1, r, b) });
+        // NV12: U and V of chroma sample b interleaved at bytes 2b and 2b+1
+        let nv12 = frame(Pixel::NV12, w, h, |p, r, b| if p == 0 { luma(r, b) } else { chroma(b % 2, r, b / 2) });
+        let scene = Scene { name: "s".into(), path: "s.mp4".into(), frames: 1, height: h, width: w, bytes: 0, video: None };
+        for crop in [Crop { y0: 0, x0: 0, h: 32, w: 64 }, Crop { y0: 10, x0: 22, h: 32, w: 64 }, Crop { y0: 16, x0: 32, h: 32, w: 64 }] {
+            let mut out = [vec![0u8; crop.h * crop.w * 3], vec![0u8; crop.h * crop.w * 3]];
+            let mut reader = VideoReader::new(1, None);
+            for (f, o) in [&yuv, &nv12].into_iter().zip(out.iter_mut()) {
+                reader.frame = f.clone();
+                reader.convert(&scene, 1, 0, crop, o).unwrap();
+            }
+            assert!(out[0].iter().any(|&v| v != out[0][0]), "a flat picture tests nothing");
+            assert!(out[0] == out[1], "crop {crop:?}: NV12 and yuv420p give different RGB");
+        }
     }
 }

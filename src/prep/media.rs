@@ -301,9 +301,26 @@ impl FrameReader {
         Self::open_with(path, ff::threading::Config { kind: ff::threading::Type::Slice, count: 1, ..Default::default() }, true)
     }
 
+    /// Opens `path` for random access decoded by NVDEC on `gpu` (H.264 only): frames come as
+    /// NV12 in host memory, the same pixels as [`FrameReader::open_strict`]'s (see
+    /// [`crate::data::nvdec`]); damaged data is concealed, not flagged.
+    pub fn open_nvdec(path: &Path, gpu: &crate::data::nvdec::Nvdec) -> Result<FrameReader> {
+        Self::open_with_decoder(path, ff::threading::Config::default(), false, Some(gpu))
+    }
+
     fn open_with(path: &Path, threading: ff::threading::Config, strict: bool) -> Result<FrameReader> {
+        Self::open_with_decoder(path, threading, strict, None)
+    }
+
+    fn open_with_decoder(
+        path: &Path,
+        threading: ff::threading::Config,
+        strict: bool,
+        nvdec: Option<&crate::data::nvdec::Nvdec>,
+    ) -> Result<FrameReader> {
         let (ictx, index) = open_input(path)?;
         let params = ictx.stream(index).expect("stream exists").parameters();
+        let codec_id = params.id();
         let mut ctx = codec::context::Context::from_parameters(params)
             .map_err(|e| media_err(path, format!("unsupported video stream ({e})")))?;
         ctx.set_threading(threading);
@@ -311,7 +328,28 @@ impl FrameReader {
             // SAFETY: a valid, not yet opened context; plain int field.
             unsafe { (*ctx.as_mut_ptr()).err_recognition |= ffi::AV_EF_EXPLODE as i32 };
         }
-        let decoder = ctx.decoder().video().map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
+        let opened = match nvdec {
+            None => ctx.decoder().video(),
+            Some(gpu) => {
+                if codec_id != codec::Id::H264 {
+                    return Err(media_err(path, format!("NVDEC reads H.264 here, this video is {codec_id:?}")));
+                }
+                let cuvid = ff::decoder::find_by_name("h264_cuvid").ok_or_else(|| media_err(path, "this FFmpeg has no h264_cuvid decoder"))?;
+                // SAFETY: a valid, not yet opened context: the GPU device (a new reference, owned
+                // and released by the context), host NV12 output, frames out as soon as they are
+                // decodable (no display delay: a window's last frame needs no packets after it).
+                unsafe {
+                    let c = ctx.as_mut_ptr();
+                    (*c).hw_device_ctx = gpu.device_ref();
+                    (*c).get_format = Some(crate::data::nvdec::host_nv12);
+                    if crate::data::nvdec::low_delay() {
+                        (*c).flags |= ffi::AV_CODEC_FLAG_LOW_DELAY as i32;
+                    }
+                }
+                ctx.decoder().open_as(cuvid).and_then(|d| d.video())
+            }
+        };
+        let decoder = opened.map_err(|e| media_err(path, format!("no decoder for its video ({e})")))?;
         Ok(FrameReader {
             path: path.to_path_buf(),
             ictx,

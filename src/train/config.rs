@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::step::AdamSettings;
-use crate::data::SourceKind;
+use crate::data::{DecoderChoice, SourceKind};
 use crate::error::{Error, Result};
 use crate::model::FlowInput;
 use crate::model::vsrnet::SIZE_MULTIPLE;
@@ -41,6 +41,9 @@ pub struct TrainConfig {
     pub prefetch: usize,
     /// Shuffle buffer initial fill (DALI's `initial_fill`).
     pub shuffle_fill: usize,
+    /// Decoder of video scenes: NVDEC on the training GPU, or the CPU (same pixels either way).
+    #[serde(default)]
+    pub decoder: DecoderChoice,
 
     /// FlowNetSD checkpoint; `None`: no motion compensation.
     pub flownet: Option<PathBuf>,
@@ -87,6 +90,7 @@ impl Default for TrainConfig {
             workers: default_workers(),
             prefetch: 4,
             shuffle_fill: 16,
+            decoder: DecoderChoice::Auto,
             flownet: Some(PathBuf::from("flownet2-pytorch/networks/FlowNet2-SD_checkpoint.pth.tar")),
             flow_input: FlowInput::Lr,
             init: None,

@@ -19,7 +19,13 @@ pub struct RunLog {
     last_line: Instant,
     /// Plain lines at most this often when not on a terminal.
     line_every: Duration,
+    /// (data wait, upload, step) ms of every step of this process, for [`RunLog::timing`].
+    times: Vec<[f32; 3]>,
 }
+
+/// Steps this process ran before [`RunLog::timing`] counts them (kernel selection, allocator
+/// growth, the prefetch queue filling).
+pub const TIMING_WARMUP: usize = 10;
 
 /// One training step, as logged.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +36,10 @@ pub struct StepLog {
     pub lr: f64,
     pub scale: f64,
     pub skipped: u64,
+    /// Waiting for the loader's workers.
     pub data_ms: f64,
+    /// Copying the batch to the device (see [`crate::data::DeviceBatch::upload`]).
+    pub upload_ms: f64,
     pub step_ms: f64,
 }
 
@@ -42,7 +51,31 @@ impl RunLog {
             terminal: std::io::stdout().is_terminal(),
             last_line: Instant::now() - Duration::from_secs(3600),
             line_every: Duration::from_secs(10),
+            times: Vec::new(),
         })
+    }
+
+    /// Where the time of this process's steps went, after the first [`TIMING_WARMUP`]: "N steps:
+    /// step median .. ms, data wait mean .. ms (p99 ..), upload mean .. ms"; None before there
+    /// are any.
+    pub fn timing(&self) -> Option<String> {
+        let t = self.times.get(TIMING_WARMUP..).filter(|t| !t.is_empty())?;
+        let sorted = |k: usize| {
+            let mut v: Vec<f32> = t.iter().map(|x| x[k]).collect();
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        let (data, upload, step) = (sorted(0), sorted(1), sorted(2));
+        let at = |v: &[f32], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        Some(format!(
+            "{} steps (after the first {TIMING_WARMUP}): step median {:.1} ms; data wait mean {:.3} ms (p99 {:.3}); upload mean {:.2} ms",
+            t.len(),
+            at(&step, 0.5),
+            mean(&data),
+            at(&data, 0.99),
+            mean(&upload)
+        ))
     }
 
     /// The event writer, for values the loop logs itself.
@@ -77,6 +110,8 @@ impl RunLog {
         ev.scalar("train/loss_scale", s.step, s.scale)?;
         ev.scalar("train/skipped_steps", s.step, s.skipped as f64)?;
         ev.scalar("time/data_ms", s.step, s.data_ms)?;
+        ev.scalar("time/upload_ms", s.step, s.upload_ms)?;
+        self.times.push([s.data_ms as f32, s.upload_ms as f32, s.step_ms as f32]);
         ev.scalar("time/step_ms", s.step, s.step_ms)?;
         let msg = format!("loss {:.5} lr {:.2e}", s.loss, s.lr);
         match &self.bar {

@@ -18,7 +18,7 @@ use super::validate::{Validation, validate};
 use super::{CyclicLr, LossScaler, TrainConfig};
 use crate::backend::VsrAutodiffBackend;
 use crate::checkpoint::{gunzip_to, load_flownet, load_vsrnet, write_atomic};
-use crate::data::{CropMode, Dataset, DeviceLoader, Loader, LoaderConfig, LoaderState, Shard, Split};
+use crate::data::{CropMode, Dataset, DeviceLoader, Loader, LoaderConfig, LoaderState, Shard, SourceKind, Split, VideoDecoder};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, colourise};
 use crate::model::{FlowEstimator, FlowNetSD, VsrNet, VsrNetConfig};
@@ -61,12 +61,16 @@ pub struct Parallel {
     /// The longest a worker may wait in a collective (for the others to reach the all-reduce,
     /// for the other nodes to join) before the run is declared stuck and ends with an error.
     pub timeout: Duration,
+    /// CUDA device index of each of this process's devices, None where it is not an NVIDIA GPU
+    /// (NVDEC decodes each worker's video there, see [`crate::data::VideoDecoder::resolve`]);
+    /// empty: none is.
+    pub gpus: Vec<Option<usize>>,
 }
 
 impl Parallel {
     /// This process only, no data parallelism across nodes.
     pub fn single() -> Parallel {
-        Parallel { cluster: Cluster::single(), timeout: DEFAULT_TIMEOUT }
+        Parallel { cluster: Cluster::single(), timeout: DEFAULT_TIMEOUT, gpus: Vec::new() }
     }
 }
 
@@ -165,9 +169,17 @@ pub fn train_on<B: VsrAutodiffBackend>(
             }
         }
     };
+    // Each worker's video is decoded on its own GPU's NVDEC (`--decoder auto|nvdec`) or on the CPU.
+    let decoders = (0..local)
+        .map(|i| VideoDecoder::resolve(config.decoder, parallel.gpus.get(i).copied().flatten()))
+        .collect::<Result<Vec<_>>>()?;
+    if leader && config.loader == SourceKind::Video {
+        println!("video decoder: {}", decoders[0]);
+    }
     let mut loaders = Vec::with_capacity(local);
-    for i in 0..local {
+    for (i, &decoder) in decoders.iter().enumerate() {
         let mut loader_config = LoaderConfig::train(config.frames, config.batch, config.crop[0], config.crop[1], config.seed);
+        loader_config.decoder = decoder;
         loader_config.stride = config.stride;
         loader_config.workers = if local == 1 { config.workers } else { (config.workers / local).max(1) };
         loader_config.prefetch = config.prefetch;
@@ -189,6 +201,7 @@ pub fn train_on<B: VsrAutodiffBackend>(
         let micro = (config.batch / world / config.accumulate).max(1);
         let mut c = LoaderConfig::train(config.frames, micro, config.crop[0], config.crop[1], config.seed ^ 0x9e37_79b9_7f4a_7c15);
         c.stride = config.stride;
+        c.decoder = decoders[0];
         c.workers = config.workers;
         c.prefetch = config.prefetch;
         c.initial_fill = config.shuffle_fill;
@@ -238,7 +251,7 @@ pub fn train_on<B: VsrAutodiffBackend>(
             config.precision,
             run_dir.display()
         );
-        Some(Leader { log, val_set, calibration, ckpt_dir, run_dir: run_dir.to_path_buf() })
+        Some(Leader { log, val_set, val_decoder: decoders[0], calibration, ckpt_dir, run_dir: run_dir.to_path_buf() })
     } else {
         None
     };
@@ -405,6 +418,8 @@ struct Replica<B: VsrAutodiffBackend> {
 struct Leader {
     log: RunLog,
     val_set: Option<Arc<Dataset>>,
+    /// Decoder of the validation video (the leader's).
+    val_decoder: VideoDecoder,
     /// Precise BN's windows (`--precise-bn`).
     calibration: Option<Calibration>,
     ckpt_dir: PathBuf,
@@ -502,6 +517,7 @@ fn run_loop<B: VsrAutodiffBackend>(
                 scale: outcome.scale,
                 skipped: rep.trainer.scaler.skipped_steps,
                 data_ms: batch.wait.as_secs_f64() * 1e3,
+                upload_ms: batch.upload.as_secs_f64() * 1e3,
                 step_ms,
             })?;
             if let Some(x) = images {
@@ -545,7 +561,7 @@ fn run_loop<B: VsrAutodiffBackend>(
             if let Some(c) = &l.calibration {
                 recalibrate::<B>(&rep.trainer, c, &rep.device)?;
             }
-            let v = run_validation::<B>(&rep.trainer, set.clone(), config, &rep.device)?;
+            let v = run_validation::<B>(&rep.trainer, set.clone(), config, l.val_decoder, &rep.device)?;
             let (psnr, bil) = (v.psnr.mean(), v.psnr_bilinear.mean());
             log_validation(&mut l.log, state.step, &v)?;
             summary.last_val = Some((psnr, bil));
@@ -578,6 +594,11 @@ fn run_loop<B: VsrAutodiffBackend>(
             summary.interrupted = true;
             break;
         }
+    }
+    if let Some(l) = &leader
+        && let Some(t) = l.log.timing()
+    {
+        l.log.say(&format!("timing: {t}"));
     }
     Ok(summary)
 }
@@ -638,9 +659,11 @@ fn run_validation<B: VsrAutodiffBackend>(
     trainer: &Trainer<B>,
     set: Arc<Dataset>,
     config: &TrainConfig,
+    decoder: VideoDecoder,
     device: &B::Device,
 ) -> Result<Validation> {
     let mut cfg = LoaderConfig::val(config.frames, config.batch);
+    cfg.decoder = decoder;
     cfg.workers = config.workers;
     cfg.prefetch = config.prefetch;
     if let Some([h, w]) = config.val_crop {
