@@ -79,7 +79,7 @@ fi
 
 config=(
   --prefix=/usr --libdir=/usr/lib/$multiarch --incdir=/usr/include/$multiarch
-  --extra-version="$revision" --toolchain=hardened
+  --extra-version="$revision+vsr" --toolchain=hardened  # +vsr: av_version_info() tells vsr these patches are in
   --enable-gpl --enable-shared --disable-static
   --disable-programs --disable-doc --disable-debug
   # no external library but x264 (no zlib, xlib, vaapi, libdrm, sdl2, ...): portable as is

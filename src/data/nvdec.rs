@@ -14,10 +14,12 @@
 //! * **A stream per worker.** Each loader worker has its own [`Nvdec`]: mapping decoded pictures
 //!   and copying them out run on its own non-blocking stream. On CUDA's legacy default stream
 //!   (FFmpeg's default) every copy would wait for the training kernels queued before it, and
-//!   they for it; on one shared stream each worker's copy would wait for the others'. FFmpeg 5.1's `h264_cuvid`
-//!   maps pictures on the default stream whatever the device's stream is: the FFmpeg that
+//!   they for it; on one shared stream each worker's copy would wait for the others'. FFmpeg
+//!   5.1's `h264_cuvid` maps pictures on the legacy default stream whatever the device's stream
+//!   is, and a non-blocking stream does not wait for that one: the FFmpeg that
 //!   `scripts/gpu/build_ffmpeg.sh` builds for GPU machines carries the one-line fix of later
-//!   releases; with another FFmpeg the mapping still works, only less concurrently.
+//!   releases and says so in its version (`+vsr`); with any other FFmpeg the stream is a
+//!   blocking one, correct but waiting for the training kernels queued before each copy.
 //! * **Errors.** NVDEC conceals damaged pictures instead of flagging them: strict detection of
 //!   corrupt data is the CPU decoder's. A file NVDEC cannot open (not H.264, not 8-bit 4:2:0, too
 //!   large for the engine) is read with the CPU decoder, with a note on standard error.
@@ -66,17 +68,41 @@ impl Nvdec {
         Nvdec::create(gpu).map_err(|why| Error::Invalid(format!("NVDEC on GPU {gpu} cannot be used: {why}")))
     }
 
-    /// Whether NVDEC on `gpu` can be used ([`Nvdec::new`]'s error if not); asked once per process
-    /// and GPU.
+    /// Whether NVDEC on `gpu` can be used ([`Nvdec::new`]'s error if not): a CUDA device, and an
+    /// `h264_cuvid` decoder that opens on it (libnvcuvid loads, the GPU has a decode engine:
+    /// containers without the driver's video capability and MIG slices without a decoder have
+    /// CUDA but no NVDEC). Asked once per process and GPU.
     pub fn check(gpu: usize) -> Result<()> {
         static CHECKED: Mutex<Vec<(usize, std::result::Result<(), String>)>> = Mutex::new(Vec::new());
         let mut checked = CHECKED.lock().unwrap_or_else(|e| e.into_inner());
         if !checked.iter().any(|(g, _)| *g == gpu) {
-            let r = Nvdec::new(gpu).map(drop).map_err(|e| e.to_string());
+            let r = Nvdec::new(gpu).and_then(|n| n.probe()).map_err(|e| e.to_string());
             checked.push((gpu, r));
         }
         let (_, r) = checked.iter().find(|(g, _)| *g == gpu).expect("just added");
         r.clone().map_err(Error::Invalid)
+    }
+
+    /// Opens and closes an `h264_cuvid` decoder (64x64 H.264) on this device.
+    fn probe(&self) -> Result<()> {
+        let fail = |why: String| Error::Invalid(format!("NVDEC on GPU {} cannot be used: {why}", self.gpu));
+        let codec = ff::decoder::find_by_name("h264_cuvid").ok_or_else(|| fail("this FFmpeg has no h264_cuvid decoder".into()))?;
+        let mut ctx = ff::codec::context::Context::new_with_codec(codec);
+        let device = self.device_ref();
+        if device.is_null() {
+            return Err(fail("cannot reference FFmpeg's CUDA device".into()));
+        }
+        // SAFETY: a valid, not yet opened context; it owns the device reference from here on.
+        unsafe {
+            let c = ctx.as_mut_ptr();
+            (*c).hw_device_ctx = device;
+            (*c).get_format = Some(host_nv12);
+            (*c).width = 64;
+            (*c).height = 64;
+            (*c).coded_width = 64;
+            (*c).coded_height = 64;
+        }
+        ctx.decoder().open_as(codec).map(drop).map_err(|e| fail(format!("h264_cuvid does not open ({e}): no NVDEC here (a container without the driver's video capability, a GPU or MIG slice without a decoder?)")))
     }
 
     /// The GPU's index.
@@ -138,12 +164,23 @@ fn primary_context_and_stream(gpu: usize) -> std::result::Result<(*mut std::ffi:
         check(sys::cuDevicePrimaryCtxRetain(&mut ctx, dev), "cuDevicePrimaryCtxRetain")?;
         check(sys::cuCtxPushCurrent_v2(ctx), "cuCtxPushCurrent")?;
         let mut stream = std::ptr::null_mut();
-        let made = check(sys::cuStreamCreate(&mut stream, sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32), "cuStreamCreate");
+        let flags = if maps_on_device_stream() { sys::CUstream_flags::CU_STREAM_NON_BLOCKING as u32 } else { 0 };
+        let made = check(sys::cuStreamCreate(&mut stream, flags), "cuStreamCreate");
         let mut popped = std::ptr::null_mut();
         sys::cuCtxPopCurrent_v2(&mut popped);
         made?;
         Ok((ctx as *mut std::ffi::c_void, stream as *mut std::ffi::c_void))
     }
+}
+
+/// Whether this FFmpeg's `h264_cuvid` maps pictures on the device context's stream (the build of
+/// `scripts/gpu/build_ffmpeg.sh`, whose version ends in `+vsr`), so that a non-blocking stream
+/// is safe.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn maps_on_device_stream() -> bool {
+    // SAFETY: a static NUL-terminated string owned by libavutil.
+    let version = unsafe { std::ffi::CStr::from_ptr(ffi::av_version_info()) };
+    version.to_string_lossy().ends_with("+vsr")
 }
 
 /// The device context's `free`: its stream goes with it.

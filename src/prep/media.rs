@@ -338,9 +338,13 @@ impl FrameReader {
                 // SAFETY: a valid, not yet opened context: the GPU device (a new reference, owned
                 // and released by the context), host NV12 output, frames out as soon as they are
                 // decodable (no display delay: a window's last frame needs no packets after it).
+                let device = gpu.device_ref();
+                if device.is_null() {
+                    return Err(media_err(path, "cannot reference FFmpeg's CUDA device for NVDEC"));
+                }
                 unsafe {
                     let c = ctx.as_mut_ptr();
-                    (*c).hw_device_ctx = gpu.device_ref();
+                    (*c).hw_device_ctx = device;
                     (*c).get_format = Some(crate::data::nvdec::host_nv12);
                     if crate::data::nvdec::low_delay() {
                         (*c).flags |= ffi::AV_CODEC_FLAG_LOW_DELAY as i32;

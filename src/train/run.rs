@@ -171,7 +171,10 @@ pub fn train_on<B: VsrAutodiffBackend>(
     };
     // Each worker's video is decoded on its own GPU's NVDEC (`--decoder auto|nvdec`) or on the CPU.
     let decoders = (0..local)
-        .map(|i| VideoDecoder::resolve(config.decoder, parallel.gpus.get(i).copied().flatten()))
+        .map(|i| match config.loader {
+            SourceKind::Video => VideoDecoder::resolve(config.decoder, parallel.gpus.get(i).copied().flatten()),
+            SourceKind::Png => Ok(VideoDecoder::Cpu),
+        })
         .collect::<Result<Vec<_>>>()?;
     if leader && config.loader == SourceKind::Video {
         println!("video decoder: {}", decoders[0]);

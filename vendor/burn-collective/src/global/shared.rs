@@ -123,6 +123,9 @@ pub enum GlobalCollectiveError {
     WrongOrchestratorResponse,
     /// Node couldn't connect to coordinator
     OrchestratorUnreachable,
+    /// vsr patch: an operation burn-collective 0.21 does not implement across nodes (global
+    /// reduce, broadcast), an error rather than a panic
+    Unsupported(String),
 }
 
 impl<E: CommunicationError> From<E> for GlobalCollectiveError {

@@ -180,7 +180,8 @@ where
         _root: PeerId,
         _op: ReduceOperation,
     ) -> Result<Option<B::FloatTensorPrimitive>, GlobalCollectiveError> {
-        unimplemented!("Global reduce unimplemented");
+        // vsr patch: an error, not a panic (burn-collective 0.21 implements only all-reduce globally)
+        Err(GlobalCollectiveError::Unsupported("reduce across nodes".into()))
     }
 
     pub async fn broadcast(
@@ -188,7 +189,8 @@ where
         _tensor: Option<B::FloatTensorPrimitive>,
         _strategy: BroadcastStrategy,
     ) -> Result<B::FloatTensorPrimitive, GlobalCollectiveError> {
-        unimplemented!("Global broadcast unimplemented");
+        // vsr patch: an error, not a panic (burn-collective 0.21 implements only all-reduce globally)
+        Err(GlobalCollectiveError::Unsupported("broadcast across nodes".into()))
     }
 
     pub async fn finish(&mut self) {
