@@ -74,9 +74,9 @@ pub struct DeviceBatch<B: Backend> {
     pub index: usize,
     /// How long [`DeviceLoader::next`] waited for the loader's workers to finish a batch.
     pub wait: Duration,
-    /// The rest of [`DeviceLoader::next`]: copying to the device (this batch, and the next one
-    /// when it was ready). On a GPU the copy also waits for the kernels queued before it, so this
-    /// is mostly the previous step's tail, not time lost.
+    /// The rest of [`DeviceLoader::next`]: copying to the device and converting (this batch, and
+    /// the next one when it was ready). On a GPU the copy also waits for any kernels still queued
+    /// from the previous step.
     pub upload: Duration,
 }
 
