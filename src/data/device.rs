@@ -1,6 +1,6 @@
 //! Batches onto the training device: uploaded as u8 (a quarter of the bytes of f32), channels
 //! last as the workers wrote them, and turned into float (B, 3, F, H, W) in [0, 255] on the
-//! device, one batch ahead of use.
+//! device, one batch ahead of use, on a thread of its own while the caller trains.
 //!
 //! What Burn 0.21 does with u8 data (read in its sources): `Tensor::<B, D, Int>::from_data(data,
 //! &device)` converts the data on the host to the device's default int type (i32 on our
@@ -74,20 +74,50 @@ pub struct DeviceBatch<B: Backend> {
     pub index: usize,
     /// How long [`DeviceLoader::next`] waited for the loader's workers to finish a batch.
     pub wait: Duration,
-    /// The rest of [`DeviceLoader::next`]: copying to the device and converting (this batch, and
-    /// the next one when it was ready). On a GPU the copy also waits for any kernels still queued
-    /// from the previous step.
+    /// The rest of [`DeviceLoader::next`]: finishing this batch's upload (started on its own
+    /// thread during the previous step, or done here when it was not ready then).
     pub upload: Duration,
 }
 
 /// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
-/// is uploaded too if the workers have finished it (never waiting for it).
+/// starts uploading on a thread of its own if the workers have finished it (never waiting for
+/// it), so that the copy and conversion overlap the caller's training step.
 pub struct DeviceLoader<B: Backend> {
     loader: Loader,
     device: B::Device,
-    ahead: Option<Result<DeviceBatch<B>>>,
+    ahead: Option<Ahead<B>>,
     /// Time spent waiting for the workers in the current [`DeviceLoader::next`].
     waited: Duration,
+}
+
+/// The next batch, taken from the loader ahead of use.
+enum Ahead<B: Backend> {
+    /// Uploading on its own thread (or uploaded, where no thread could be started).
+    Upload { frames: Upload<B>, windows: Vec<WindowRef>, epoch: u64, index: usize },
+    /// The loader's error for it.
+    Failed(crate::error::Error),
+}
+
+enum Upload<B: Backend> {
+    Thread(std::thread::JoinHandle<Tensor<B, 5>>),
+    Done(Tensor<B, 5>),
+}
+
+impl<B: Backend> Upload<B> {
+    fn tensor(self) -> Tensor<B, 5> {
+        match self {
+            Upload::Done(t) => t,
+            // a panic while uploading is the caller's, as when it uploaded itself
+            Upload::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        }
+    }
+}
+
+/// Whether batches are uploaded on threads of their own (`VSR_UPLOAD_THREAD=0`: on the
+/// caller's, as before; for measuring the difference).
+fn upload_thread() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VSR_UPLOAD_THREAD").map_or(true, |v| v != "0"))
 }
 
 impl<B: Backend> DeviceLoader<B> {
@@ -99,28 +129,46 @@ impl<B: Backend> DeviceLoader<B> {
         &self.loader
     }
 
-    /// Position after the last batch returned by [`DeviceLoader::next`] (a batch uploaded
-    /// ahead but not yet returned does not count).
+    /// Position after the last batch returned by [`DeviceLoader::next`] (a batch taken ahead
+    /// but not yet returned does not count).
     pub fn state(&self) -> super::LoaderState {
         match &self.ahead {
-            Some(Ok(b)) => super::LoaderState { epoch: b.epoch, batch: b.index },
+            Some(Ahead::Upload { epoch, index, .. }) => super::LoaderState { epoch: *epoch, batch: *index },
             _ => self.loader.state(),
         }
     }
 
-    fn fetch(&mut self) -> Option<Result<DeviceBatch<B>>> {
+    /// The loader's next batch on the host, timing the wait.
+    fn next_host(&mut self) -> Option<Result<HostBatch>> {
         let t = Instant::now();
         let batch = self.loader.next_batch();
         self.waited += t.elapsed();
-        let batch = batch?;
-        Some(batch.map(|b| DeviceBatch {
-            frames: upload_pixels(b.pixels, b.dims, &self.device),
-            windows: b.windows,
-            epoch: b.epoch,
-            index: b.index,
-            wait: Duration::ZERO,
-            upload: Duration::ZERO,
-        }))
+        batch
+    }
+
+    /// Takes the next batch from the loader and starts its upload on a thread of its own.
+    fn take_ahead(&mut self) -> Option<Ahead<B>> {
+        Some(match self.next_host()? {
+            Err(e) => Ahead::Failed(e),
+            Ok(b) => {
+                // The pixels go to the thread once it runs: where none can be started, they are
+                // still here and uploaded at once.
+                let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, [usize; 5])>();
+                let device = self.device.clone();
+                let spawned = upload_thread().then(|| std::thread::Builder::new().name("vsr-upload".into()).spawn(move || {
+                    let (pixels, dims) = rx.recv().expect("the pixels are sent once the thread runs");
+                    upload_pixels::<B>(pixels, dims, &device)
+                }));
+                let frames = match spawned.and_then(|r| r.ok()) {
+                    Some(h) => {
+                        tx.send((b.pixels, b.dims)).expect("the upload thread waits for its pixels");
+                        Upload::Thread(h)
+                    }
+                    None => Upload::Done(upload_pixels(b.pixels, b.dims, &self.device)),
+                };
+                Ahead::Upload { frames, windows: b.windows, epoch: b.epoch, index: b.index }
+            }
+        })
     }
 
     /// The next batch on the device; None at the end of a pass (`repeat` off).
@@ -129,11 +177,21 @@ impl<B: Backend> DeviceLoader<B> {
         let t = Instant::now();
         self.waited = Duration::ZERO;
         let current = match self.ahead.take() {
-            Some(b) => b,
-            None => self.fetch()?,
+            Some(Ahead::Upload { frames, windows, epoch, index }) => {
+                Ok(DeviceBatch { frames: frames.tensor(), windows, epoch, index, wait: Duration::ZERO, upload: Duration::ZERO })
+            }
+            Some(Ahead::Failed(e)) => Err(e),
+            None => self.next_host()?.map(|b| DeviceBatch {
+                frames: upload_pixels(b.pixels, b.dims, &self.device),
+                windows: b.windows,
+                epoch: b.epoch,
+                index: b.index,
+                wait: Duration::ZERO,
+                upload: Duration::ZERO,
+            }),
         };
         if self.loader.ready() {
-            self.ahead = self.fetch();
+            self.ahead = self.take_ahead();
         }
         let (total, wait) = (t.elapsed(), self.waited);
         Some(current.map(|mut b| {
