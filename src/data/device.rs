@@ -117,7 +117,7 @@ impl<B: Backend> Upload<B> {
 /// caller's, as before; for measuring the difference).
 fn upload_thread() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("VSR_UPLOAD_THREAD").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| super::switched_on("VSR_UPLOAD_THREAD"))
 }
 
 impl<B: Backend> DeviceLoader<B> {

@@ -72,3 +72,8 @@ impl std::fmt::Display for SourceKind {
 
 /// Training or validation scenes (one type with the manifest's).
 pub use crate::prep::manifest::Split;
+
+/// A diagnostic switch of the data path, on unless the environment variable `var` is `0`.
+pub(crate) fn switched_on(var: &str) -> bool {
+    std::env::var(var).map_or(true, |v| v != "0")
+}

@@ -224,7 +224,7 @@ pub(crate) unsafe extern "C" fn host_nv12(_: *mut ffi::AVCodecContext, formats: 
 /// for measuring the trade).
 pub(crate) fn low_delay() -> bool {
     static LOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *LOW.get_or_init(|| std::env::var("VSR_NVDEC_LOW_DELAY").map_or(true, |v| v != "0"))
+    *LOW.get_or_init(|| super::switched_on("VSR_NVDEC_LOW_DELAY"))
 }
 
 /// Says once per process that a file is read with the CPU decoder instead of NVDEC.
