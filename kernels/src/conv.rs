@@ -24,7 +24,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Tensor, TensorPrimitive, backend::Backend};
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::setting::Setting;
 
 /// Arithmetic of f32 convolutions on GPU backends; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,16 +49,11 @@ impl std::str::FromStr for ConvPrecision {
     }
 }
 
-/// 0: not yet read from the environment, 1: Tf32, 2: F32.
-static PRECISION: AtomicU8 = AtomicU8::new(0);
+static PRECISION: Setting<ConvPrecision> = Setting::new("VSR_CONV_PRECISION", ConvPrecision::Tf32);
 
 /// Sets the precision of f32 convolutions for the whole process (see the module docs).
 pub fn set_conv_precision(precision: ConvPrecision) {
-    let v = match precision {
-        ConvPrecision::Tf32 => 1,
-        ConvPrecision::F32 => 2,
-    };
-    PRECISION.store(v, Ordering::Relaxed);
+    PRECISION.set(precision);
 }
 
 /// The current precision: what [`set_conv_precision`] set, else the environment variable
@@ -67,26 +62,7 @@ pub fn set_conv_precision(precision: ConvPrecision) {
 /// # Panics
 /// If `VSR_CONV_PRECISION` holds anything else (a typo must not silently change the numbers).
 pub fn conv_precision() -> ConvPrecision {
-    match PRECISION.load(Ordering::Relaxed) {
-        1 => ConvPrecision::Tf32,
-        2 => ConvPrecision::F32,
-        _ => {
-            let p = match std::env::var("VSR_CONV_PRECISION") {
-                Ok(v) => v
-                    .parse()
-                    .unwrap_or_else(|e| panic!("VSR_CONV_PRECISION: {e}")),
-                Err(_) => ConvPrecision::Tf32,
-            };
-            // A concurrent `set_conv_precision` wins.
-            let _ = PRECISION.compare_exchange(
-                0,
-                if p == ConvPrecision::F32 { 2 } else { 1 },
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            conv_precision()
-        }
-    }
+    PRECISION.get()
 }
 
 /// Settings of a training BatchNorm followed by an optional LeakyReLU.
@@ -413,14 +389,13 @@ impl std::str::FromStr for TchLayout {
     }
 }
 
-/// 0: not yet read from the environment, 1: Auto, 2: ChannelsLast, 3: Nchw.
 #[cfg(feature = "tch")]
-static TCH_LAYOUT: AtomicU8 = AtomicU8::new(0);
+static TCH_LAYOUT: Setting<TchLayout> = Setting::new("VSR_TCH_LAYOUT", TchLayout::Auto);
 
 /// Sets the layout [`to_conv_layout`] gives on LibTorch, for the whole process ([`TchLayout`]).
 #[cfg(feature = "tch")]
 pub fn set_tch_layout(layout: TchLayout) {
-    TCH_LAYOUT.store(layout as u8 + 1, Ordering::Relaxed);
+    TCH_LAYOUT.set(layout);
 }
 
 /// The current layout: what [`set_tch_layout`] set, else `VSR_TCH_LAYOUT` (`auto`, `nhwc` or
@@ -430,19 +405,7 @@ pub fn set_tch_layout(layout: TchLayout) {
 /// If `VSR_TCH_LAYOUT` holds anything else.
 #[cfg(feature = "tch")]
 pub fn tch_layout() -> TchLayout {
-    match TCH_LAYOUT.load(Ordering::Relaxed) {
-        1 => TchLayout::Auto,
-        2 => TchLayout::ChannelsLast,
-        3 => TchLayout::Nchw,
-        _ => {
-            let layout = match std::env::var("VSR_TCH_LAYOUT") {
-                Ok(v) => v.parse().unwrap_or_else(|e| panic!("VSR_TCH_LAYOUT: {e}")),
-                Err(_) => TchLayout::Auto,
-            };
-            let _ = TCH_LAYOUT.compare_exchange(0, layout as u8 + 1, Ordering::Relaxed, Ordering::Relaxed);
-            tch_layout()
-        }
-    }
+    TCH_LAYOUT.get()
 }
 
 /// `t` (N, C, H, W) in channels-last strides `[C H W, 1, W C, C]`: itself if it has them, else a
@@ -474,14 +437,14 @@ static TCH_CUDNN_BENCHMARK: std::sync::atomic::AtomicBool =
 /// process.
 #[cfg(feature = "tch")]
 pub fn set_tch_cudnn_benchmark(on: bool) {
-    TCH_CUDNN_BENCHMARK.store(on, Ordering::Relaxed);
+    TCH_CUDNN_BENCHMARK.store(on, std::sync::atomic::Ordering::Relaxed);
     tch::Cuda::cudnn_set_benchmark(on);
 }
 
 /// Whether [`set_tch_cudnn_benchmark`] turned benchmark mode on.
 #[cfg(feature = "tch")]
 pub fn tch_cudnn_benchmark() -> bool {
-    TCH_CUDNN_BENCHMARK.load(Ordering::Relaxed)
+    TCH_CUDNN_BENCHMARK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>

@@ -355,6 +355,9 @@ pub(crate) mod libtorch {
         settings: crate::conv::BatchNormAct,
         need: [bool; 3],
     ) -> (TchTensor, [TchTensor; 2], ConvGraph) {
+        if let Some(out) = crate::batch_norm::forward(&x, &gamma, &beta, [&mean, &var], settings, need) {
+            return out;
+        }
         // LibTorch updates the running statistics in place: give it copies.
         let (mean, var) = (mean.tensor.copy(), var.tensor.copy());
         let (out, graph) = record(vec![x, gamma, beta], &need, |l| {
@@ -412,6 +415,9 @@ pub(crate) mod libtorch {
     }
 
     pub(crate) fn backward(graph: ConvGraph, dy: TchTensor) -> Vec<Option<TchTensor>> {
+        if let Some(bn) = graph.0.downcast_ref::<crate::batch_norm::Saved>() {
+            return crate::batch_norm::backward(bn, &dy);
+        }
         let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch graph");
         let wanted: Vec<&tch::Tensor> = saved.leaves.iter().filter(|(_, n)| *n).map(|(t, _)| &t.tensor).collect();
         let y = &saved.y.tensor;

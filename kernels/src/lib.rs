@@ -22,6 +22,8 @@ use burn::tensor::{
 };
 
 mod autodiff;
+#[cfg(feature = "tch")]
+pub mod batch_norm;
 pub mod bench;
 pub mod conv;
 pub mod conv_grad;
@@ -30,6 +32,7 @@ pub mod cube;
 pub mod fixed_point;
 #[cfg(feature = "tch")]
 mod libtorch;
+mod setting;
 
 /// A backend that can warp an image by a flow field.
 pub trait WarpBackend: Backend {

@@ -112,3 +112,84 @@ mod channels_last {
         assert!(d <= 1e-5 * scale, "NHWC and NCHW differ by {d} (largest value {scale})");
     }
 }
+
+/// The BatchNorm + LeakyReLU kernels of our own (`vsr_kernels::batch_norm`, the default on CUDA)
+/// against LibTorch's `batch_norm` (cuDNN) + `prelu` under its autograd, on the same inputs:
+/// output, running statistics and the gradients of x, gamma and beta; f32 and f16 (f32
+/// parameters, as vsr's fp16 training has them); planes whose length is a multiple of 4 (the
+/// vectorised kernels) and not, several chunks per plane, a mean far from 0 against the spread
+/// (the shifted sums), and no activation. The choice is process-wide: the other tests of this
+/// binary may run on either path and pass on both.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_batch_norm_matches_cudnn() {
+    use burn::backend::Autodiff;
+    use burn::module::{Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::batch_norm::{TchBatchNorm, set_tch_batch_norm};
+    type A = Autodiff<B>;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    let cases: [([usize; 4], f32, DType, Option<f64>); 6] = [
+        ([9, 64, 96, 160], 0.0, DType::F32, Some(0.1)),
+        ([9, 64, 96, 160], 0.0, DType::F16, Some(0.1)),
+        ([3, 5, 7, 9], 3.0, DType::F32, Some(0.1)),
+        ([2, 8, 130, 131], 50.0, DType::F32, Some(0.1)),
+        ([2, 8, 130, 131], 0.5, DType::F16, None),
+        ([3, 32, 64, 64], 0.0, DType::F16, Some(0.1)),
+    ];
+    let vec = |t: Tensor<B, 1>| t.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+    for (shape, offset, dtype, slope) in cases {
+        let [n, c, h, w] = shape;
+        let numel = n * c * h * w;
+        let x0 = Tensor::<B, 1>::random([numel], Distribution::Normal(offset as f64, 1.0), &device);
+        let r0 = Tensor::<B, 1>::random([numel], Distribution::Normal(0.0, 1.0), &device);
+        let gamma = Tensor::<B, 1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
+        let beta = Tensor::<B, 1>::random([c], Distribution::Uniform(-0.5, 0.5), &device);
+        let run = |choice: TchBatchNorm| {
+            set_tch_batch_norm(choice);
+            let mut bn = BatchNormConfig::new(c).init::<A>(&device);
+            bn.gamma = Param::from_tensor(Tensor::from_inner(gamma.clone()));
+            bn.beta = Param::from_tensor(Tensor::from_inner(beta.clone()));
+            bn.running_mean = RunningState::new(Tensor::from_inner(beta.clone()));
+            bn.running_var = RunningState::new(Tensor::from_inner(gamma.clone()));
+            let x = Tensor::<A, 1>::from_inner(x0.clone()).cast(dtype).reshape(shape).require_grad();
+            let y = vsr_kernels::conv::batch_norm_act(&bn, x.clone(), slope).unwrap_or_else(|_| panic!("no fused BatchNorm"));
+            assert_eq!(y.dtype(), dtype);
+            let r = Tensor::<A, 1>::from_inner(r0.clone()).cast(dtype).reshape(shape);
+            let g = (y.clone() * r).cast(DType::F32).sum().backward();
+            [
+                vec(y.inner().reshape([numel])),
+                vec(x.grad(&g).unwrap().reshape([numel])),
+                vec(bn.gamma.val().grad(&g).unwrap()),
+                vec(bn.beta.val().grad(&g).unwrap()),
+                vec(bn.running_mean.value_sync().inner()),
+                vec(bn.running_var.value_sync().inner()),
+            ]
+        };
+        let ours = run(TchBatchNorm::Own);
+        let theirs = run(TchBatchNorm::Cudnn);
+        set_tch_batch_norm(TchBatchNorm::Own);
+        let half = dtype == DType::F16;
+        for (i, (what, tol)) in [
+            ("output", if half { 2e-3 } else { 2e-5 }),
+            ("input gradient", if half { 4e-3 } else { 5e-5 }),
+            ("gamma gradient", if half { 2e-3 } else { 1e-4 }),
+            ("beta gradient", if half { 2e-3 } else { 1e-4 }),
+            ("running mean", 1e-5),
+            ("running variance", 1e-5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (a, b) = (&ours[i], &theirs[i]);
+            assert_eq!(a.len(), b.len());
+            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let d = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(a.iter().all(|v| v.is_finite()), "{shape:?} {dtype:?}: our {what} is not finite");
+            assert!(d <= tol * scale, "{shape:?} {dtype:?} offset {offset}: {what} differs from cuDNN's by {d} (largest {scale}, bound {tol})");
+            eprintln!("{shape:?} {dtype:?} offset {offset} slope {slope:?}: {what} max diff {:.2e} relative", d / scale);
+        }
+    }
+}
