@@ -11,71 +11,27 @@
 //! with the activation folded in, and compute in f32 whatever the storage (f32 or f16), with
 //! per-channel sums combined in f64.
 //!
-//! [`TchBatchNorm`] chooses (`VSR_TCH_BATCH_NORM=own|cudnn`, default `own`); LibTorch's
-//! `batch_norm` (cuDNN) remains the path for CPU tensors, other dtypes, more than 65535 planes
-//! (N x C), and where NVRTC or the driver cannot load the kernels (said once on stderr).
+//! [`crate::nvrtc::TchKernels`] chooses (`VSR_TCH_KERNELS=own|libtorch`, default `own`);
+//! LibTorch's `batch_norm` (cuDNN) remains the path for CPU tensors, other dtypes, more than
+//! 65535 planes (N x C), and where NVRTC or the driver cannot load the kernels (said once on
+//! stderr).
 //! Results follow PyTorch's `batch_norm(training=True)` + `leaky_relu` to float tolerance
 //! (kernels/tests/tch.rs compares them on a GPU); the running variance is updated from the
 //! unbiased batch variance, as PyTorch does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use burn::backend::libtorch::TchTensor;
-use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig, PushKernelArg};
 use tch::{Device, Kind, Tensor};
 
 use crate::conv::BatchNormAct;
 use crate::conv_grad::ConvGraph;
-use crate::setting::Setting;
+use crate::nvrtc::{Arg, Kernels, Program, TchKernels, ptr, tch_kernels};
 
 const SOURCE: &str = include_str!("batch_norm.cu");
 /// `CHUNK` and `THREADS` of batch_norm.cu.
 const CHUNK: i64 = 8192;
 const THREADS: u32 = 256;
-
-/// Which BatchNorm LibTorch's training layers run on CUDA tensors; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TchBatchNorm {
-    /// The kernels of this module.
-    Own,
-    /// LibTorch's `batch_norm` (cuDNN) and `prelu`, under its autograd.
-    Cudnn,
-}
-
-impl std::str::FromStr for TchBatchNorm {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "own" => Ok(Self::Own),
-            "cudnn" => Ok(Self::Cudnn),
-            other => Err(format!("LibTorch BatchNorm `{other}`: expected `own` or `cudnn`")),
-        }
-    }
-}
-
-static CHOICE: Setting<TchBatchNorm> = Setting::new("VSR_TCH_BATCH_NORM", TchBatchNorm::Own);
-
-/// Sets the BatchNorm of LibTorch's training layers for the whole process.
-pub fn set_tch_batch_norm(choice: TchBatchNorm) {
-    CHOICE.set(choice);
-}
-
-/// What [`set_tch_batch_norm`] set, else `VSR_TCH_BATCH_NORM` (`own` or `cudnn`), else
-/// [`TchBatchNorm::Own`].
-///
-/// # Panics
-/// If `VSR_TCH_BATCH_NORM` holds anything else.
-pub fn tch_batch_norm() -> TchBatchNorm {
-    CHOICE.get()
-}
-
-/// The compiled kernels on one device.
-struct Kernels {
-    ctx: Arc<CudaContext>,
-    functions: HashMap<&'static str, CudaFunction>,
-}
 
 const ENTRIES: [&str; 18] = [
     "bn_stats_finish",
@@ -98,102 +54,7 @@ const ENTRIES: [&str; 18] = [
     "bn_grad_apply_f16_v1",
 ];
 
-/// The kernels of CUDA device `device`, compiled and loaded on first use (an error says why they
-/// cannot be, once per device, and stays).
-fn kernels(device: usize) -> Result<Arc<Kernels>, String> {
-    static LOADED: Mutex<Vec<(usize, Result<Arc<Kernels>, String>)>> = Mutex::new(Vec::new());
-    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, k)) = loaded.iter().find(|(d, _)| *d == device) {
-        return k.clone();
-    }
-    // cudarc panics where it finds no NVRTC or driver library: an error here.
-    let k = std::panic::catch_unwind(|| load(device))
-        .unwrap_or_else(|_| Err("the CUDA driver or NVRTC library could not be loaded".into()))
-        .map(Arc::new);
-    if let Err(e) = &k {
-        eprintln!("vsr: BatchNorm kernels unavailable on cuda:{device} ({e}); LibTorch's batch_norm (cuDNN) runs instead");
-    }
-    loaded.push((device, k.clone()));
-    k
-}
-
-fn load(device: usize) -> Result<Kernels, String> {
-    let ctx = CudaContext::new(device).map_err(|e| format!("CUDA context: {e}"))?;
-    let (major, minor) = ctx.compute_capability().map_err(|e| format!("compute capability: {e}"))?;
-    let options = cudarc::nvrtc::CompileOptions {
-        options: vec![format!("--gpu-architecture=compute_{major}{minor}"), "-std=c++17".into()],
-        name: Some("batch_norm.cu".into()),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(SOURCE, options).map_err(|e| format!("NVRTC: {e:?}"))?;
-    let module = ctx.load_module(ptx).map_err(|e| format!("loading the module: {e}"))?;
-    let functions = ENTRIES
-        .iter()
-        .map(|&name| module.load_function(name).map(|f| (name, f)).map_err(|e| format!("{name}: {e}")))
-        .collect::<Result<_, _>>()?;
-    Ok(Kernels { ctx, functions })
-}
-
-unsafe extern "C" {
-    /// csrc/stream.cpp: LibTorch's current CUDA stream of `device`; non-zero with a message in
-    /// `error` on failure.
-    fn vsr_tch_current_stream(device: i32, stream: *mut *mut std::ffi::c_void, error: *mut std::ffi::c_char, error_len: i32) -> i32;
-}
-
-fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {
-    let mut stream = std::ptr::null_mut();
-    let mut error = [0 as std::ffi::c_char; 512];
-    // SAFETY: out-pointers valid for the call; the C++ side NUL-terminates `error`.
-    let rc = unsafe { vsr_tch_current_stream(device as i32, &mut stream, error.as_mut_ptr(), error.len() as i32) };
-    if rc != 0 {
-        // SAFETY: NUL-terminated by the C++ side.
-        let msg = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) };
-        return Err(format!("LibTorch's current stream: {}", msg.to_string_lossy()));
-    }
-    Ok(stream.cast())
-}
-
-/// One launch's arguments, in the kernel's order.
-enum Arg {
-    Ptr(u64),
-    I32(i32),
-    I64(i64),
-    F32(f32),
-    F64(f64),
-}
-
-fn ptr(t: &Tensor) -> Arg {
-    Arg::Ptr(t.data_ptr() as u64)
-}
-
-impl Kernels {
-    /// Launches `name` on LibTorch's current stream of `device`.
-    ///
-    /// # Panics
-    /// On a launch error (as tch's infallible calls do).
-    fn launch(&self, device: usize, name: &str, grid: (u32, u32), args: &[Arg]) {
-        let stream = current_stream(device).unwrap_or_else(|e| panic!("BatchNorm kernel {name}: {e}"));
-        // SAFETY: LibTorch keeps its streams alive for the process; work is ordered with
-        // LibTorch's by running on its current stream.
-        let stream = unsafe { self.ctx.wrap_borrowed_stream(stream) };
-        let f = &self.functions[name];
-        let mut b = stream.launch_builder(f);
-        for a in args {
-            match a {
-                Arg::Ptr(v) => b.arg(v),
-                Arg::I32(v) => b.arg(v),
-                Arg::I64(v) => b.arg(v),
-                Arg::F32(v) => b.arg(v),
-                Arg::F64(v) => b.arg(v),
-            };
-        }
-        let cfg = LaunchConfig { grid_dim: (grid.0, grid.1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: the arguments match batch_norm.cu's signature of `name` (types and order),
-        // pointers are live contiguous LibTorch tensors of the sizes the kernel indexes (checked
-        // by the callers), and the grid is the one the kernel expects.
-        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("BatchNorm kernel {name}: {e}"));
-    }
-}
+static PROGRAM: Program = Program::new("batch_norm.cu", SOURCE, &ENTRIES, "BatchNorm", "LibTorch's batch_norm (cuDNN)");
 
 /// The geometry of one BatchNorm: x is (n, c, l) contiguous, read in chunks.
 #[derive(Clone, Copy)]
@@ -205,8 +66,8 @@ struct Shape {
 }
 
 impl Shape {
-    fn grid(&self) -> (u32, u32) {
-        (self.chunks as u32, (self.n * self.c) as u32)
+    fn grid(&self) -> (u32, u32, u32) {
+        (self.chunks as u32, (self.n * self.c) as u32, 1)
     }
 
     /// Partial sums per channel.
@@ -262,7 +123,7 @@ pub(crate) fn forward(
     let t = &x.tensor;
     let Device::Cuda(device) = t.device() else { return None };
     let size = t.size();
-    if tch_batch_norm() != TchBatchNorm::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 {
+    if tch_kernels() != TchKernels::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 {
         return None;
     }
     let (n, c, l) = (size[0], size[1], size[2] * size[3]);
@@ -270,7 +131,7 @@ pub(crate) fn forward(
     if n * c == 0 || l == 0 || n * c > 65535 || shape.chunks > i32::MAX as i64 {
         return None;
     }
-    let kernels = kernels(device).ok()?;
+    let kernels = PROGRAM.kernels(device).ok()?;
     let xc = t.contiguous();
     let v4 = l % 4 == 0;
     let options = (Kind::Float, t.device());
@@ -279,18 +140,18 @@ pub(crate) fn forward(
     let (mean_in, var_in) = (f32s(&mean.tensor), f32s(&var.tensor));
     let part = Tensor::empty([2 * c * shape.count()], options);
     let shift = stat();
-    kernels.launch(device, &entry("stats", t.kind(), v4), shape.grid(), &[
+    kernels.launch(device, (THREADS, 1, 1), &entry("stats", t.kind(), v4), shape.grid(), &[
         ptr(&xc), Arg::I32(c as i32), Arg::I64(l), ptr(&part), ptr(&shift),
     ]);
     let (mu, invstd, scale, new_mean, new_var) = (stat(), stat(), stat(), stat(), stat());
-    kernels.launch(device, "bn_stats_finish", (c as u32, 1), &[
+    kernels.launch(device, (THREADS, 1, 1), "bn_stats_finish", (c as u32, 1, 1), &[
         ptr(&part), ptr(&shift), Arg::I32(shape.count() as i32), Arg::F64(shape.m()), ptr(&gamma32),
         ptr(&mean_in), ptr(&var_in), Arg::F64(settings.momentum), Arg::F64(settings.epsilon),
         ptr(&mu), ptr(&invstd), ptr(&scale), ptr(&new_mean), ptr(&new_var),
     ]);
     let slope = settings.slope.unwrap_or(1.0) as f32;
     let y = Tensor::empty(size.as_slice(), (t.kind(), t.device()));
-    kernels.launch(device, &entry("apply", t.kind(), v4), shape.grid(), &[
+    kernels.launch(device, (THREADS, 1, 1), &entry("apply", t.kind(), v4), shape.grid(), &[
         ptr(&xc), ptr(&y), Arg::I32(c as i32), Arg::I64(l), ptr(&mu), ptr(&scale), ptr(&beta32), Arg::F32(slope),
     ]);
     let running = [new_mean.to_kind(mean.tensor.kind()), new_var.to_kind(var.tensor.kind())].map(TchTensor::new);
@@ -322,18 +183,18 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let options = (Kind::Float, x.device());
     let part = Tensor::empty([2 * c * s.shape.count()], options);
     let (slope, k) = (Arg::F32(s.slope), &s.kernels);
-    k.launch(s.device, &entry("grad_stats", x.kind(), v4), s.shape.grid(), &[
+    k.launch(s.device, (THREADS, 1, 1), &entry("grad_stats", x.kind(), v4), s.shape.grid(), &[
         ptr(x), ptr(&dy), Arg::I32(c as i32), Arg::I64(l), ptr(mean), ptr(scale), ptr(beta), slope, ptr(&part),
     ]);
     let stat = || Tensor::empty([c], options);
     let (dgamma, dbeta, k2, k3) = (stat(), stat(), stat(), stat());
-    k.launch(s.device, "bn_grad_finish", (c as u32, 1), &[
+    k.launch(s.device, (THREADS, 1, 1), "bn_grad_finish", (c as u32, 1, 1), &[
         ptr(&part), Arg::I32(s.shape.count() as i32), Arg::F64(s.shape.m()), ptr(invstd), ptr(scale),
         ptr(&dgamma), ptr(&dbeta), ptr(&k2), ptr(&k3),
     ]);
     let dx = s.need[0].then(|| {
         let dx = Tensor::empty(x.size().as_slice(), (x.kind(), x.device()));
-        k.launch(s.device, &entry("grad_apply", x.kind(), v4), s.shape.grid(), &[
+        k.launch(s.device, (THREADS, 1, 1), &entry("grad_apply", x.kind(), v4), s.shape.grid(), &[
             ptr(x), ptr(&dy), ptr(&dx), Arg::I32(c as i32), Arg::I64(l), ptr(mean), ptr(scale), ptr(beta),
             Arg::F32(s.slope), ptr(&k2), ptr(&k3),
         ]);

@@ -23,7 +23,7 @@ use burn::tensor::{
 
 mod autodiff;
 #[cfg(feature = "tch")]
-pub mod batch_norm;
+mod batch_norm;
 pub mod bench;
 pub mod conv;
 pub mod conv_grad;
@@ -32,6 +32,10 @@ pub mod cube;
 pub mod fixed_point;
 #[cfg(feature = "tch")]
 mod libtorch;
+#[cfg(feature = "tch")]
+pub mod nvrtc;
+#[cfg(feature = "tch")]
+mod one_channel_conv;
 mod setting;
 
 /// A backend that can warp an image by a flow field.

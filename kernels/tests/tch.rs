@@ -113,7 +113,7 @@ mod channels_last {
     }
 }
 
-/// The BatchNorm + LeakyReLU kernels of our own (`vsr_kernels::batch_norm`, the default on CUDA)
+/// The BatchNorm + LeakyReLU kernels of our own (`VSR_TCH_KERNELS=own`, the default on CUDA)
 /// against LibTorch's `batch_norm` (cuDNN) + `prelu` under its autograd, on the same inputs:
 /// output, running statistics and the gradients of x, gamma and beta; f32 and f16 (f32
 /// parameters, as vsr's fp16 training has them); planes whose length is a multiple of 4 (the
@@ -127,7 +127,7 @@ fn own_batch_norm_matches_cudnn() {
     use burn::module::{Param, RunningState};
     use burn::nn::BatchNormConfig;
     use burn::tensor::{DType, Distribution, Tensor};
-    use vsr_kernels::batch_norm::{TchBatchNorm, set_tch_batch_norm};
+    use vsr_kernels::nvrtc::{TchKernels, set_tch_kernels};
     type A = Autodiff<B>;
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
@@ -147,8 +147,8 @@ fn own_batch_norm_matches_cudnn() {
         let r0 = Tensor::<B, 1>::random([numel], Distribution::Normal(0.0, 1.0), &device);
         let gamma = Tensor::<B, 1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
         let beta = Tensor::<B, 1>::random([c], Distribution::Uniform(-0.5, 0.5), &device);
-        let run = |choice: TchBatchNorm| {
-            set_tch_batch_norm(choice);
+        let run = |choice: TchKernels| {
+            set_tch_kernels(choice);
             let mut bn = BatchNormConfig::new(c).init::<A>(&device);
             bn.gamma = Param::from_tensor(Tensor::from_inner(gamma.clone()));
             bn.beta = Param::from_tensor(Tensor::from_inner(beta.clone()));
@@ -168,9 +168,9 @@ fn own_batch_norm_matches_cudnn() {
                 vec(bn.running_var.value_sync().inner()),
             ]
         };
-        let ours = run(TchBatchNorm::Own);
-        let theirs = run(TchBatchNorm::Cudnn);
-        set_tch_batch_norm(TchBatchNorm::Own);
+        let ours = run(TchKernels::Own);
+        let theirs = run(TchKernels::Libtorch);
+        set_tch_kernels(TchKernels::Own);
         let half = dtype == DType::F16;
         for (i, (what, tol)) in [
             ("output", if half { 2e-3 } else { 2e-5 }),
@@ -183,13 +183,73 @@ fn own_batch_norm_matches_cudnn() {
         .into_iter()
         .enumerate()
         {
-            let (a, b) = (&ours[i], &theirs[i]);
-            assert_eq!(a.len(), b.len());
-            let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let d = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            assert!(a.iter().all(|v| v.is_finite()), "{shape:?} {dtype:?}: our {what} is not finite");
-            assert!(d <= tol * scale, "{shape:?} {dtype:?} offset {offset}: {what} differs from cuDNN's by {d} (largest {scale}, bound {tol})");
-            eprintln!("{shape:?} {dtype:?} offset {offset} slope {slope:?}: {what} max diff {:.2e} relative", d / scale);
+            let case = format!("{shape:?} {dtype:?} offset {offset} slope {slope:?}: {what}");
+            assert_close(&case, &ours[i], &theirs[i], tol);
+        }
+    }
+}
+
+/// `ours` within `tol` times the largest magnitude of `theirs`, element by element, and finite.
+fn assert_close(case: &str, ours: &[f32], theirs: &[f32], tol: f32) {
+    assert_eq!(ours.len(), theirs.len(), "{case}: lengths");
+    let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let d = ours.iter().zip(theirs).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    assert!(ours.iter().all(|v| v.is_finite()), "{case}: not finite");
+    assert!(d <= tol * scale, "{case}: differs from LibTorch's by {d} (largest {scale}, bound {tol})");
+    eprintln!("{case}: max diff {:.2e} relative", d / scale);
+}
+
+/// The one-output-channel convolution kernels of our own (VSRNet's conv3; `VSR_TCH_KERNELS=own`,
+/// the default on CUDA) against LibTorch's convolution (cuDNN, TF32 allowed: hence the f32
+/// bound) under its autograd: output, input and weight gradients; f32 and f16; kernels 3, 5 and
+/// 9; images that are not whole tiles (32 x 8) and a weight-gradient grid with a partial last
+/// block of tile rows. A 2-channel output (not ours) is checked to still run. Process-wide choice
+/// as in `own_batch_norm_matches_cudnn`.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_one_channel_conv_matches_cudnn() {
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::nvrtc::{TchKernels, set_tch_kernels};
+    type A = Autodiff<B>;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    let cases: [([usize; 4], usize, usize, DType); 6] = [
+        ([3, 32, 128, 160], 5, 1, DType::F32),
+        ([3, 32, 128, 160], 5, 1, DType::F16),
+        ([2, 7, 33, 45], 3, 1, DType::F32),
+        ([1, 4, 20, 70], 9, 1, DType::F16),
+        ([2, 3, 150, 37], 5, 1, DType::F32),
+        ([2, 6, 24, 40], 3, 2, DType::F32),
+    ];
+    let vec = |t: Tensor<B, 4>| {
+        let n = t.shape().num_elements();
+        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
+    };
+    for (shape, k, cout, dtype) in cases {
+        let [n, c, h, w] = shape;
+        let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let w0 = Tensor::<B, 4>::random([cout, c, k, k], Distribution::Normal(0.0, 0.2), &device);
+        let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let run = |choice: TchKernels| {
+            set_tch_kernels(choice);
+            let x = Tensor::<A, 4>::from_inner(x0.clone()).cast(dtype).require_grad();
+            let wt = Tensor::<A, 4>::from_inner(w0.clone()).cast(dtype).require_grad();
+            let p = (k - 1) / 2;
+            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
+            assert_eq!(y.dims(), [n, cout, h, w]);
+            assert_eq!(y.dtype(), dtype);
+            let r = Tensor::<A, 4>::from_inner(r0.clone()).cast(dtype);
+            let g = (y.clone() * r).cast(DType::F32).sum().backward();
+            [vec(y.inner()), vec(x.grad(&g).unwrap()), vec(wt.grad(&g).unwrap())]
+        };
+        let ours = run(TchKernels::Own);
+        let theirs = run(TchKernels::Libtorch);
+        set_tch_kernels(TchKernels::Own);
+        let tol = if dtype == DType::F16 { 5e-3 } else { 2e-3 };
+        for (i, what) in ["output", "input gradient", "weight gradient"].into_iter().enumerate() {
+            assert_close(&format!("{shape:?} k {k} cout {cout} {dtype:?}: {what}"), &ours[i], &theirs[i], tol);
         }
     }
 }

@@ -1,0 +1,181 @@
+//! Our CUDA C kernels on LibTorch's CUDA tensors: compiled by NVRTC for the device's
+//! architecture when first used, launched on LibTorch's current stream of the device (so that
+//! they are ordered with LibTorch's own kernels and with its caching allocator's reuse of
+//! memory), on raw pointers of contiguous tensors.
+//!
+//! A [`Program`] that cannot be compiled or loaded on a device (no NVRTC or driver library, an
+//! architecture NVRTC does not know) says why once on stderr, and its callers take LibTorch's
+//! own path instead.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, LaunchConfig, PushKernelArg};
+
+use crate::setting::Setting;
+
+/// Whether LibTorch's training layers on CUDA run vsr's own kernels where it has them
+/// ([`crate::batch_norm`]: BatchNorm + LeakyReLU; [`crate::one_channel_conv`]: convolutions to
+/// one output channel) or LibTorch's (cuDNN) everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TchKernels {
+    /// vsr's kernels where it has them (the default).
+    Own,
+    /// LibTorch's everywhere.
+    Libtorch,
+}
+
+impl std::str::FromStr for TchKernels {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "own" => Ok(Self::Own),
+            "libtorch" | "cudnn" => Ok(Self::Libtorch),
+            other => Err(format!("LibTorch kernels `{other}`: expected `own` or `libtorch`")),
+        }
+    }
+}
+
+static CHOICE: Setting<TchKernels> = Setting::new("VSR_TCH_KERNELS", TchKernels::Own);
+
+/// Sets [`TchKernels`] for the whole process.
+pub fn set_tch_kernels(choice: TchKernels) {
+    CHOICE.set(choice);
+}
+
+/// What [`set_tch_kernels`] set, else `VSR_TCH_KERNELS` (`own` or `libtorch`), else
+/// [`TchKernels::Own`].
+///
+/// # Panics
+/// If `VSR_TCH_KERNELS` holds anything else.
+pub fn tch_kernels() -> TchKernels {
+    CHOICE.get()
+}
+
+/// One CUDA C source and its entry points, compiled per device on first use.
+pub(crate) struct Program {
+    name: &'static str,
+    source: &'static str,
+    entries: &'static [&'static str],
+    /// What the kernels are and what runs without them, for the note on stderr.
+    what: &'static str,
+    instead: &'static str,
+    loaded: Mutex<Vec<(usize, Result<Arc<Kernels>, String>)>>,
+}
+
+/// A [`Program`]'s kernels, loaded on one device.
+pub(crate) struct Kernels {
+    ctx: Arc<CudaContext>,
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
+impl Program {
+    pub(crate) const fn new(
+        name: &'static str,
+        source: &'static str,
+        entries: &'static [&'static str],
+        what: &'static str,
+        instead: &'static str,
+    ) -> Self {
+        Self { name, source, entries, what, instead, loaded: Mutex::new(Vec::new()) }
+    }
+
+    /// The kernels on CUDA device `device`, compiled and loaded on first use (an error says why
+    /// they cannot be, once per device, and stays).
+    pub(crate) fn kernels(&self, device: usize) -> Result<Arc<Kernels>, String> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, k)) = loaded.iter().find(|(d, _)| *d == device) {
+            return k.clone();
+        }
+        // cudarc panics where it finds no NVRTC or driver library: an error here.
+        let k = std::panic::catch_unwind(|| self.load(device))
+            .unwrap_or_else(|_| Err("the CUDA driver or NVRTC library could not be loaded".into()))
+            .map(Arc::new);
+        if let Err(e) = &k {
+            eprintln!("vsr: {} kernels ({}) unavailable on cuda:{device} ({e}); {} runs instead", self.what, self.name, self.instead);
+        }
+        loaded.push((device, k.clone()));
+        k
+    }
+
+    fn load(&self, device: usize) -> Result<Kernels, String> {
+        let ctx = CudaContext::new(device).map_err(|e| format!("CUDA context: {e}"))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| format!("compute capability: {e}"))?;
+        let options = cudarc::nvrtc::CompileOptions {
+            options: vec![format!("--gpu-architecture=compute_{major}{minor}"), "-std=c++17".into()],
+            name: Some(self.name.into()),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(self.source, options).map_err(|e| format!("NVRTC: {e:?}"))?;
+        let module = ctx.load_module(ptx).map_err(|e| format!("loading the module: {e}"))?;
+        let functions = self
+            .entries
+            .iter()
+            .map(|&name| module.load_function(name).map(|f| (name, f)).map_err(|e| format!("{name}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(Kernels { ctx, functions })
+    }
+}
+
+unsafe extern "C" {
+    /// csrc/stream.cpp: LibTorch's current CUDA stream of `device`; non-zero with a message in
+    /// `error` on failure.
+    fn vsr_tch_current_stream(device: i32, stream: *mut *mut std::ffi::c_void, error: *mut std::ffi::c_char, error_len: i32) -> i32;
+}
+
+fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {
+    let mut stream = std::ptr::null_mut();
+    let mut error = [0 as std::ffi::c_char; 512];
+    // SAFETY: out-pointers valid for the call; the C++ side NUL-terminates `error`.
+    let rc = unsafe { vsr_tch_current_stream(device as i32, &mut stream, error.as_mut_ptr(), error.len() as i32) };
+    if rc != 0 {
+        // SAFETY: NUL-terminated by the C++ side.
+        let msg = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) };
+        return Err(format!("LibTorch's current stream: {}", msg.to_string_lossy()));
+    }
+    Ok(stream.cast())
+}
+
+/// One launch argument, in the kernel's order.
+pub(crate) enum Arg {
+    Ptr(u64),
+    I32(i32),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+}
+
+/// The device pointer of a (contiguous) tensor.
+pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
+    Arg::Ptr(t.data_ptr() as u64)
+}
+
+impl Kernels {
+    /// Launches `name` with `block` threads per block on LibTorch's current stream of `device`.
+    ///
+    /// # Panics
+    /// On a launch error (as tch's infallible calls do).
+    pub(crate) fn launch(&self, device: usize, block: (u32, u32, u32), name: &str, grid: (u32, u32, u32), args: &[Arg]) {
+        let stream = current_stream(device).unwrap_or_else(|e| panic!("kernel {name}: {e}"));
+        // SAFETY: LibTorch keeps its streams alive for the process; work is ordered with
+        // LibTorch's by running on its current stream.
+        let stream = unsafe { self.ctx.wrap_borrowed_stream(stream) };
+        let f = &self.functions[name];
+        let mut b = stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::Ptr(v) => b.arg(v),
+                Arg::I32(v) => b.arg(v),
+                Arg::I64(v) => b.arg(v),
+                Arg::F32(v) => b.arg(v),
+                Arg::F64(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
+        // SAFETY: the callers pass the arguments of the kernel's signature (types and order),
+        // pointers of live contiguous LibTorch tensors of the sizes the kernel indexes, and the
+        // grid and block the kernel expects.
+        unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("kernel {name}: {e}"));
+    }
+}

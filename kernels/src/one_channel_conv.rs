@@ -1,0 +1,183 @@
+//! Training convolutions to one output channel (VSRNet's conv3: 32 -> 1 channel, 5x5) on
+//! LibTorch's CUDA tensors as kernels of our own (`one_channel_conv.cu`; compiled and launched as
+//! [`crate::nvrtc`] says).
+//!
+//! Why: cuDNN has no good algorithm for one output channel. On an H200 in fp16, at batch 3 and
+//! 512x960, its forward, input gradient and weight gradient of conv3 took 0.6, 1.6 and 1.5 ms
+//! (Nsight Compute) for 2.4 GFLOP each, a fifth of VSRNet's step once its BatchNorm ran on
+//! [`crate::batch_norm`]. These kernels stage image tiles and the weights in shared memory and
+//! compute in f32 (the storage is f32 or f16; "TF32" does not apply: this is f32 arithmetic).
+//!
+//! They take: stride 1, dilation 1, one group, square kernels of 3, 5, 7 or 9 with "same" padding
+//! ((K - 1) / 2), C K K <= 4096 weights, input and weight of one dtype (f32 or f16), at most
+//! 65535 images. Anything else, CPU tensors, and `VSR_TCH_KERNELS=libtorch` go to LibTorch's
+//! convolution. The weight gradient is deterministic (no atomics).
+
+use std::sync::Arc;
+
+use burn::backend::libtorch::TchTensor;
+use burn::tensor::ops::ConvOptions;
+use tch::{Device, Kind, Tensor};
+
+use crate::conv_grad::ConvGraph;
+use crate::nvrtc::{Arg, Kernels, Program, TchKernels, ptr, tch_kernels};
+
+const SOURCE: &str = include_str!("one_channel_conv.cu");
+/// `TX`, `TY`, `RPT`, `WMAX` and `ROWS` of one_channel_conv.cu.
+const TX: u32 = 32;
+const TY: u32 = 8;
+const RPT: u32 = 4;
+const WMAX: i64 = 4096;
+const ROWS: u32 = 8;
+/// The kernel sizes compiled.
+const SIZES: [i64; 4] = [3, 5, 7, 9];
+
+/// `ocv_<pass>_<f32|f16>_k<K>` for every pass, storage type and kernel size, and the finish.
+const ENTRIES: [&str; 25] = [
+    "ocv_grad_weight_finish",
+    "ocv_forward_f32_k3", "ocv_grad_input_f32_k3", "ocv_grad_weight_f32_k3",
+    "ocv_forward_f32_k5", "ocv_grad_input_f32_k5", "ocv_grad_weight_f32_k5",
+    "ocv_forward_f32_k7", "ocv_grad_input_f32_k7", "ocv_grad_weight_f32_k7",
+    "ocv_forward_f32_k9", "ocv_grad_input_f32_k9", "ocv_grad_weight_f32_k9",
+    "ocv_forward_f16_k3", "ocv_grad_input_f16_k3", "ocv_grad_weight_f16_k3",
+    "ocv_forward_f16_k5", "ocv_grad_input_f16_k5", "ocv_grad_weight_f16_k5",
+    "ocv_forward_f16_k7", "ocv_grad_input_f16_k7", "ocv_grad_weight_f16_k7",
+    "ocv_forward_f16_k9", "ocv_grad_input_f16_k9", "ocv_grad_weight_f16_k9",
+];
+
+static PROGRAM: Program =
+    Program::new("one_channel_conv.cu", SOURCE, &ENTRIES, "one-output-channel convolution", "LibTorch's convolution (cuDNN)");
+
+/// x (n, c, h, w), w (1, c, k, k).
+#[derive(Clone, Copy)]
+struct Shape {
+    n: i64,
+    c: i64,
+    h: i64,
+    w: i64,
+    k: i64,
+}
+
+impl Shape {
+    fn args(&self) -> [Arg; 3] {
+        [Arg::I32(self.c as i32), Arg::I32(self.h as i32), Arg::I32(self.w as i32)]
+    }
+
+    /// The forward's and the input gradient's: tiles of TX x (TY RPT).
+    fn grid(&self) -> (u32, u32, u32) {
+        (ceil(self.w, TX), ceil(self.h, TY * RPT), self.n as u32)
+    }
+
+    /// The weight gradient's: regions of TX x (TY ROWS).
+    fn weight_grid(&self) -> (u32, u32, u32) {
+        (ceil(self.w, TX), ceil(self.h, TY * ROWS), self.n as u32)
+    }
+
+    /// `ocv_<pass>_<f32|f16>_k<K>`.
+    fn entry(&self, pass: &str, kind: Kind) -> String {
+        format!("ocv_{pass}_{}_k{}", if kind == Kind::Half { "f16" } else { "f32" }, self.k)
+    }
+}
+
+fn ceil(v: i64, by: u32) -> u32 {
+    (v as u32).div_ceil(by)
+}
+
+/// What the backward needs of the forward.
+pub(crate) struct Saved {
+    device: usize,
+    kernels: Arc<Kernels>,
+    shape: Shape,
+    /// Contiguous input and weight (held as Burn's tensors: tch's are not `Sync`).
+    x: TchTensor,
+    weight: TchTensor,
+    need: [bool; 2],
+    /// Burn's handles of the input and weight: while held, Burn writes into neither in place.
+    _burn: [TchTensor; 2],
+}
+
+/// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
+/// they do not apply (see the module docs); the graph's backward is [`backward`].
+pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
+    let (t, wt) = (&x.tensor, &weight.tensor);
+    let Device::Cuda(device) = t.device() else { return None };
+    let (xs, ws) = (t.size(), wt.size());
+    if tch_kernels() != TchKernels::Own
+        || !matches!(t.kind(), Kind::Float | Kind::Half)
+        || wt.kind() != t.kind()
+        || wt.device() != t.device()
+        || xs.len() != 4
+        || ws.len() != 4
+    {
+        return None;
+    }
+    let shape = Shape { n: xs[0], c: xs[1], h: xs[2], w: xs[3], k: ws[2] };
+    let k = shape.k;
+    let same = ((k - 1) / 2) as usize;
+    if ws[0] != 1
+        || ws[1] != shape.c
+        || ws[3] != k
+        || !SIZES.contains(&k)
+        || shape.c * k * k > WMAX
+        || options.stride != [1, 1]
+        || options.dilation != [1, 1]
+        || options.groups != 1
+        || options.padding != [same, same]
+        || shape.n == 0
+        || shape.n > 65535
+        || shape.h * shape.w == 0
+        || shape.h > i32::MAX as i64 / 2
+        || shape.w > i32::MAX as i64 / 2
+    {
+        return None;
+    }
+    let kernels = PROGRAM.kernels(device).ok()?;
+    let (xc, wc) = (t.contiguous(), wt.contiguous());
+    let y = Tensor::empty([shape.n, 1, shape.h, shape.w], (t.kind(), t.device()));
+    let mut args = vec![ptr(&xc), ptr(&wc), ptr(&y)];
+    args.extend(shape.args());
+    kernels.launch(device, (TX, TY, 1), &shape.entry("forward", t.kind()), shape.grid(), &args);
+    let saved = Saved {
+        device,
+        kernels,
+        shape,
+        x: TchTensor::new(xc),
+        weight: TchTensor::new(wc),
+        need,
+        _burn: [x.clone(), weight.clone()],
+    };
+    Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
+}
+
+/// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`.
+pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
+    let (x, w) = (&s.x.tensor, &s.weight.tensor);
+    let sh = s.shape;
+    let dy = dy.tensor.to_kind(x.kind()).contiguous();
+    assert_eq!(dy.size(), [sh.n, 1, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
+    let dx = s.need[0].then(|| {
+        let dx = Tensor::empty(x.size().as_slice(), (x.kind(), x.device()));
+        let mut args = vec![ptr(&dy), ptr(w), ptr(&dx)];
+        args.extend(sh.args());
+        s.kernels.launch(s.device, (TX, TY, 1), &sh.entry("grad_input", x.kind()), sh.grid(), &args);
+        TchTensor::new(dx)
+    });
+    let dw = s.need[1].then(|| {
+        let grid = sh.weight_grid();
+        let blocks = grid.0 as i64 * grid.1 as i64 * grid.2 as i64;
+        let count = sh.c * sh.k * sh.k;
+        let part = Tensor::empty([blocks * count], (Kind::Float, x.device()));
+        let mut args = vec![ptr(x), ptr(&dy), ptr(&part)];
+        args.extend(sh.args());
+        s.kernels.launch(s.device, (TX, TY, 1), &sh.entry("grad_weight", x.kind()), grid, &args);
+        let dw = Tensor::empty([1, sh.c, sh.k, sh.k], (Kind::Float, x.device()));
+        s.kernels.launch(s.device, (256, 1, 1), "ocv_grad_weight_finish", ((count as u32).div_ceil(256), 1, 1), &[
+            ptr(&part),
+            Arg::I32(blocks as i32),
+            Arg::I32(count as i32),
+            ptr(&dw),
+        ]);
+        TchTensor::new(dw.to_kind(w.kind()))
+    });
+    vec![dx, dw]
+}
