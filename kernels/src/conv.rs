@@ -165,6 +165,13 @@ pub trait ConvBackend: Backend {
         <Self as burn::tensor::ops::ActivationOps<Self>>::leaky_relu(x, slope.into())
     }
 
+    /// LeakyReLU(`slope`) of `x` (N, C, H, W) plus `bias` (C) per channel: [`bias_leaky_relu_ops`]
+    /// (two passes); LibTorch on CUDA overrides it with one kernel, `Autodiff<B>` runs its inner
+    /// backend's where nothing needs a gradient.
+    fn bias_leaky_relu(x: FloatTensor<Self>, bias: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        float(bias_leaky_relu_ops::<Self>(tensor(x), tensor(bias), slope))
+    }
+
     /// `x` (N, C, H, W) in the memory layout the backend's convolutions run fastest in
     /// ([`to_conv_layout`]): unchanged, except on LibTorch ([`TchLayout`]).
     fn conv_layout(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -259,6 +266,14 @@ where
     fn leaky_relu_one_pass(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
         let t = &x.tensor;
         burn::backend::libtorch::TchTensor::new(t.prelu(&tch::Tensor::full([1], slope, (t.kind(), t.device()))))
+    }
+
+    /// One kernel of our own on CUDA ([`crate::bias_act`]), else the two passes.
+    fn bias_leaky_relu(x: FloatTensor<Self>, bias: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        match crate::bias_act::forward(&x, &bias, slope) {
+            Some(y) => y,
+            None => float(bias_leaky_relu_ops::<Self>(tensor(x), tensor(bias), slope)),
+        }
     }
 
     const CONV_GRAPH: bool = true;
@@ -463,6 +478,14 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
         B::CONV_GRAPH
     }
 
+    fn bias_leaky_relu(x: FloatTensor<Self>, bias: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
+        if x.node.requirement.is_none() && bias.node.requirement.is_none() {
+            let y = B::bias_leaky_relu(x.primitive, bias.primitive, slope);
+            return float(Tensor::<Self, 4>::from_inner(tensor(y)));
+        }
+        float(bias_leaky_relu_ops::<Self>(tensor(x), tensor(bias), slope))
+    }
+
     fn batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -485,6 +508,20 @@ pub fn to_conv_layout<B: ConvBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// differentiable under `Autodiff<B>` (Burn's own there).
 pub fn leaky_relu<B: ConvBackend, const D: usize>(x: Tensor<B, D>, slope: f64) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(B::leaky_relu_one_pass(x.into_primitive().tensor(), slope)))
+}
+
+/// LeakyReLU(`slope`) of `x` (N, C, H, W) plus `bias` (C, cast to the dtype of `x`) per channel,
+/// in two passes: Burn's add, then [`leaky_relu`].
+pub fn bias_leaky_relu_ops<B: ConvBackend>(x: Tensor<B, 4>, bias: Tensor<B, 1>, slope: f64) -> Tensor<B, 4> {
+    let c = bias.dims()[0];
+    let bias = bias.cast(x.dtype()).reshape([1, c, 1, 1]);
+    leaky_relu(x + bias, slope)
+}
+
+/// LeakyReLU(`slope`) of `x` (N, C, H, W) plus `bias` (C) per channel, in one pass where the
+/// backend has it ([`ConvBackend::bias_leaky_relu`]); differentiable under `Autodiff<B>`.
+pub fn bias_leaky_relu<B: ConvBackend>(x: Tensor<B, 4>, bias: Tensor<B, 1>, slope: f64) -> Tensor<B, 4> {
+    tensor(B::bias_leaky_relu(float(x), float(bias), slope))
 }
 
 /// Training-mode `bn` (batch statistics) then LeakyReLU(`slope`) if given, in tensor ops for any
@@ -550,6 +587,10 @@ fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
 }
 
+fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
 /// Burn's `conv2d` (same arguments, symmetric padding in `options`), computed at the current
 /// [`conv_precision`]; under autodiff with the backward of [`crate::conv_grad`].
 pub fn conv2d<B: ConvBackend>(
@@ -595,6 +636,19 @@ fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {
 
 /// `conv.forward(x)` through [`conv2d`] (current [`conv_precision`], training backward).
 pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    conv2d_module_with(conv, x, true)
+}
+
+/// `leaky_relu(conv.forward(x), slope)`, the bias and the activation in one pass where the
+/// backend has it ([`bias_leaky_relu`]).
+pub fn conv2d_module_leaky<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>, slope: f64) -> Tensor<B, 4> {
+    match &conv.bias {
+        Some(b) => bias_leaky_relu(conv2d_module_with(conv, x, false), b.val(), slope),
+        None => leaky_relu(conv2d_module(conv, x), slope),
+    }
+}
+
+fn conv2d_module_with<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>, with_bias: bool) -> Tensor<B, 4> {
     let [_, _, h, w] = x.dims();
     let ((top, bottom), (left, right)) = match conv.padding {
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),
@@ -615,12 +669,8 @@ pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tenso
         (x, [0, 0])
     };
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    conv2d(
-        x,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|b| b.val()),
-        options,
-    )
+    let bias = conv.bias.as_ref().filter(|_| with_bias).map(|b| b.val());
+    conv2d(x, conv.weight.val(), bias, options)
 }
 
 /// `conv.forward(x)` at the current [`conv_precision`].
@@ -628,19 +678,22 @@ pub fn conv_transpose2d_module<B: ConvBackend>(
     conv: &ConvTranspose2d<B>,
     x: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    let options = ConvTransposeOptions::new(
-        conv.stride,
-        conv.padding,
-        conv.padding_out,
-        conv.dilation,
-        conv.groups,
-    );
-    conv_transpose2d(
-        x,
-        conv.weight.val(),
-        conv.bias.as_ref().map(|b| b.val()),
-        options,
-    )
+    conv_transpose2d_module_with(conv, x, true)
+}
+
+/// `leaky_relu(conv.forward(x), slope)`, the bias and the activation in one pass where the
+/// backend has it ([`bias_leaky_relu`]).
+pub fn conv_transpose2d_module_leaky<B: ConvBackend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>, slope: f64) -> Tensor<B, 4> {
+    match &conv.bias {
+        Some(b) => bias_leaky_relu(conv_transpose2d_module_with(conv, x, false), b.val(), slope),
+        None => leaky_relu(conv_transpose2d_module(conv, x), slope),
+    }
+}
+
+fn conv_transpose2d_module_with<B: ConvBackend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>, with_bias: bool) -> Tensor<B, 4> {
+    let options = ConvTransposeOptions::new(conv.stride, conv.padding, conv.padding_out, conv.dilation, conv.groups);
+    let bias = conv.bias.as_ref().filter(|_| with_bias).map(|b| b.val());
+    conv_transpose2d(x, conv.weight.val(), bias, options)
 }
 
 #[cfg(test)]

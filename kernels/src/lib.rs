@@ -24,6 +24,8 @@ use burn::tensor::{
 mod autodiff;
 #[cfg(feature = "tch")]
 mod batch_norm;
+#[cfg(feature = "tch")]
+mod bias_act;
 pub mod bench;
 pub mod conv;
 pub mod conv_grad;

@@ -50,6 +50,7 @@ on_both! {
     conv_train => common::check_conv_train;
     batch_norm_ops => common::check_batch_norm_ops;
     leaky_relu => common::check_leaky_relu;
+    bias_leaky_relu => common::check_bias_leaky_relu;
 }
 
 #[test]

@@ -57,6 +57,11 @@ fn leaky_relu() {
 }
 
 #[test]
+fn bias_leaky_relu() {
+    common::check_bias_leaky_relu::<B>(&device());
+}
+
+#[test]
 fn batch_norm_ops() {
     common::check_batch_norm_ops::<B>(&device());
 }

@@ -48,6 +48,7 @@ checks! {
     batch_norm_train => common::check_batch_norm_train::<B>;
     batch_norm_ops => common::check_batch_norm_ops::<B>;
     leaky_relu => common::check_leaky_relu::<B>;
+    bias_leaky_relu => common::check_bias_leaky_relu::<B>;
 }
 
 /// fp16 on the GPU only: LibTorch's CPU has no half-precision `grid_sample`.

@@ -5,7 +5,9 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, backend::Backend};
-use vsr_kernels::conv::{ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv_transpose2d_module, leaky_relu};
+use vsr_kernels::conv::{
+    ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv2d_module_leaky, conv_transpose2d_module_leaky, leaky_relu,
+};
 
 use crate::precision::cast_module;
 
@@ -63,7 +65,12 @@ impl<B: ConvBackend> ConvBlock<B> {
     /// PyTorch's autocast; elsewhere [`batch_norm_act_ops`]), and the output has the dtype of `x`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dtype = x.dtype();
-        let x = conv2d_module(&cast_module(self.conv.clone(), dtype), x);
+        let conv = cast_module(self.conv.clone(), dtype);
+        if self.bn.is_none() && self.activation {
+            // (FlowNetSD's blocks: the bias and LeakyReLU in one pass where the backend has it)
+            return conv2d_module_leaky(&conv, x, LEAKY_SLOPE);
+        }
+        let x = conv2d_module(&conv, x);
         let slope = self.activation.then_some(LEAKY_SLOPE);
         let x = match &self.bn {
             Some(bn) => match batch_norm_act(bn, x, slope) {
@@ -94,7 +101,7 @@ impl<B: Backend> DeconvBlock<B> {
 
 impl<B: ConvBackend> DeconvBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        leaky_relu(conv_transpose2d_module(&self.conv, x), LEAKY_SLOPE)
+        conv_transpose2d_module_leaky(&self.conv, x, LEAKY_SLOPE)
     }
 }
 

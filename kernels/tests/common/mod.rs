@@ -705,3 +705,54 @@ fn check_batch_norm_with<B: vsr_kernels::conv::ConvBackend>(
     let g = (y1.sum() + y2.sum()).backward();
     assert!(x1.grad(&g).is_some(), "input gradient after two forwards");
 }
+
+/// `vsr_kernels::conv::bias_leaky_relu` (one pass where the backend has it) against its
+/// definition `leaky_relu(x + bias)`: f32 and f16, an NCHW input and the backend's convolution
+/// layout (channels-last on LibTorch's CUDA), a value count that is not a multiple of 4, values
+/// on both sides of 0; under autodiff both with nothing to differentiate (the inner backend's
+/// path) and with gradients for x and the bias (checked against the definition's).
+pub fn check_bias_leaky_relu<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ElementConversion;
+    use vsr_kernels::conv::{bias_leaky_relu, to_conv_layout};
+    let slope = 0.1;
+    for (shape, dtype) in [([2, 5, 6, 7], DType::F32), ([2, 5, 6, 7], DType::F16), ([3, 8, 4, 4], DType::F32), ([1, 3, 3, 3], DType::F16)] {
+        let c = shape[1];
+        let x = Tensor::<B, 4>::random(shape, Distribution::Uniform(-2.0, 2.0), device);
+        let b = Tensor::<B, 1>::random([c], Distribution::Uniform(-0.5, 0.5), device);
+        let want = {
+            let z = x.clone() + b.clone().reshape([1, c, 1, 1]);
+            let neg = z.clone().lower_elem(0.0);
+            z.clone().mask_where(neg, z * slope)
+        };
+        let tol = if dtype == DType::F16 { 4e-3 } else { 1e-6 };
+        for input in [x.clone(), to_conv_layout(x.clone())] {
+            let got = bias_leaky_relu(input.cast(dtype), b.clone(), slope);
+            assert_eq!(got.dtype(), dtype, "bias_leaky_relu changed the dtype");
+            assert_eq!(got.dims(), shape);
+            let d = (got.cast(DType::F32) - want.clone()).abs().max().into_scalar().elem::<f32>();
+            assert!(d <= tol * 2.5, "{shape:?} {dtype:?}: bias_leaky_relu differs from its definition by {d}");
+        }
+    }
+    // Under autodiff.
+    let (shape, c) = ([2, 4, 5, 3], 4);
+    let xv = Tensor::<B, 4>::random(shape, Distribution::Uniform(-2.0, 2.0), device);
+    let bv = Tensor::<B, 1>::random([c], Distribution::Uniform(-0.5, 0.5), device);
+    let r = Tensor::<Autodiff<B>, 4>::from_inner(Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), device));
+    let untracked = bias_leaky_relu(Tensor::<Autodiff<B>, 4>::from_inner(xv.clone()), Tensor::from_inner(bv.clone()), slope);
+    let x = Tensor::<Autodiff<B>, 4>::from_inner(xv.clone()).require_grad();
+    let b = Tensor::<Autodiff<B>, 1>::from_inner(bv.clone()).require_grad();
+    let y = bias_leaky_relu(x.clone(), b.clone(), slope);
+    let g = (y.clone() * r.clone()).sum().backward();
+    let (x2, b2) = (Tensor::<Autodiff<B>, 4>::from_inner(xv).require_grad(), Tensor::<Autodiff<B>, 1>::from_inner(bv).require_grad());
+    let z = x2.clone() + b2.clone().reshape([1, c, 1, 1]);
+    let y2 = burn::tensor::activation::leaky_relu(z, slope);
+    let g2 = (y2.clone() * r).sum().backward();
+    let close = |a: Tensor<B, 4>, e: Tensor<B, 4>, what: &str| {
+        let d = (a - e).abs().max().into_scalar().elem::<f32>();
+        assert!(d <= 1e-5, "bias_leaky_relu under autodiff: {what} differs by {d}");
+    };
+    close(untracked.inner(), y2.clone().inner(), "output (nothing tracked)");
+    close(y.inner(), y2.inner(), "output");
+    close(x.grad(&g).unwrap(), x2.grad(&g2).unwrap(), "x gradient");
+    close(b.grad(&g).unwrap().reshape([1, c, 1, 1]), b2.grad(&g2).unwrap().reshape([1, c, 1, 1]), "bias gradient");
+}

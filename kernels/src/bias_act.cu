@@ -1,0 +1,84 @@
+// y = LeakyReLU(x + bias[c]) in one pass over LibTorch's CUDA tensors (kernels/src/bias_act.rs
+// compiles this with NVRTC at run time and launches it on LibTorch's current stream): FlowNetSD's
+// 25 convolutions and deconvolutions each add a per-channel bias and apply LeakyReLU(0.1), which
+// LibTorch runs as two passes (its convolution's bias add, then PReLU), two reads and two writes
+// of every activation. x and y share one dense layout, walked in memory order: NCHW (channel =
+// (i / HW) mod C) or channels-last (channel = i mod C). f32 arithmetic whatever the storage.
+
+typedef unsigned short half_t;
+
+__device__ __forceinline__ float h2f(half_t h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+
+__device__ __forceinline__ half_t f2h(float f) {
+  half_t h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+
+struct F32 {
+  typedef float T;
+  static __device__ __forceinline__ float load(const T *p, long long i) { return p[i]; }
+  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = v; }
+  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
+    float4 t = reinterpret_cast<const float4 *>(p)[i];
+    v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
+  }
+  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
+    reinterpret_cast<float4 *>(p)[i] = make_float4(v[0], v[1], v[2], v[3]);
+  }
+};
+
+struct F16 {
+  typedef half_t T;
+  static __device__ __forceinline__ float load(const T *p, long long i) { return h2f(p[i]); }
+  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = f2h(v); }
+  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
+    uint2 t = reinterpret_cast<const uint2 *>(p)[i];
+    v[0] = h2f((half_t)(t.x & 0xffffu)); v[1] = h2f((half_t)(t.x >> 16));
+    v[2] = h2f((half_t)(t.y & 0xffffu)); v[3] = h2f((half_t)(t.y >> 16));
+  }
+  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
+    uint2 t;
+    t.x = (unsigned)f2h(v[0]) | ((unsigned)f2h(v[1]) << 16);
+    t.y = (unsigned)f2h(v[2]) | ((unsigned)f2h(v[3]) << 16);
+    reinterpret_cast<uint2 *>(p)[i] = t;
+  }
+};
+
+// n values; hw = H W (NCHW) or 0 (channels-last). With V4, n is a multiple of 4.
+template <class S, bool V4>
+__device__ void bias_act(const typename S::T *x, const float *bias, typename S::T *y, long long n, long long hw, int C,
+                         float slope) {
+  const long long stride = (long long)gridDim.x * blockDim.x;
+  auto f = [&](long long i, float v) {
+    const int c = hw ? (int)((i / hw) % C) : (int)(i % C);
+    const float z = v + bias[c];
+    return z > 0.f ? z : z * slope;
+  };
+  if (V4) {
+    for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < n / 4; q += stride) {
+      float v[4];
+      S::load4(x, q, v);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) v[j] = f(4 * q + j, v[j]);
+      S::store4(y, q, v);
+    }
+  } else {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) S::store(y, i, f(i, S::load(x, i)));
+  }
+}
+
+#define ENTRY(S, NAME, V4, VN)                                                                            \
+  extern "C" __global__ void ba_##NAME##_##VN(const S::T *x, const float *bias, S::T *y, long long n, long long hw, \
+                                            int C, float slope) {                                       \
+    bias_act<S, V4>(x, bias, y, n, hw, C, slope);                                                       \
+  }
+
+ENTRY(F32, f32, true, v4)
+ENTRY(F32, f32, false, v1)
+ENTRY(F16, f16, true, v4)
+ENTRY(F16, f16, false, v1)
