@@ -1,5 +1,5 @@
 //! With the `tch` feature: compiles `csrc/backward.cpp` (LibTorch's autograd with explicit output
-//! gradients) and `csrc/stream.cpp` (LibTorch's current CUDA stream) against the LibTorch that torch-sys links, found as torch-sys finds it: `LIBTORCH`
+//! gradients) and `csrc/cuda.cpp` (LibTorch's current CUDA stream, its allocator's peak) against the LibTorch that torch-sys links, found as torch-sys finds it: `LIBTORCH`
 //! (or `LIBTORCH_INCLUDE`), else the PyTorch of `python3` (`LIBTORCH_USE_PYTORCH`'s way).
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/backward.cpp");
-    println!("cargo:rerun-if-changed=csrc/stream.cpp");
+    println!("cargo:rerun-if-changed=csrc/cuda.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_INCLUDE");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
@@ -36,6 +36,6 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/backward.cpp")
-        .file("csrc/stream.cpp")
+        .file("csrc/cuda.cpp")
         .compile("vsr_tch_shim");
 }

@@ -418,6 +418,18 @@ pub fn device_memory_in_use<B: Backend>(device: &B::Device) -> Option<u64> {
     None
 }
 
+/// LibTorch's peak of allocated bytes on its CUDA device `index` since the last reset, then a
+/// reset if `reset` ([`vsr_kernels::nvrtc::tch_peak_allocated`]); `None` for other backends and
+/// devices.
+pub fn tch_peak_allocated(kind: BackendKind, index: usize, reset: bool) -> Option<u64> {
+    #[cfg(feature = "tch")]
+    if kind == BackendKind::Tch && cuda_gpu_of(kind, index).is_some() {
+        return vsr_kernels::nvrtc::tch_peak_allocated(index, reset).ok();
+    }
+    let _ = (kind, index, reset);
+    None
+}
+
 /// Short name of a backend type for reports (`Fusion<CubeBackend<CudaRuntime, ..>>` -> `cuda`).
 pub fn name<B: Backend>() -> String {
     let full = std::any::type_name::<B>();

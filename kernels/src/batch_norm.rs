@@ -121,16 +121,8 @@ pub(crate) fn forward(
     need: [bool; 3],
 ) -> Option<(TchTensor, [TchTensor; 2], ConvGraph)> {
     let t = &x.tensor;
-    let Device::Cuda(device) = t.device() else { return None };
-    let size = t.size();
-    if tch_kernels() != TchKernels::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 {
-        return None;
-    }
-    let (n, c, l) = (size[0], size[1], size[2] * size[3]);
-    let shape = Shape { n, c, l, chunks: (l + CHUNK - 1) / CHUNK };
-    if n * c == 0 || l == 0 || n * c > 65535 || shape.chunks > i32::MAX as i64 {
-        return None;
-    }
+    let (device, shape) = applies(t)?;
+    let (c, l, size) = (shape.c, shape.l, t.size());
     let kernels = PROGRAM.kernels(device).ok()?;
     let xc = t.contiguous();
     let v4 = l % 4 == 0;
@@ -170,6 +162,46 @@ pub(crate) fn forward(
         _burn: x.clone(),
     };
     Some((TchTensor::new(y), running, ConvGraph(Arc::new(saved))))
+}
+
+/// Inference-mode BatchNorm (the running statistics) + LeakyReLU(`slope`, if given) of `x`, in
+/// one pass (the forward's output kernel with the running mean and `gamma / sqrt(var + eps)`),
+/// or `None` where the kernels do not apply.
+pub(crate) fn inference(
+    x: &TchTensor,
+    gamma: &TchTensor,
+    beta: &TchTensor,
+    [mean, var]: [&TchTensor; 2],
+    epsilon: f64,
+    slope: Option<f64>,
+) -> Option<TchTensor> {
+    let t = &x.tensor;
+    let (device, shape) = applies(t)?;
+    let kernels = PROGRAM.kernels(device).ok()?;
+    let xc = t.contiguous();
+    let (mu, beta32) = (f32s(&mean.tensor), f32s(&beta.tensor));
+    let scale = (f32s(&gamma.tensor) / (f32s(&var.tensor) + epsilon).sqrt()).contiguous();
+    let y = Tensor::empty(t.size().as_slice(), (t.kind(), t.device()));
+    let slope = slope.unwrap_or(1.0) as f32;
+    kernels.launch(device, (THREADS, 1, 1), &entry("apply", t.kind(), shape.l % 4 == 0), shape.grid(), &[
+        ptr(&xc), ptr(&y), Arg::I32(shape.c as i32), Arg::I64(shape.l), ptr(&mu), ptr(&scale), ptr(&beta32), Arg::F32(slope),
+    ]);
+    Some(TchTensor::new(y))
+}
+
+/// The CUDA device and geometry of `x` where these kernels take it (see the module docs).
+fn applies(t: &Tensor) -> Option<(usize, Shape)> {
+    let Device::Cuda(device) = t.device() else { return None };
+    let size = t.size();
+    if tch_kernels() != TchKernels::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 {
+        return None;
+    }
+    let (n, c, l) = (size[0], size[1], size[2] * size[3]);
+    let shape = Shape { n, c, l, chunks: (l + CHUNK - 1) / CHUNK };
+    if n * c == 0 || l == 0 || n * c > 65535 || shape.chunks > i32::MAX as i64 {
+        return None;
+    }
+    Some((device, shape))
 }
 
 /// Gradients for `[x, gamma, beta]` (where the forward's `need` says) of `sum(y * dy)`.

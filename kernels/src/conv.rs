@@ -165,6 +165,19 @@ pub trait ConvBackend: Backend {
         <Self as burn::tensor::ops::ActivationOps<Self>>::leaky_relu(x, slope.into())
     }
 
+    /// Inference-mode BatchNorm of `x` (N, C, H, W) with the running statistics `[mean, var]`,
+    /// then LeakyReLU(`slope`) if given, in one pass in the dtype of `x`; `None` where the backend
+    /// has no such kernel (the callers then run Burn's `BatchNorm`): all but LibTorch's CUDA.
+    fn batch_norm_eval(
+        _x: &FloatTensor<Self>,
+        _gamma: &FloatTensor<Self>,
+        _beta: &FloatTensor<Self>,
+        _running: [&FloatTensor<Self>; 2],
+        _settings: BatchNormAct,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
     /// LeakyReLU(`slope`) of `x` (N, C, H, W) plus `bias` (C) per channel: [`bias_leaky_relu_ops`]
     /// (two passes); LibTorch on CUDA overrides it with one kernel, `Autodiff<B>` runs its inner
     /// backend's where nothing needs a gradient.
@@ -266,6 +279,17 @@ where
     fn leaky_relu_one_pass(x: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
         let t = &x.tensor;
         burn::backend::libtorch::TchTensor::new(t.prelu(&tch::Tensor::full([1], slope, (t.kind(), t.device()))))
+    }
+
+    /// One kernel of our own on CUDA ([`crate::batch_norm`]).
+    fn batch_norm_eval(
+        x: &FloatTensor<Self>,
+        gamma: &FloatTensor<Self>,
+        beta: &FloatTensor<Self>,
+        running: [&FloatTensor<Self>; 2],
+        settings: BatchNormAct,
+    ) -> Option<FloatTensor<Self>> {
+        crate::batch_norm::inference(x, gamma, beta, running, settings.epsilon, settings.slope)
     }
 
     /// One kernel of our own on CUDA ([`crate::bias_act`]), else the two passes.
@@ -581,6 +605,25 @@ pub fn batch_norm_act<B: ConvBackend>(
     bn.running_mean.update(Tensor::from_primitive(TensorPrimitive::Float(mean)));
     bn.running_var.update(Tensor::from_primitive(TensorPrimitive::Float(var)));
     Ok(Tensor::from_primitive(TensorPrimitive::Float(y)))
+}
+
+/// Inference-mode `bn` (its running statistics) then LeakyReLU(`slope`) if given, in one pass in
+/// the dtype of `x` where the backend has it ([`ConvBackend::batch_norm_eval`]: LibTorch's CUDA);
+/// `Err(x)` (untouched) elsewhere. What Burn's `BatchNorm::forward` computes outside autodiff.
+pub fn batch_norm_act_eval<B: ConvBackend>(
+    bn: &burn::nn::BatchNorm<B>,
+    x: Tensor<B, 4>,
+    slope: Option<f64>,
+) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    let xp = float(x.clone());
+    let device = x.device();
+    let running = |r: &burn::module::RunningState<Tensor<B, 1>>| float(r.value_sync().to_device(&device));
+    let (mean, var) = (running(&bn.running_mean), running(&bn.running_var));
+    let settings = BatchNormAct { momentum: bn.momentum, epsilon: bn.epsilon, slope };
+    match B::batch_norm_eval(&xp, &float(bn.gamma.val()), &float(bn.beta.val()), [&mean, &var], settings) {
+        Some(y) => Ok(tensor(y)),
+        None => Err(x),
+    }
 }
 
 fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {

@@ -119,9 +119,28 @@ impl Program {
 }
 
 unsafe extern "C" {
-    /// csrc/stream.cpp: LibTorch's current CUDA stream of `device`; non-zero with a message in
+    /// csrc/cuda.cpp: LibTorch's current CUDA stream of `device`; non-zero with a message in
     /// `error` on failure.
     fn vsr_tch_current_stream(device: i32, stream: *mut *mut std::ffi::c_void, error: *mut std::ffi::c_char, error_len: i32) -> i32;
+    /// csrc/cuda.cpp: the caching allocator's peak of allocated bytes on `device` since the last
+    /// reset, then a reset if `reset` is non-zero; non-zero with a message in `error` on failure.
+    fn vsr_tch_peak_allocated(device: i32, reset: i32, bytes: *mut u64, error: *mut std::ffi::c_char, error_len: i32) -> i32;
+}
+
+/// LibTorch's peak of allocated bytes on CUDA device `device` since the last reset (what
+/// PyTorch's `torch.cuda.max_memory_allocated` reports: tensors only, not the allocator's cached
+/// blocks nor the CUDA context); with `reset`, a new period starts from the current allocation.
+pub fn tch_peak_allocated(device: usize, reset: bool) -> Result<u64, String> {
+    let mut bytes = 0u64;
+    let mut error = [0 as std::ffi::c_char; 512];
+    // SAFETY: out-pointers valid for the call; the C++ side NUL-terminates `error`.
+    let rc = unsafe { vsr_tch_peak_allocated(device as i32, reset as i32, &mut bytes, error.as_mut_ptr(), error.len() as i32) };
+    if rc != 0 {
+        // SAFETY: NUL-terminated by the C++ side.
+        let msg = unsafe { std::ffi::CStr::from_ptr(error.as_ptr()) };
+        return Err(format!("LibTorch's allocator statistics: {}", msg.to_string_lossy()));
+    }
+    Ok(bytes)
 }
 
 fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {

@@ -254,3 +254,43 @@ fn own_one_channel_conv_matches_cudnn() {
         }
     }
 }
+
+/// Inference-mode BatchNorm + LeakyReLU in one kernel of our own (`batch_norm_act_eval`, LibTorch's
+/// CUDA) against Burn's `BatchNorm::forward` outside autodiff (the running statistics) followed by
+/// LeakyReLU, computed in f32: f32 and f16 inputs, plane lengths a multiple of 4 and not, with and
+/// without the activation.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_batch_norm_inference_matches_burn() {
+    use burn::module::{Param, RunningState};
+    use burn::nn::BatchNormConfig;
+    use burn::tensor::{DType, Distribution, Tensor};
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    for (shape, dtype, slope) in [
+        ([3, 16, 40, 48], DType::F32, Some(0.1)),
+        ([3, 16, 40, 48], DType::F16, Some(0.1)),
+        ([2, 5, 7, 9], DType::F32, None),
+        ([2, 5, 7, 9], DType::F16, Some(0.1)),
+    ] {
+        let c = shape[1];
+        let mut bn = BatchNormConfig::new(c).init::<B>(&device);
+        let r = |lo: f64, hi: f64| Tensor::<B, 1>::random([c], Distribution::Uniform(lo, hi), &device);
+        bn.gamma = Param::from_tensor(r(0.5, 1.5));
+        bn.beta = Param::from_tensor(r(-0.5, 0.5));
+        bn.running_mean = RunningState::new(r(-1.0, 1.0));
+        bn.running_var = RunningState::new(r(0.5, 2.0));
+        let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.3, 1.2), &device).cast(dtype);
+        let ours = vsr_kernels::conv::batch_norm_act_eval(&bn, x.clone(), slope).unwrap_or_else(|_| panic!("no fused BatchNorm on CUDA"));
+        assert_eq!(ours.dtype(), dtype);
+        let reference = bn.forward(x.cast(DType::F32));
+        let reference = match slope {
+            Some(s) => burn::tensor::activation::leaky_relu(reference, s),
+            None => reference,
+        };
+        let n = ours.shape().num_elements();
+        let v = |t: Tensor<B, 4>| t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap();
+        let tol = if dtype == DType::F16 { 2e-3 } else { 2e-6 };
+        assert_close(&format!("{shape:?} {dtype:?} slope {slope:?}: inference output"), &v(ours), &v(reference), tol);
+    }
+}

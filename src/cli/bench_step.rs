@@ -84,6 +84,9 @@ pub struct StepResult {
     /// Device memory in use after the timed steps (CUDA: the whole process, allocator pool
     /// included), bytes.
     pub device_memory_bytes: Option<u64>,
+    /// LibTorch on CUDA: the peak of bytes its allocator had allocated during the timed steps
+    /// (PyTorch's `torch.cuda.max_memory_allocated`, which `torch_ref.py` reports), bytes.
+    pub peak_allocated_bytes: Option<u64>,
 }
 
 pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
@@ -103,9 +106,12 @@ pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
         return run_parallel(a, devices, counts);
     }
     let r = dispatch(kind, a.backend.device, Step(a.clone(), started))??;
-    let mut table = String::from("| backend | precision | batch | crop | first step s | median ms | p90 ms | memory GiB |\n|---|---|---|---|---|---|---|---|\n");
+    let gib = |b: Option<u64>| b.map(|b| format!("{:.2}", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "-".into());
+    let mut table = String::from(
+        "| backend | precision | batch | crop | first step s | median ms | p90 ms | memory GiB | peak allocated GiB |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
     table += &format!(
-        "| {} | {} | {} | {}x{} | {:.1} | {:.2} | {:.2} | {} |\n",
+        "| {} | {} | {} | {}x{} | {:.1} | {:.2} | {:.2} | {} | {} |\n",
         r.backend,
         r.precision,
         r.batch,
@@ -114,7 +120,8 @@ pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
         r.first_step_s,
         r.median_ms,
         r.p90_ms,
-        r.device_memory_bytes.map(|b| format!("{:.2}", b as f64 / (1u64 << 30) as f64)).unwrap_or_else(|| "-".into())
+        gib(r.device_memory_bytes),
+        gib(r.peak_allocated_bytes),
     );
     table += "\n| stage | median ms |\n|---|---|\n";
     for (name, ms) in &r.stages_ms {
@@ -178,7 +185,10 @@ impl BackendTask for Step {
         for _ in 0..a.warmup {
             step(&mut trainer)?;
         }
+        let peak = |reset| crate::backend::tch_peak_allocated(a.backend.kind(), a.backend.device, reset);
+        peak(true);
         let mut times: Vec<f64> = (0..a.iters.max(1)).map(|_| step(&mut trainer)).collect::<anyhow::Result<_>>()?;
+        let peak_allocated_bytes = peak(false);
         times.sort_by(f64::total_cmp);
         let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
         let device_memory_bytes = crate::backend::device_memory_in_use::<I<B>>(&device);
@@ -229,6 +239,7 @@ impl BackendTask for Step {
             iters: times.len(),
             stages_ms: stages,
             device_memory_bytes,
+            peak_allocated_bytes,
         })
     }
 }

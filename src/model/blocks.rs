@@ -6,7 +6,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfi
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{DType, Tensor, backend::Backend};
 use vsr_kernels::conv::{
-    ConvBackend, batch_norm_act, batch_norm_act_ops, conv2d_module, conv2d_module_leaky, conv_transpose2d_module_leaky, leaky_relu,
+    ConvBackend, batch_norm_act, batch_norm_act_eval, batch_norm_act_ops, conv2d_module, conv2d_module_leaky, conv_transpose2d_module_leaky, leaky_relu,
 };
 
 use crate::precision::cast_module;
@@ -60,14 +60,15 @@ impl ConvSpec {
 
 impl<B: ConvBackend> ConvBlock<B> {
     /// Computes in the dtype of `x` (autocast, see [`crate::precision`]): the convolution's
-    /// weights are cast to it when they differ, BatchNorm and its activation run in fp32 (in
-    /// training on LibTorch: its fused BatchNorm in the dtype of `x` with fp32 statistics, as
-    /// PyTorch's autocast; elsewhere [`batch_norm_act_ops`]), and the output has the dtype of `x`.
+    /// weights are cast to it when they differ, BatchNorm and its activation run in fp32 (on
+    /// LibTorch, in training and, on CUDA, in inference: fused kernels in the dtype of `x` with
+    /// fp32 statistics, as PyTorch's autocast; elsewhere [`batch_norm_act_ops`] in training and
+    /// Burn's `BatchNorm` in inference), and the output has the dtype of `x`. Blocks without
+    /// BatchNorm add the bias and apply LeakyReLU in one pass where the backend has it.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let dtype = x.dtype();
         let conv = cast_module(self.conv.clone(), dtype);
         if self.bn.is_none() && self.activation {
-            // (FlowNetSD's blocks: the bias and LeakyReLU in one pass where the backend has it)
             return conv2d_module_leaky(&conv, x, LEAKY_SLOPE);
         }
         let x = conv2d_module(&conv, x);
@@ -78,7 +79,10 @@ impl<B: ConvBackend> ConvBlock<B> {
                 Err(x) if B::ad_enabled(&x.device()) => {
                     return batch_norm_act_ops(bn, x.cast(DType::F32), slope).cast(dtype);
                 }
-                Err(x) => bn.forward(x.cast(DType::F32)),
+                Err(x) => match batch_norm_act_eval(bn, x, slope) {
+                    Ok(y) => return y.cast(dtype),
+                    Err(x) => bn.forward(x.cast(DType::F32)),
+                },
             },
             None => x,
         };
