@@ -93,7 +93,8 @@ struct Chunk {
 };
 
 // Calls f(index in the plane, value) for every value of the block's chunk, four at a time when
-// V4 (L a multiple of 4: every plane starts 16-byte aligned then).
+// V4 (L a multiple of 4 and the tensors' starts aligned, checked by the caller: every plane is
+// aligned then).
 template <class S, bool V4, class F>
 __device__ __forceinline__ void each(const typename S::T *plane, const Chunk &k, F f) {
   if (V4) {

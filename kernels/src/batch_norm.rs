@@ -12,9 +12,10 @@
 //! per-channel sums combined in f64.
 //!
 //! [`crate::nvrtc::TchKernels`] chooses (`VSR_TCH_KERNELS=own|libtorch`, default `own`);
-//! LibTorch's `batch_norm` (cuDNN) remains the path for CPU tensors, other dtypes, more than
-//! 65535 planes (N x C), and where NVRTC or the driver cannot load the kernels (said once on
-//! stderr).
+//! LibTorch's `batch_norm` (cuDNN) remains the path for CPU tensors, other dtypes, inputs that
+//! are not contiguous NCHW (channels-last ones keep their layout there), more than 65535 planes
+//! (N x C), parameters of another size or device, and where NVRTC or the driver cannot load the
+//! kernels (said once on stderr).
 //! Results follow PyTorch's `batch_norm(training=True)` + `leaky_relu` to float tolerance
 //! (kernels/tests/tch.rs compares them on a GPU); the running variance is updated from the
 //! unbiased batch variance, as PyTorch does.
@@ -26,7 +27,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::conv::BatchNormAct;
 use crate::conv_grad::ConvGraph;
-use crate::nvrtc::{Arg, Kernels, Program, TchKernels, ptr, tch_kernels};
+use crate::nvrtc::{Arg, Kernels, Program, TchKernels, aligned, ptr, tch_kernels};
 
 const SOURCE: &str = include_str!("batch_norm.cu");
 /// `CHUNK` and `THREADS` of batch_norm.cu.
@@ -86,7 +87,7 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// `x`, contiguous (tch's tensors are not `Sync`: held as Burn's).
+    /// `x` (contiguous; tch's tensors are not `Sync`: held as Burn's).
     x: TchTensor,
     /// f32, [c] each.
     mean: TchTensor,
@@ -98,6 +99,13 @@ pub(crate) struct Saved {
     kinds: [Kind; 2],
     /// Burn's handle of `x`: while held, Burn writes into it in place nowhere.
     _burn: TchTensor,
+}
+
+/// Whether the four-value kernels apply: planes of `l` values, a multiple of 4, and every tensor
+/// read four values at a time starting at an address aligned for that (a contiguous view into a
+/// larger tensor need not be; the outputs are fresh allocations).
+fn vectorised(l: i64, tensors: &[&Tensor]) -> bool {
+    l % 4 == 0 && tensors.iter().all(|t| aligned(t, 4 * t.kind().elt_size_in_bytes()))
 }
 
 /// `bn_<pass>_<f32|f16>_<v4|v1>`.
@@ -121,11 +129,11 @@ pub(crate) fn forward(
     need: [bool; 3],
 ) -> Option<(TchTensor, [TchTensor; 2], ConvGraph)> {
     let t = &x.tensor;
-    let (device, shape) = applies(t)?;
+    let (device, shape) = applies(t, [gamma, beta, mean, var])?;
     let (c, l, size) = (shape.c, shape.l, t.size());
     let kernels = PROGRAM.kernels(device).ok()?;
-    let xc = t.contiguous();
-    let v4 = l % 4 == 0;
+    let xc = t.shallow_clone();
+    let v4 = vectorised(l, &[&xc]);
     let options = (Kind::Float, t.device());
     let stat = || Tensor::empty([c], options);
     let (gamma32, beta32) = (f32s(&gamma.tensor), f32s(&beta.tensor));
@@ -176,27 +184,32 @@ pub(crate) fn inference(
     slope: Option<f64>,
 ) -> Option<TchTensor> {
     let t = &x.tensor;
-    let (device, shape) = applies(t)?;
+    let (device, shape) = applies(t, [gamma, beta, mean, var])?;
     let kernels = PROGRAM.kernels(device).ok()?;
-    let xc = t.contiguous();
+    let xc = t.shallow_clone();
     let (mu, beta32) = (f32s(&mean.tensor), f32s(&beta.tensor));
     let scale = (f32s(&gamma.tensor) / (f32s(&var.tensor) + epsilon).sqrt()).contiguous();
     let y = Tensor::empty(t.size().as_slice(), (t.kind(), t.device()));
     let slope = slope.unwrap_or(1.0) as f32;
-    kernels.launch(device, (THREADS, 1, 1), &entry("apply", t.kind(), shape.l % 4 == 0), shape.grid(), &[
+    kernels.launch(device, (THREADS, 1, 1), &entry("apply", t.kind(), vectorised(shape.l, &[&xc])), shape.grid(), &[
         ptr(&xc), ptr(&y), Arg::I32(shape.c as i32), Arg::I64(shape.l), ptr(&mu), ptr(&scale), ptr(&beta32), Arg::F32(slope),
     ]);
     Some(TchTensor::new(y))
 }
 
-/// The CUDA device and geometry of `x` where these kernels take it (see the module docs).
-fn applies(t: &Tensor) -> Option<(usize, Shape)> {
+/// The CUDA device and geometry of `x` where these kernels take it (see the module docs): x
+/// contiguous NCHW (a channels-last x keeps LibTorch's path and its layout), every per-channel
+/// tensor of `params` (C) values on x's device.
+fn applies(t: &Tensor, params: [&TchTensor; 4]) -> Option<(usize, Shape)> {
     let Device::Cuda(device) = t.device() else { return None };
     let size = t.size();
-    if tch_kernels() != TchKernels::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 {
+    if tch_kernels() != TchKernels::Own || !matches!(t.kind(), Kind::Float | Kind::Half) || size.len() != 4 || !t.is_contiguous() {
         return None;
     }
     let (n, c, l) = (size[0], size[1], size[2] * size[3]);
+    if params.iter().any(|p| p.tensor.size() != [c] || p.tensor.device() != t.device()) {
+        return None;
+    }
     let shape = Shape { n, c, l, chunks: (l + CHUNK - 1) / CHUNK };
     if n * c == 0 || l == 0 || n * c > 65535 || shape.chunks > i32::MAX as i64 {
         return None;
@@ -211,7 +224,7 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let dy = dy.tensor.to_kind(x.kind()).contiguous();
     assert_eq!(dy.size(), x.size(), "BatchNorm backward: the output gradient is shaped unlike the output");
     let Shape { c, l, .. } = s.shape;
-    let v4 = l % 4 == 0;
+    let v4 = vectorised(l, &[x, &dy]);
     let options = (Kind::Float, x.device());
     let part = Tensor::empty([2 * c * s.shape.count()], options);
     let (slope, k) = (Arg::F32(s.slope), &s.kernels);

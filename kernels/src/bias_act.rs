@@ -8,7 +8,7 @@
 use burn::backend::libtorch::TchTensor;
 use tch::{Device, Kind};
 
-use crate::nvrtc::{Arg, Program, TchKernels, ptr, tch_kernels};
+use crate::nvrtc::{Arg, Program, TchKernels, aligned, ptr, tch_kernels};
 
 const SOURCE: &str = include_str!("bias_act.cu");
 const THREADS: u32 = 256;
@@ -27,7 +27,7 @@ pub(crate) fn forward(x: &TchTensor, bias: &TchTensor, slope: f64) -> Option<Tch
     }
     let (c, hw) = (size[1], size[2] * size[3]);
     let n = t.numel() as i64;
-    if bias.tensor.size() != [c] || n == 0 || c > i32::MAX as i64 {
+    if bias.tensor.size() != [c] || bias.tensor.device() != t.device() || n == 0 || c > i32::MAX as i64 {
         return None;
     }
     // The channel of the i-th value in memory: NCHW or channels-last.
@@ -42,7 +42,8 @@ pub(crate) fn forward(x: &TchTensor, bias: &TchTensor, slope: f64) -> Option<Tch
     let b = bias.tensor.to_kind(Kind::Float).contiguous();
     // (the same strides as x: NCHW or channels-last)
     let y = t.empty_like();
-    let v4 = n % 4 == 0;
+    // (four values at a time: a whole number of them, from an aligned start; y is a fresh allocation)
+    let v4 = n % 4 == 0 && aligned(t, 4 * t.kind().elt_size_in_bytes());
     let name = format!("ba_{}_{}", if t.kind() == Kind::Half { "f16" } else { "f32" }, if v4 { "v4" } else { "v1" });
     let work = if v4 { n / 4 } else { n };
     let blocks = ((work + THREADS as i64 - 1) / THREADS as i64).min(65535 * 8) as u32;

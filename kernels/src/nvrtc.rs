@@ -165,6 +165,11 @@ pub(crate) enum Arg {
     F64(f64),
 }
 
+/// Whether the data of `t` starts at a multiple of `bytes`.
+pub(crate) fn aligned(t: &tch::Tensor, bytes: usize) -> bool {
+    (t.data_ptr() as usize) % bytes == 0
+}
+
 /// The device pointer of a (contiguous) tensor.
 pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
     Arg::Ptr(t.data_ptr() as u64)

@@ -126,6 +126,7 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
         || shape.n == 0
         || shape.n > 65535
         || shape.h * shape.w == 0
+        || shape.grid().1 > 65535
         || shape.h > i32::MAX as i64 / 2
         || shape.w > i32::MAX as i64 / 2
     {
