@@ -18,51 +18,6 @@
 #define CHUNK 8192
 #define THREADS 256
 
-typedef unsigned short half_t;
-
-__device__ __forceinline__ float h2f(half_t h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-
-__device__ __forceinline__ half_t f2h(float f) {
-  half_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-
-// Storage types: scalar and four-value (16- or 8-byte) loads and stores, in f32 registers.
-struct F32 {
-  typedef float T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return p[i]; }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = v; }
-  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
-    float4 t = reinterpret_cast<const float4 *>(p)[i];
-    v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
-  }
-  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
-    reinterpret_cast<float4 *>(p)[i] = make_float4(v[0], v[1], v[2], v[3]);
-  }
-};
-
-struct F16 {
-  typedef half_t T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return h2f(p[i]); }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = f2h(v); }
-  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
-    uint2 t = reinterpret_cast<const uint2 *>(p)[i];
-    v[0] = h2f((half_t)(t.x & 0xffffu)); v[1] = h2f((half_t)(t.x >> 16));
-    v[2] = h2f((half_t)(t.y & 0xffffu)); v[3] = h2f((half_t)(t.y >> 16));
-  }
-  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
-    uint2 t;
-    t.x = (unsigned)f2h(v[0]) | ((unsigned)f2h(v[1]) << 16);
-    t.y = (unsigned)f2h(v[2]) | ((unsigned)f2h(v[3]) << 16);
-    reinterpret_cast<uint2 *>(p)[i] = t;
-  }
-};
-
 // Sum of a value over the block (THREADS threads); the result is valid in thread 0.
 template <typename V> __device__ __forceinline__ V block_sum(V v) {
   __shared__ V warp_sums[THREADS / 32];
@@ -109,6 +64,16 @@ __device__ __forceinline__ void each(const typename S::T *plane, const Chunk &k,
   }
 }
 
+// The block's two sums (valid in thread 0) to part[(c N + n) chunks + chunk], where the finish
+// passes read them per channel.
+__device__ __forceinline__ void write_partial(float s1, float s2, const Chunk &k, int C, float *part) {
+  if (threadIdx.x == 0) {
+    const long long slot = ((long long)k.c * (gridDim.y / C) + k.n) * gridDim.x + blockIdx.x;
+    part[2 * slot] = s1;
+    part[2 * slot + 1] = s2;
+  }
+}
+
 // Forward statistics, pass 1: per block sum (x - k) and sum (x - k)^2 with k = x[0, c, 0];
 // part[(c N + n) chunks + chunk] = (s1, s2); shift[c] = k.
 template <class S, bool V4>
@@ -121,14 +86,8 @@ __device__ void stats(const typename S::T *x, int C, long long L, float *part, f
     s1 += d;
     s2 = fmaf(d, d, s2);
   });
-  s1 = block_sum(s1);
-  s2 = block_sum(s2);
-  if (threadIdx.x == 0) {
-    const long long slot = ((long long)k.c * (gridDim.y / C) + k.n) * gridDim.x + blockIdx.x;
-    part[2 * slot] = s1;
-    part[2 * slot + 1] = s2;
-    if (k.n == 0 && blockIdx.x == 0) shift[k.c] = s;
-  }
+  write_partial(block_sum(s1), block_sum(s2), k, C, part);
+  if (threadIdx.x == 0 && k.n == 0 && blockIdx.x == 0) shift[k.c] = s;
 }
 
 // Forward statistics, pass 2: one block per channel. Writes mean, invstd, a = gamma invstd and
@@ -205,13 +164,7 @@ __device__ void grad_stats(const typename S::T *x, const typename S::T *dy, int 
     s1 += dz;
     s2 = fmaf(dz, v - mu, s2);
   });
-  s1 = block_sum(s1);
-  s2 = block_sum(s2);
-  if (threadIdx.x == 0) {
-    const long long slot = ((long long)k.c * (gridDim.y / C) + k.n) * gridDim.x + blockIdx.x;
-    part[2 * slot] = s1;
-    part[2 * slot + 1] = s2;
-  }
+  write_partial(block_sum(s1), block_sum(s2), k, C, part);
 }
 
 // Backward, pass 2: one block per channel: dgamma, dbeta and the coefficients k2, k3 of dx.

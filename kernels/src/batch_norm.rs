@@ -29,7 +29,7 @@ use crate::conv::BatchNormAct;
 use crate::conv_grad::ConvGraph;
 use crate::nvrtc::{Arg, Kernels, Program, TchKernels, aligned, ptr, tch_kernels};
 
-const SOURCE: &str = include_str!("batch_norm.cu");
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("batch_norm.cu"));
 /// `CHUNK` and `THREADS` of batch_norm.cu.
 const CHUNK: i64 = 8192;
 const THREADS: u32 = 256;

@@ -5,50 +5,6 @@
 // of every activation. x and y share one dense layout, walked in memory order: NCHW (channel =
 // (i / HW) mod C) or channels-last (channel = i mod C). f32 arithmetic whatever the storage.
 
-typedef unsigned short half_t;
-
-__device__ __forceinline__ float h2f(half_t h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-
-__device__ __forceinline__ half_t f2h(float f) {
-  half_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-
-struct F32 {
-  typedef float T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return p[i]; }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = v; }
-  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
-    float4 t = reinterpret_cast<const float4 *>(p)[i];
-    v[0] = t.x; v[1] = t.y; v[2] = t.z; v[3] = t.w;
-  }
-  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
-    reinterpret_cast<float4 *>(p)[i] = make_float4(v[0], v[1], v[2], v[3]);
-  }
-};
-
-struct F16 {
-  typedef half_t T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return h2f(p[i]); }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = f2h(v); }
-  static __device__ __forceinline__ void load4(const T *p, long long i, float v[4]) {
-    uint2 t = reinterpret_cast<const uint2 *>(p)[i];
-    v[0] = h2f((half_t)(t.x & 0xffffu)); v[1] = h2f((half_t)(t.x >> 16));
-    v[2] = h2f((half_t)(t.y & 0xffffu)); v[3] = h2f((half_t)(t.y >> 16));
-  }
-  static __device__ __forceinline__ void store4(T *p, long long i, const float v[4]) {
-    uint2 t;
-    t.x = (unsigned)f2h(v[0]) | ((unsigned)f2h(v[1]) << 16);
-    t.y = (unsigned)f2h(v[2]) | ((unsigned)f2h(v[3]) << 16);
-    reinterpret_cast<uint2 *>(p)[i] = t;
-  }
-};
-
 // n values; hw = H W (NCHW) or 0 (channels-last). With V4, n is a multiple of 4.
 template <class S, bool V4>
 __device__ void bias_act(const typename S::T *x, const float *bias, typename S::T *y, long long n, long long hw, int C,

@@ -10,7 +10,7 @@ use tch::{Device, Kind};
 
 use crate::nvrtc::{Arg, Program, TchKernels, aligned, ptr, tch_kernels};
 
-const SOURCE: &str = include_str!("bias_act.cu");
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("bias_act.cu"));
 const THREADS: u32 = 256;
 const ENTRIES: [&str; 4] = ["ba_f32_v4", "ba_f32_v1", "ba_f16_v4", "ba_f16_v1"];
 

@@ -3,6 +3,9 @@
 //! they are ordered with LibTorch's own kernels and with its caching allocator's reuse of
 //! memory), on raw pointers of contiguous tensors.
 //!
+//! Each program's source is `storage.cuh` (the f32 / f16 storage types all of them use) followed
+//! by its own `.cu` file.
+//!
 //! A [`Program`] that cannot be compiled or loaded on a device (no NVRTC or driver library, an
 //! architecture NVRTC does not know) says why once on stderr, and its callers take LibTorch's
 //! own path instead.

@@ -24,32 +24,6 @@
 #define WMAX 4096
 #define ROWS 8  // tiles of TX x TY per weight-gradient block
 
-typedef unsigned short half_t;
-
-__device__ __forceinline__ float h2f(half_t h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-
-__device__ __forceinline__ half_t f2h(float f) {
-  half_t h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-
-struct F32 {
-  typedef float T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return p[i]; }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = v; }
-};
-
-struct F16 {
-  typedef half_t T;
-  static __device__ __forceinline__ float load(const T *p, long long i) { return h2f(p[i]); }
-  static __device__ __forceinline__ void store(T *p, long long i, float v) { p[i] = f2h(v); }
-};
-
 // tile[r * pitch + s] = plane[y0 - p + r, x0 - p + s] (0 outside the image) for r < rows,
 // s < cols, by all TX x TY threads.
 template <class S>

@@ -22,7 +22,7 @@ use tch::{Device, Kind, Tensor};
 use crate::conv_grad::ConvGraph;
 use crate::nvrtc::{Arg, Kernels, Program, TchKernels, ptr, tch_kernels};
 
-const SOURCE: &str = include_str!("one_channel_conv.cu");
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("one_channel_conv.cu"));
 /// `TX`, `TY`, `RPT`, `WMAX` and `ROWS` of one_channel_conv.cu.
 const TX: u32 = 32;
 const TY: u32 = 8;
