@@ -26,10 +26,15 @@ impl<T: Copy + FromStr<Err = String>> Setting<T> {
     /// # Panics
     /// If the environment variable holds a value `T` does not parse.
     pub(crate) fn get(&self) -> T {
+        self.get_from(|var| std::env::var(var).ok())
+    }
+
+    /// [`Setting::get`] with `env` in place of the process environment (tests).
+    fn get_from(&self, env: impl FnOnce(&str) -> Option<String>) -> T {
         let mut value = self.value.lock().unwrap_or_else(|e| e.into_inner());
-        *value.get_or_insert_with(|| match std::env::var(self.var) {
-            Ok(v) => v.parse().unwrap_or_else(|e| panic!("{}: {e}", self.var)),
-            Err(_) => self.default,
+        *value.get_or_insert_with(|| match env(self.var) {
+            Some(v) => v.parse().unwrap_or_else(|e| panic!("{}: {e}", self.var)),
+            None => self.default,
         })
     }
 }
@@ -48,27 +53,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn set_wins_over_the_environment_and_the_default() {
-        // (a variable no other test reads)
-        static S: Setting<Level> = Setting::new("VSR_TEST_SETTING_LEVEL", Level(1));
-        // SAFETY: no other thread reads this variable.
-        unsafe { std::env::set_var("VSR_TEST_SETTING_LEVEL", "7") };
-        assert_eq!(S.get(), Level(7), "the environment over the default");
-        unsafe { std::env::set_var("VSR_TEST_SETTING_LEVEL", "8") };
-        assert_eq!(S.get(), Level(7), "read once");
-        S.set(Level(3));
-        assert_eq!(S.get(), Level(3), "set over the environment");
-        static D: Setting<Level> = Setting::new("VSR_TEST_SETTING_UNSET", Level(2));
-        assert_eq!(D.get(), Level(2));
+    /// An environment with `var` = `value` only.
+    fn env(value: &'static str) -> impl Fn(&str) -> Option<String> {
+        move |var| (var == "VSR_TEST_SETTING").then(|| value.to_string())
     }
 
     #[test]
-    #[should_panic(expected = "VSR_TEST_SETTING_BAD: `x` is not a level")]
+    fn set_wins_over_the_environment_and_the_default() {
+        let s: Setting<Level> = Setting::new("VSR_TEST_SETTING", Level(1));
+        assert_eq!(s.get_from(env("7")), Level(7), "the environment over the default");
+        assert_eq!(s.get_from(env("8")), Level(7), "read once");
+        s.set(Level(3));
+        assert_eq!(s.get_from(env("9")), Level(3), "set over the environment");
+        let d: Setting<Level> = Setting::new("VSR_TEST_SETTING_UNSET", Level(2));
+        assert_eq!(d.get_from(env("7")), Level(2), "the default without the variable");
+    }
+
+    #[test]
+    #[should_panic(expected = "VSR_TEST_SETTING: `x` is not a level")]
     fn a_bad_value_names_the_variable() {
-        static S: Setting<Level> = Setting::new("VSR_TEST_SETTING_BAD", Level(1));
-        // SAFETY: no other thread reads this variable.
-        unsafe { std::env::set_var("VSR_TEST_SETTING_BAD", "x") };
-        S.get();
+        let s: Setting<Level> = Setting::new("VSR_TEST_SETTING", Level(1));
+        s.get_from(env("x"));
     }
 }
