@@ -9,6 +9,11 @@
 //   dbeta = sum dz, dgamma = invstd sum dz (x - mu),
 //   dx = a dz - a dbeta / M - a invstd^2 (x - mu) sum dz (x - mu) / M
 //      = a dz + k2 (x - mu) + k3,  k2 = -a invstd dgamma / M,  k3 = -a dbeta / M.
+// The backward reads what the forward saved: x (FromX), or the output y (FromY, as InPlace-ABN,
+// Rota Bulo et al. 2018): with slope > 0 LeakyReLU is invertible, z = y > 0 ? y : y / slope, and
+// x - mu = (z - beta) / a. Saving y, which the next layer keeps anyway, frees x after the forward;
+// the caller saves y only where a != 0 and beta is small against gamma (the recovered x - mu is
+// then as precise as y's storage allows).
 // Every pass reads whole (n, c) planes in chunks of CHUNK values, one block per chunk, so the
 // grid is (chunks per plane, N*C); values are stored as f32 or f16 and computed in f32;
 // per-block partial sums are combined per channel in f64. The statistics are sums of x minus a
@@ -74,6 +79,19 @@ __device__ __forceinline__ void write_partial(float s1, float s2, const Chunk &k
   }
 }
 
+// The sums of channel c's `count` partials (as write_partial wrote them), in f64 and in a fixed
+// order; valid in thread 0. For the finish passes: one block per channel.
+__device__ __forceinline__ void read_partials(const float *part, int c, int count, double &s1, double &s2) {
+  s1 = 0.0;
+  s2 = 0.0;
+  for (int i = threadIdx.x; i < count; i += THREADS) {
+    s1 += part[2 * ((long long)c * count + i)];
+    s2 += part[2 * ((long long)c * count + i) + 1];
+  }
+  s1 = block_sum(s1);
+  s2 = block_sum(s2);
+}
+
 // Forward statistics, pass 1: per block sum (x - k) and sum (x - k)^2 with k = x[0, c, 0];
 // part[(c N + n) chunks + chunk] = (s1, s2); shift[c] = k.
 template <class S, bool V4>
@@ -98,13 +116,8 @@ extern "C" __global__ void bn_stats_finish(const float *part, const float *shift
                                            float *mean, float *invstd, float *scale,
                                            float *new_running_mean, float *new_running_var) {
   const int c = blockIdx.x;
-  double s1 = 0.0, s2 = 0.0;
-  for (int i = threadIdx.x; i < count; i += THREADS) {
-    s1 += part[2 * ((long long)c * count + i)];
-    s2 += part[2 * ((long long)c * count + i) + 1];
-  }
-  s1 = block_sum(s1);
-  s2 = block_sum(s2);
+  double s1, s2;
+  read_partials(part, c, count, s1, s2);
   if (threadIdx.x == 0) {
     const double d = s1 / m;
     const double mu = shift[c] + d;
@@ -149,20 +162,46 @@ __device__ void apply(const typename S::T *x, typename S::T *y, int C, long long
   }
 }
 
-// Backward, pass 1: per block sum dz and sum dz (x - mu), into part as in `stats`.
-template <class S, bool V4>
-__device__ void grad_stats(const typename S::T *x, const typename S::T *dy, int C, long long L,
+// What the backward reads of a saved value v of channel c: x - mu, and whether z > 0.
+// From x: z recomputed as the forward did.
+struct FromX {
+  float mu, a, b;
+  __device__ FromX(int c, const float *mean, const float *scale, const float *beta, float)
+      : mu(mean[c]), a(scale[c]), b(beta[c]) {}
+  __device__ __forceinline__ float centred(float v, bool &positive) const {
+    positive = bn_z(v, mu, a, b) > 0.f;
+    return v - mu;
+  }
+};
+
+// From the output y (slope > 0, a != 0: the caller's conditions): y > 0 exactly where z > 0.
+struct FromY {
+  float inv_a, b, inv_slope;
+  __device__ FromY(int c, const float *, const float *scale, const float *beta, float slope)
+      : inv_a(1.f / scale[c]), b(beta[c]), inv_slope(1.f / slope) {}
+  __device__ __forceinline__ float centred(float v, bool &positive) const {
+    positive = v > 0.f;
+    return ((positive ? v : v * inv_slope) - b) * inv_a;
+  }
+};
+
+// Backward, pass 1: per block sum dz and sum dz (x - mu), into part as in `stats`; `saved` is x
+// or y as `Src` says.
+template <class S, bool V4, class Src>
+__device__ void grad_stats(const typename S::T *saved, const typename S::T *dy, int C, long long L,
                            const float *mean, const float *scale, const float *beta, float slope,
                            float *part) {
   const Chunk k(C, L);
-  const float mu = mean[k.c], a = scale[k.c], b = beta[k.c];
+  const Src src(k.c, mean, scale, beta, slope);
   const typename S::T *dyp = dy + k.plane;
   float s1 = 0.f, s2 = 0.f;
-  each<S, V4>(x + k.plane, k, [&](long long i, float v) {
+  each<S, V4>(saved + k.plane, k, [&](long long i, float v) {
     const float g = S::load(dyp, i);
-    const float dz = bn_z(v, mu, a, b) > 0.f ? g : g * slope;
+    bool positive;
+    const float xm = src.centred(v, positive);
+    const float dz = positive ? g : g * slope;
     s1 += dz;
-    s2 = fmaf(dz, v - mu, s2);
+    s2 = fmaf(dz, xm, s2);
   });
   write_partial(block_sum(s1), block_sum(s2), k, C, part);
 }
@@ -172,13 +211,8 @@ extern "C" __global__ void bn_grad_finish(const float *part, int count, double m
                                           const float *scale, float *dgamma, float *dbeta, float *k2,
                                           float *k3) {
   const int c = blockIdx.x;
-  double s1 = 0.0, s2 = 0.0;
-  for (int i = threadIdx.x; i < count; i += THREADS) {
-    s1 += part[2 * ((long long)c * count + i)];
-    s2 += part[2 * ((long long)c * count + i) + 1];
-  }
-  s1 = block_sum(s1);
-  s2 = block_sum(s2);
+  double s1, s2;
+  read_partials(part, c, count, s1, s2);
   if (threadIdx.x == 0) {
     const double is = invstd[c], a = scale[c];
     const double dg = s2 * is;
@@ -190,36 +224,49 @@ extern "C" __global__ void bn_grad_finish(const float *part, int count, double m
 }
 
 // Backward, pass 3: dx = a dz + k2 (x - mu) + k3.
-template <class S, bool V4>
-__device__ void grad_apply(const typename S::T *x, const typename S::T *dy, typename S::T *dx, int C,
+template <class S, bool V4, class Src>
+__device__ void grad_apply(const typename S::T *saved, const typename S::T *dy, typename S::T *dx, int C,
                            long long L, const float *mean, const float *scale, const float *beta,
                            float slope, const float *k2, const float *k3) {
   const Chunk k(C, L);
-  const float mu = mean[k.c], a = scale[k.c], b = beta[k.c], q2 = k2[k.c], q3 = k3[k.c];
-  const typename S::T *xp = x + k.plane, *dyp = dy + k.plane;
+  const Src src(k.c, mean, scale, beta, slope);
+  const float a = scale[k.c], q2 = k2[k.c], q3 = k3[k.c];
+  const typename S::T *sp = saved + k.plane, *dyp = dy + k.plane;
   typename S::T *dxp = dx + k.plane;
+  auto grad = [&](float v, float g) {
+    bool positive;
+    const float xm = src.centred(v, positive);
+    const float dz = positive ? g : g * slope;
+    return fmaf(a, dz, fmaf(q2, xm, q3));
+  };
   if (V4) {
     for (long long i = k.begin / 4 + threadIdx.x; i < k.end / 4; i += THREADS) {
       float v[4], g[4];
-      S::load4(xp, i, v);
+      S::load4(sp, i, v);
       S::load4(dyp, i, g);
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float dz = bn_z(v[j], mu, a, b) > 0.f ? g[j] : g[j] * slope;
-        v[j] = fmaf(a, dz, fmaf(q2, v[j] - mu, q3));
-      }
+      for (int j = 0; j < 4; ++j) v[j] = grad(v[j], g[j]);
       S::store4(dxp, i, v);
     }
   } else {
-    for (long long i = k.begin + threadIdx.x; i < k.end; i += THREADS) {
-      const float v = S::load(xp, i), g = S::load(dyp, i);
-      const float dz = bn_z(v, mu, a, b) > 0.f ? g : g * slope;
-      S::store(dxp, i, fmaf(a, dz, fmaf(q2, v - mu, q3)));
-    }
+    for (long long i = k.begin + threadIdx.x; i < k.end; i += THREADS) S::store(dxp, i, grad(S::load(sp, i), S::load(dyp, i)));
   }
 }
 
-// Entry points, named <pass>_<f32|f16>_<v4|v1>.
+// Entry points, named <pass>_<f32|f16>_<v4|v1>, the backward's with _x or _y for what it reads.
+#define GRAD_ENTRY(S, NAME, V4, VN, SRC, SN)                                                              \
+  extern "C" __global__ void __launch_bounds__(THREADS)                                               \
+      bn_grad_stats_##NAME##_##VN##_##SN(const S::T *saved, const S::T *dy, int C, long long L,           \
+                                         const float *mean, const float *scale, const float *beta,       \
+                                         float slope, float *part) {                                     \
+    grad_stats<S, V4, SRC>(saved, dy, C, L, mean, scale, beta, slope, part);                          \
+  }                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(THREADS)                                               \
+      bn_grad_apply_##NAME##_##VN##_##SN(const S::T *saved, const S::T *dy, S::T *dx, int C, long long L, \
+                                         const float *mean, const float *scale, const float *beta,       \
+                                         float slope, const float *k2, const float *k3) {                \
+    grad_apply<S, V4, SRC>(saved, dy, dx, C, L, mean, scale, beta, slope, k2, k3);                    \
+  }
 #define ENTRY(S, NAME, V4, VN)                                                                            \
   extern "C" __global__ void __launch_bounds__(THREADS)                                               \
       bn_stats_##NAME##_##VN(const S::T *x, int C, long long L, float *part, float *shift) {             \
@@ -230,17 +277,8 @@ __device__ void grad_apply(const typename S::T *x, const typename S::T *dy, type
                              const float *scale, const float *beta, float slope) {                      \
     apply<S, V4>(x, y, C, L, mean, scale, beta, slope);                                               \
   }                                                                                                    \
-  extern "C" __global__ void __launch_bounds__(THREADS)                                               \
-      bn_grad_stats_##NAME##_##VN(const S::T *x, const S::T *dy, int C, long long L, const float *mean,  \
-                                  const float *scale, const float *beta, float slope, float *part) {    \
-    grad_stats<S, V4>(x, dy, C, L, mean, scale, beta, slope, part);                                   \
-  }                                                                                                    \
-  extern "C" __global__ void __launch_bounds__(THREADS)                                               \
-      bn_grad_apply_##NAME##_##VN(const S::T *x, const S::T *dy, S::T *dx, int C, long long L,           \
-                                  const float *mean, const float *scale, const float *beta, float slope, \
-                                  const float *k2, const float *k3) {                                    \
-    grad_apply<S, V4>(x, dy, dx, C, L, mean, scale, beta, slope, k2, k3);                              \
-  }
+  GRAD_ENTRY(S, NAME, V4, VN, FromX, x)                                                                \
+  GRAD_ENTRY(S, NAME, V4, VN, FromY, y)
 
 ENTRY(F32, f32, true, v4)
 ENTRY(F32, f32, false, v1)

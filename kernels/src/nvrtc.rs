@@ -178,12 +178,31 @@ pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
     Arg::Ptr(t.data_ptr() as u64)
 }
 
+/// Launches per kernel entry since the process started (see [`launches`]).
+static LAUNCHES: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// How many launches of kernels of our own whose entry name starts with `prefix` (e.g.
+/// `"bn_grad_stats_f16_v4_y"`, `"oicv_forward"`) this process has made: tests check with it that
+/// a path they mean to test ran (where LibTorch's would give the same values).
+pub fn launches(prefix: &str) -> usize {
+    LAUNCHES.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, c)| c).sum()
+}
+
+fn count_launch(name: &str) {
+    let mut l = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
+    match l.iter_mut().find(|(n, _)| n == name) {
+        Some((_, c)) => *c += 1,
+        None => l.push((name.to_string(), 1)),
+    }
+}
+
 impl Kernels {
     /// Launches `name` with `block` threads per block on LibTorch's current stream of `device`.
     ///
     /// # Panics
     /// On a launch error (as tch's infallible calls do).
     pub(crate) fn launch(&self, device: usize, block: (u32, u32, u32), name: &str, grid: (u32, u32, u32), args: &[Arg]) {
+        count_launch(name);
         let stream = current_stream(device).unwrap_or_else(|e| panic!("kernel {name}: {e}"));
         // SAFETY: LibTorch keeps its streams alive for the process; work is ordered with
         // LibTorch's by running on its current stream.
