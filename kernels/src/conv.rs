@@ -165,6 +165,10 @@ pub trait ConvBackend: Backend {
         <Self as burn::tensor::ops::ActivationOps<Self>>::leaky_relu(x, slope.into())
     }
 
+    /// Whether [`ConvBackend::batch_norm_eval`] may return a result (it still says `None` where
+    /// an input does not suit it): callers skip gathering its arguments where not.
+    const BATCH_NORM_EVAL: bool = false;
+
     /// Inference-mode BatchNorm of `x` (N, C, H, W) with the running statistics `[mean, var]`,
     /// then LeakyReLU(`slope`) if given, in one pass in the dtype of `x`; `None` where the backend
     /// has no such kernel (the callers then run Burn's `BatchNorm`): all but LibTorch's CUDA.
@@ -282,6 +286,8 @@ where
     }
 
     /// One kernel of our own on CUDA ([`crate::batch_norm`]).
+    const BATCH_NORM_EVAL: bool = true;
+
     fn batch_norm_eval(
         x: &FloatTensor<Self>,
         gamma: &FloatTensor<Self>,
@@ -340,6 +346,10 @@ fn tch_conv2d(
     o: ConvOptions<2>,
     allow_tf32: bool,
 ) -> burn::backend::libtorch::TchTensor {
+    // VSRNet's conv1 (one input channel, f16, CUDA) on a kernel of our own
+    if let Some(y) = crate::one_input_channel_conv::inference(&x, &weight, bias.as_ref(), &o) {
+        return y;
+    }
     tch_convolution(x, weight, bias, &o.stride, &o.padding, &o.dilation, false, &[0, 0], o.groups, allow_tf32)
 }
 
@@ -615,6 +625,9 @@ pub fn batch_norm_act_eval<B: ConvBackend>(
     x: Tensor<B, 4>,
     slope: Option<f64>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
+    if !B::BATCH_NORM_EVAL {
+        return Err(x);
+    }
     let xp = float(x.clone());
     let device = x.device();
     let running = |r: &burn::module::RunningState<Tensor<B, 1>>| float(r.value_sync().to_device(&device));

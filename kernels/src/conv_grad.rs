@@ -299,9 +299,10 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
 }
 
 /// LibTorch's graphs: forwards under its autograd, backwards through `run_backward` (cuDNN's
-/// convolution and BatchNorm backward kernels, as in PyTorch); on CUDA, BatchNorm + LeakyReLU and
-/// one-output-channel convolutions run vsr's own kernels instead, with their own saved state
-/// ([`crate::batch_norm`], [`crate::one_channel_conv`]).
+/// convolution and BatchNorm backward kernels, as in PyTorch); on CUDA, BatchNorm + LeakyReLU,
+/// one-output-channel convolutions and f16 one-input-channel convolutions of an input that needs
+/// no gradient run vsr's own kernels instead, with their own saved state
+/// ([`crate::batch_norm`], [`crate::one_channel_conv`], [`crate::one_input_channel_conv`]).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
     use super::ConvGraph;
@@ -330,6 +331,9 @@ pub(crate) mod libtorch {
     }
 
     pub(crate) fn conv2d(x: TchTensor, w: TchTensor, need: [bool; 2], options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
+        if let Some(out) = crate::one_input_channel_conv::forward(&x, &w, need, &options) {
+            return out;
+        }
         if let Some(out) = crate::one_channel_conv::forward(&x, &w, need, &options) {
             return out;
         }
@@ -425,6 +429,9 @@ pub(crate) mod libtorch {
         }
         if let Some(conv) = graph.0.downcast_ref::<crate::one_channel_conv::Saved>() {
             return crate::one_channel_conv::backward(conv, &dy);
+        }
+        if let Some(conv) = graph.0.downcast_ref::<crate::one_input_channel_conv::Saved>() {
+            return crate::one_input_channel_conv::backward(conv, &dy);
         }
         let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch graph");
         let wanted: Vec<&tch::Tensor> = saved.leaves.iter().filter(|(_, n)| *n).map(|(t, _)| &t.tensor).collect();

@@ -38,6 +38,8 @@ mod libtorch;
 pub mod nvrtc;
 #[cfg(feature = "tch")]
 mod one_channel_conv;
+#[cfg(feature = "tch")]
+mod one_input_channel_conv;
 mod setting;
 
 /// A backend that can warp an image by a flow field.

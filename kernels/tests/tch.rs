@@ -119,7 +119,8 @@ mod channels_last {
 /// output, running statistics and the gradients of x, gamma and beta; f32 and f16 (f32
 /// parameters, as vsr's fp16 training has them); planes whose length is a multiple of 4 (the
 /// vectorised kernels) and not, several chunks per plane, a mean far from 0 against the spread
-/// (the shifted sums), and no activation. Output and gradients are held against the definition
+/// (the shifted sums), no activation, and parameters that let the backward read the output and
+/// that keep x (checked through `batch_norm_backward_reads`). Output and gradients are held against the definition
 /// computed in f64 on the host (LibTorch's distance to it is printed; values at LeakyReLU's kink
 /// left out of the input gradient's check: see there), the running statistics against
 /// LibTorch's. The choice is process-wide: the other tests of this binary may run on
@@ -131,26 +132,31 @@ fn own_batch_norm_matches_cudnn() {
     use burn::module::{Param, RunningState};
     use burn::nn::BatchNormConfig;
     use burn::tensor::{DType, Distribution, Tensor};
-    use vsr_kernels::nvrtc::{TchKernels, set_tch_kernels};
+    use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
     type A = Autodiff<B>;
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
-    let cases: [([usize; 4], f32, DType, Option<f64>); 6] = [
-        ([9, 64, 96, 160], 0.0, DType::F32, Some(0.1)),
-        ([9, 64, 96, 160], 0.0, DType::F16, Some(0.1)),
-        ([3, 5, 7, 9], 3.0, DType::F32, Some(0.1)),
-        ([2, 8, 130, 131], 50.0, DType::F32, Some(0.1)),
-        ([2, 8, 130, 131], 0.5, DType::F16, None),
-        ([3, 32, 64, 64], 0.0, DType::F16, Some(0.1)),
+    // (shape, mean of x, dtype, slope, beta's range, whether the backward reads the output): in
+    // f16, beta small against gamma (0.5..1.5) lets it read the output, a large one keeps x; f32
+    // keeps x.
+    let cases: [([usize; 4], f32, DType, Option<f64>, f64, bool); 8] = [
+        ([9, 64, 96, 160], 0.0, DType::F32, Some(0.1), 0.5, false),
+        ([9, 64, 96, 160], 0.0, DType::F16, Some(0.1), 0.5, true),
+        ([3, 5, 7, 9], 3.0, DType::F32, Some(0.1), 0.5, false),
+        ([2, 8, 130, 131], 50.0, DType::F32, Some(0.1), 0.5, false),
+        ([2, 8, 130, 131], 0.5, DType::F16, None, 0.5, true),
+        ([3, 32, 64, 64], 0.0, DType::F16, Some(0.1), 0.5, true),
+        ([3, 32, 64, 64], 0.0, DType::F16, Some(0.1), 20.0, false),
+        ([3, 5, 7, 9], 0.0, DType::F16, Some(0.1), 0.5, true),
     ];
     let vec = |t: Tensor<B, 1>| t.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
-    for (shape, offset, dtype, slope) in cases {
+    for (shape, offset, dtype, slope, beta_range, from_output) in cases {
         let [n, c, h, w] = shape;
         let numel = n * c * h * w;
         let x0 = Tensor::<B, 1>::random([numel], Distribution::Normal(offset as f64, 1.0), &device);
         let r0 = Tensor::<B, 1>::random([numel], Distribution::Normal(0.0, 1.0), &device);
         let gamma = Tensor::<B, 1>::random([c], Distribution::Uniform(0.5, 1.5), &device);
-        let beta = Tensor::<B, 1>::random([c], Distribution::Uniform(-0.5, 0.5), &device);
+        let beta = Tensor::<B, 1>::random([c], Distribution::Uniform(-beta_range, beta_range), &device);
         let run = |choice: TchKernels| {
             set_tch_kernels(choice);
             let mut bn = BatchNormConfig::new(c).init::<A>(&device);
@@ -172,7 +178,21 @@ fn own_batch_norm_matches_cudnn() {
                 vec(bn.running_var.value_sync().inner()),
             ]
         };
+        // Backward launches reading [x, the output] (run with --test-threads 1: counts are
+        // process-wide).
+        let reads = || {
+            let y = launches("bn_grad_stats_f16_v4_y") + launches("bn_grad_stats_f16_v1_y");
+            [launches("bn_grad_stats_") - y, y]
+        };
+        let before = reads();
         let ours = run(TchKernels::Own);
+        let after = reads();
+        let want = if from_output { [0, 1] } else { [1, 0] };
+        assert_eq!(
+            [after[0] - before[0], after[1] - before[1]],
+            want,
+            "{shape:?} {dtype:?} beta within {beta_range}: backwards reading [x, the output]"
+        );
         let theirs = run(TchKernels::Libtorch);
         set_tch_kernels(TchKernels::Own);
         // The definition in f64 on the host, from the values the GPU saw (rounded to f16 there).
@@ -195,7 +215,7 @@ fn own_batch_norm_matches_cudnn() {
         .into_iter()
         .enumerate()
         {
-            let case = format!("{shape:?} {dtype:?} offset {offset} slope {slope:?}: {what}");
+            let case = format!("{shape:?} {dtype:?} offset {offset} slope {slope:?} beta within {beta_range}: {what}");
             if i < 4 {
                 let skip = |v: &[f32]| -> Vec<f32> {
                     if i != 1 || slope.is_none() {
@@ -401,5 +421,100 @@ fn own_kernels_take_unaligned_views() {
     set_tch_kernels(TchKernels::Own);
     for (i, what) in ["BatchNorm output", "BatchNorm input gradient", "bias + LeakyReLU"].into_iter().enumerate() {
         assert_close(&format!("unaligned view: {what}"), &ours[i], &theirs[i], 1e-5);
+    }
+}
+
+/// The one-input-channel convolution kernels of our own (VSRNet's conv1: f16, an input that
+/// needs no gradient; `VSR_TCH_KERNELS=own`, the default on CUDA) under autodiff: output and
+/// weight gradient held against the definition computed in f64 by LibTorch from the same f16
+/// values (2e-3 of the largest magnitude: f16 rounding of the results) and against LibTorch's
+/// f16 convolution (cuDNN; 5e-3); kernels 9, 5 and 3, 16 to 64 output channels, images that are
+/// not whole tiles (64 x 8) nor multiples of 8 wide. With an input that requires a gradient the
+/// kernels do not apply: LibTorch's path must still give the same output and gradients, the
+/// input's too. Outside autodiff (inference) the forward plus a bias against the f64 definition.
+/// Launch counts (`nvrtc::launches`) show that our kernels ran where meant and only there.
+/// Process-wide choice as in `own_batch_norm_matches_cudnn`.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_one_input_channel_conv_matches_cudnn() {
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
+    type A = Autodiff<B>;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    // (input shape, kernel size, output channels)
+    let cases: [([usize; 4], usize, usize); 4] = [
+        ([9, 1, 512, 960], 9, 64),
+        ([2, 1, 37, 70], 9, 64),
+        ([3, 1, 64, 64], 5, 16),
+        ([1, 1, 20, 33], 3, 32),
+    ];
+    let vec = |t: Tensor<B, 4>| {
+        let n = t.shape().num_elements();
+        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
+    };
+    for (shape, k, cout) in cases {
+        let [n, _, h, w] = shape;
+        let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+        let w0 = Tensor::<B, 4>::random([cout, 1, k, k], Distribution::Normal(0.0, 0.1), &device).cast(DType::F16);
+        let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+        // [output, weight gradient] (and the input gradient where `input_grad`) of sum(y r) in
+        // `dtype`, from the f16 values above.
+        let run = |choice: TchKernels, dtype: DType, input_grad: bool| {
+            set_tch_kernels(choice);
+            let x = Tensor::<A, 4>::from_inner(x0.clone().cast(dtype));
+            let x = if input_grad { x.require_grad() } else { x };
+            let wt = Tensor::<A, 4>::from_inner(w0.clone().cast(dtype)).require_grad();
+            let p = (k - 1) / 2;
+            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
+            assert_eq!(y.dims(), [n, cout, h, w]);
+            assert_eq!(y.dtype(), dtype);
+            let r = Tensor::<A, 4>::from_inner(r0.clone().cast(dtype));
+            let g = (y.clone() * r).cast(DType::F64).sum().backward();
+            assert_eq!(x.grad(&g).is_some(), input_grad, "an input gradient where, and only where, required");
+            let mut out = vec![vec(y.inner()), vec(wt.grad(&g).unwrap())];
+            if input_grad {
+                out.push(vec(x.grad(&g).unwrap()));
+            }
+            out
+        };
+        let kernels = || [launches("oicv_forward_f16"), launches("oicv_grad_weight_f16")];
+        let before = kernels();
+        let ours = run(TchKernels::Own, DType::F16, false);
+        let after = kernels();
+        assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1], "{shape:?}: our forward and weight gradient ran once each");
+        let theirs = run(TchKernels::Libtorch, DType::F16, false);
+        let exact = run(TchKernels::Libtorch, DType::F64, false);
+        for (i, what) in ["output", "weight gradient"].into_iter().enumerate() {
+            let case = format!("{shape:?} k {k} cout {cout}: {what}");
+            let scale = exact[i].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let d = theirs[i].iter().zip(&exact[i]).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            eprintln!("{case}: LibTorch's f16 differs from the f64 definition by {:.2e} relative", d / scale);
+            assert_close(&format!("{case} (ours against the f64 definition)"), &ours[i], &exact[i], 2e-3);
+            assert_close(&format!("{case} (ours against LibTorch's f16)"), &ours[i], &theirs[i], 5e-3);
+        }
+        // Outside autodiff (inference), with a bias: the forward kernel, then the bias.
+        let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
+        let infer = |choice: TchKernels, dtype: DType| {
+            set_tch_kernels(choice);
+            let p = (k - 1) / 2;
+            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            vec(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
+        };
+        let before = launches("oicv_forward_f16");
+        let ours = infer(TchKernels::Own, DType::F16);
+        assert_eq!(launches("oicv_forward_f16") - before, 1, "{shape:?}: our forward ran outside autodiff");
+        assert_close(&format!("{shape:?} k {k} cout {cout}: inference with a bias"), &ours, &infer(TchKernels::Libtorch, DType::F64), 2e-3);
+        // An input that requires a gradient: LibTorch's path under either choice.
+        let before = kernels();
+        let ours = run(TchKernels::Own, DType::F16, true);
+        assert_eq!(kernels(), before, "{shape:?}: an input requiring a gradient ran our kernels");
+        let theirs = run(TchKernels::Libtorch, DType::F16, true);
+        set_tch_kernels(TchKernels::Own);
+        for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
+            assert_close(&format!("{shape:?} k {k} cout {cout}, input requiring a gradient: {what}"), &ours[i], &theirs[i], 5e-3);
+        }
     }
 }

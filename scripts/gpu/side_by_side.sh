@@ -7,6 +7,7 @@
 #                                      kernels, and batch 3 with LibTorch's (VSR_TCH_KERNELS=libtorch)
 #   scripts/gpu/side_by_side.sh torch  PyTorch 2.11 (tests/fixtures/reference/torch_ref.py): eager
 #                                      fp32 and autocast fp16, and torch.compile fp16, batch 3 and 7
+#                                      (BATCHES="3": batch 3 only)
 #   scripts/gpu/side_by_side.sh cuda   `vsr bench step --backend cuda` (CubeCL), fp32 and fp16,
 #                                      batch 3, kernel cache empty unless .gpu/cache is carried
 # Needs .gpu/vsr-tch, kernels-tch, parity-tch (scripts/gpu/stage_tch.sh). Everything lands in
@@ -43,7 +44,7 @@ ours)
   for p in fp32 fp16; do step tch $p 3 90 VSR_TCH_KERNELS=libtorch; done; stamp
   ;;
 torch)
-  for b in 3 7; do
+  for b in ${BATCHES:-3 7}; do
     for f in "" --fp16 "--fp16 --compile"; do
       log "torch_ref.py --batch $b $f"
       timeout 200 $PY tests/fixtures/reference/torch_ref.py --batch $b --frames 3 --h 512 --w 960 --iters 30 $f \

@@ -1,0 +1,218 @@
+//! Training convolutions from one input channel (VSRNet's conv1: 1 -> 64 channels, 9x9) on
+//! LibTorch's CUDA f16 tensors as tensor-core kernels of our own (`one_input_channel_conv.cu`;
+//! compiled and launched as [`crate::nvrtc`] says): the forward and the weight gradient. There is
+//! no input gradient: they serve an input that needs none (VSRNet's frames). The forward also
+//! serves convolutions outside autodiff (inference: `vsr upscale`, validation), bias added after.
+//!
+//! Why: cuDNN runs this convolution with a generic kernel that does not use the tensor cores. On
+//! an H100 in fp16, at batch 9 and 512x960, its forward took 2.5 ms and its weight gradient 2.0
+//! ms (plus a 0.5 ms transpose) in vsr's training step, where reading and writing the tensors
+//! allows about 0.2 to 0.3 ms each. These kernels are matrix products on the tensor cores
+//! (`mma.sync` m16n8k16, f16 operands, f32 accumulation) whose image operand comes from a
+//! shared-memory tile of pairs of adjacent pixels (see the `.cu` file). Timed alone on an H100 at
+//! that size (CUDA events, PyTorch 2.11's cuDNN, benchmark mode off): forward 0.28 ms against
+//! cuDNN's 1.8 ms, weight gradient (its finish included) 0.27 ms against 2.6 ms.
+//!
+//! They take: f16 input and weight (f32 stays on LibTorch's convolution), an NCHW input
+//! (N, 1, H, W) that needs no gradient, a weight (C, 1, K, K) with C a multiple of 16 up to 128
+//! and K 3, 5, 7 or 9, stride 1, dilation 1, one group, "same" padding ((K - 1) / 2), at most
+//! 65535 images. Anything else, CPU tensors, channels-last inputs and `VSR_TCH_KERNELS=libtorch`
+//! go to LibTorch's convolution. The weight gradient is deterministic (no atomics: per-block
+//! partial sums, added in f64 in a fixed order).
+
+use std::sync::Arc;
+
+use burn::backend::libtorch::TchTensor;
+use burn::tensor::ops::ConvOptions;
+use tch::{Device, Kind, Tensor};
+
+use crate::conv_grad::ConvGraph;
+use crate::nvrtc::{Arg, Kernels, Program, TchKernels, aligned, ptr, tch_kernels};
+
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("one_input_channel_conv.cu"));
+/// `OI_TC`, `OI_TR`, `OI_TPB`, `OI_RC`, `OI_THREADS` and `OI_CMAX` of one_input_channel_conv.cu.
+const TC: u32 = 64;
+const TR: u32 = 8;
+const TPB: u32 = 4;
+const RC: u32 = 8;
+const THREADS: u32 = 256;
+const CMAX: i64 = 128;
+/// The weight gradient's blocks, at most (each writes C K K partial sums): two per multiprocessor
+/// of an H100 or H200 (132), one wave there (measured on an H100 at batch 9, 512x960: 0.27 ms
+/// against 0.30 with 512 blocks and 0.32 with 1024). A constant, so that the sums do not depend
+/// on the GPU.
+const WG_BLOCKS: i64 = 264;
+/// The kernel sizes compiled.
+const SIZES: [i64; 4] = [3, 5, 7, 9];
+
+/// `oicv_<pass>_f16_k<K>` for both passes and every kernel size, and the finish.
+const ENTRIES: [&str; 9] = [
+    "oicv_grad_weight_finish",
+    "oicv_forward_f16_k3", "oicv_grad_weight_f16_k3",
+    "oicv_forward_f16_k5", "oicv_grad_weight_f16_k5",
+    "oicv_forward_f16_k7", "oicv_grad_weight_f16_k7",
+    "oicv_forward_f16_k9", "oicv_grad_weight_f16_k9",
+];
+
+static PROGRAM: Program = Program::new(
+    "one_input_channel_conv.cu",
+    SOURCE,
+    &ENTRIES,
+    "one-input-channel convolution",
+    "LibTorch's convolution (cuDNN)",
+);
+
+/// x (n, 1, h, w), w (c, 1, k, k).
+#[derive(Clone, Copy)]
+struct Shape {
+    n: i64,
+    c: i64,
+    h: i64,
+    w: i64,
+    k: i64,
+}
+
+impl Shape {
+    /// The forward's: tiles of TC x TR, TPB of them stacked per block.
+    fn grid(&self) -> (u32, u32, u32) {
+        (ceil(self.w, TC), ceil(self.h, TR * TPB), self.n as u32)
+    }
+
+    /// The weight gradient's work items (TC x RC pixels of one image).
+    fn items(&self) -> i64 {
+        self.n * ceil(self.w, TC) as i64 * ceil(self.h, RC) as i64
+    }
+
+    /// The weight gradient's blocks (a contiguous range of items each).
+    fn weight_blocks(&self) -> i64 {
+        self.items().min(WG_BLOCKS)
+    }
+
+    /// `oicv_<pass>_f16_k<K>`.
+    fn entry(&self, pass: &str) -> String {
+        format!("oicv_{pass}_f16_k{}", self.k)
+    }
+}
+
+fn ceil(v: i64, by: u32) -> u32 {
+    (v as u32).div_ceil(by)
+}
+
+/// What the backward needs of the forward.
+pub(crate) struct Saved {
+    device: usize,
+    kernels: Arc<Kernels>,
+    shape: Shape,
+    /// Contiguous input (held as Burn's tensor: tch's are not `Sync`).
+    x: TchTensor,
+    need: [bool; 2],
+    /// Burn's handles of the input and weight: while held, Burn writes into neither in place.
+    _burn: [TchTensor; 2],
+}
+
+/// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
+/// they do not apply (see the module docs); the graph's backward is [`backward`].
+pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
+    if need[0] {
+        return None;
+    }
+    let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options)?;
+    let saved = Saved { device, kernels, shape, x: TchTensor::new(xc), need, _burn: [x.clone(), weight.clone()] };
+    Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
+}
+
+/// The convolution of `x` by `weight` outside autodiff (inference, frozen layers) with the
+/// forward kernel, plus `bias` (C) if given, or `None` where the kernels do not apply.
+pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTensor>, options: &ConvOptions<2>) -> Option<TchTensor> {
+    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device()) {
+        return None;
+    }
+    let (.., mut y) = launch_forward(&x.tensor, &weight.tensor, options)?;
+    if let Some(b) = bias {
+        let _ = y.g_add_(&b.tensor.to_kind(Kind::Half).view([1, -1, 1, 1]));
+    }
+    Some(TchTensor::new(y))
+}
+
+/// Checks that the kernels take `x` and `w` (see the module docs) and launches the forward:
+/// the device, kernels, shape, the contiguous input and the output.
+fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>) -> Option<(usize, Arc<Kernels>, Shape, Tensor, Tensor)> {
+    let Device::Cuda(device) = t.device() else { return None };
+    let (xs, ws) = (t.size(), wt.size());
+    if tch_kernels() != TchKernels::Own
+        || t.kind() != Kind::Half
+        || wt.kind() != Kind::Half
+        || wt.device() != t.device()
+        || xs.len() != 4
+        || ws.len() != 4
+    {
+        return None;
+    }
+    let shape = Shape { n: xs[0], c: ws[0], h: xs[2], w: xs[3], k: ws[2] };
+    let k = shape.k;
+    let same = ((k - 1) / 2) as usize;
+    if xs[1] != 1
+        || ws[1] != 1
+        || ws[3] != k
+        || !SIZES.contains(&k)
+        || shape.c % 16 != 0
+        || shape.c < 16
+        || shape.c > CMAX
+        || options.stride != [1, 1]
+        || options.dilation != [1, 1]
+        || options.groups != 1
+        || options.padding != [same, same]
+        || shape.n == 0
+        || shape.n > 65535
+        || shape.h * shape.w == 0
+        || shape.h > i32::MAX as i64 / 2
+        || shape.w > i32::MAX as i64 / 2
+        || shape.grid().1 > 65535
+        || shape.items() > i32::MAX as i64
+        // (a channels-last input keeps LibTorch's path, whose output follows its layout)
+        || crate::conv::tch_is_channels_last(t)
+    {
+        return None;
+    }
+    let kernels = PROGRAM.kernels(device).ok()?;
+    let (xc, wc) = (t.contiguous(), wt.contiguous());
+    let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (Kind::Half, t.device()));
+    let args = [ptr(&xc), ptr(&wc), ptr(&y), Arg::I32(shape.c as i32), Arg::I32(shape.h as i32), Arg::I32(shape.w as i32)];
+    kernels.launch(device, (THREADS, 1, 1), &shape.entry("forward"), shape.grid(), &args);
+    Some((device, kernels, shape, xc, y))
+}
+
+/// Gradients for `[x, weight]` of `sum(y * dy)`: no input gradient (the forward runs only where
+/// none is needed), the weight gradient where the forward's `need` says.
+pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
+    let x = &s.x.tensor;
+    let sh = s.shape;
+    let dy = dy.tensor.to_kind(Kind::Half).contiguous();
+    assert_eq!(dy.size(), [sh.n, sh.c, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
+    let dw = s.need[1].then(|| {
+        let blocks = sh.weight_blocks();
+        let count = sh.c * sh.k * sh.k;
+        let part = Tensor::empty([blocks * count], (Kind::Float, x.device()));
+        // (16-byte loads of dy's rows where they start aligned)
+        let vec = sh.w % 8 == 0 && aligned(&dy, 16);
+        s.kernels.launch(s.device, (THREADS, 1, 1), &sh.entry("grad_weight"), (blocks as u32, 1, 1), &[
+            ptr(x),
+            ptr(&dy),
+            ptr(&part),
+            Arg::I32(sh.n as i32),
+            Arg::I32(sh.c as i32),
+            Arg::I32(sh.h as i32),
+            Arg::I32(sh.w as i32),
+            Arg::I32(vec as i32),
+        ]);
+        let dw = Tensor::empty([sh.c, 1, sh.k, sh.k], (Kind::Half, x.device()));
+        s.kernels.launch(s.device, (32, 8, 1), "oicv_grad_weight_finish", ((count as u32).div_ceil(32), 1, 1), &[
+            ptr(&part),
+            Arg::I32(blocks as i32),
+            Arg::I32(count as i32),
+            ptr(&dw),
+        ]);
+        TchTensor::new(dw)
+    });
+    vec![None, dw]
+}
