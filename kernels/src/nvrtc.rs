@@ -19,7 +19,8 @@ use crate::setting::Setting;
 
 /// Whether LibTorch's training layers on CUDA run vsr's own kernels where it has them
 /// ([`crate::batch_norm`]: BatchNorm + LeakyReLU; [`crate::one_channel_conv`]: convolutions to
-/// one output channel) or LibTorch's (cuDNN) everywhere.
+/// one output channel; [`crate::one_input_channel_conv`]: f16 convolutions from one input
+/// channel; [`crate::bias_act`]: bias + LeakyReLU) or LibTorch's (cuDNN) everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TchKernels {
     /// vsr's kernels where it has them (the default).
@@ -179,7 +180,7 @@ pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
 }
 
 /// Launches per kernel entry since the process started (see [`launches`]).
-static LAUNCHES: std::sync::Mutex<Vec<(String, usize)>> = std::sync::Mutex::new(Vec::new());
+static LAUNCHES: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
 
 /// How many launches of kernels of our own whose entry name starts with `prefix` (e.g.
 /// `"bn_grad_stats_f16_v4_y"`, `"oicv_forward"`) this process has made: tests check with it that
