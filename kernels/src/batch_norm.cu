@@ -174,7 +174,8 @@ struct FromX {
   }
 };
 
-// From the output y (slope > 0, a != 0: the caller's conditions): y > 0 exactly where z > 0.
+// From the output y (slope > 0, a != 0: the caller's conditions): y > 0 where z > 0, up to f16
+// underflow of a z within 2^-25 of 0 (a kink value, whose derivative is undecided anyway).
 struct FromY {
   float inv_a, b, inv_slope;
   __device__ FromY(int c, const float *, const float *scale, const float *beta, float slope)

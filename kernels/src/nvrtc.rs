@@ -179,22 +179,24 @@ pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
     Arg::Ptr(t.data_ptr() as u64)
 }
 
-/// Launches per kernel entry since the process started (see [`launches`]).
-static LAUNCHES: Mutex<Vec<(String, usize)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// Launches per kernel entry made by this thread (see [`launches`]).
+    static LAUNCHES: std::cell::RefCell<Vec<(String, usize)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// How many launches of kernels of our own whose entry name starts with `prefix` (e.g.
-/// `"bn_grad_stats_f16_v4_y"`, `"oicv_forward"`) this process has made: tests check with it that
-/// a path they mean to test ran (where LibTorch's would give the same values).
+/// `"bn_grad_stats_f16_v4_y"`, `"oicv_forward"`) the calling thread has made (LibTorch's
+/// operations launch on the thread that calls them): tests check with it that a path they mean to
+/// test ran (where LibTorch's would give the same values), unaffected by tests on other threads.
 pub fn launches(prefix: &str) -> usize {
-    LAUNCHES.lock().unwrap_or_else(|e| e.into_inner()).iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, c)| c).sum()
+    LAUNCHES.with_borrow(|l| l.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, c)| c).sum())
 }
 
 fn count_launch(name: &str) {
-    let mut l = LAUNCHES.lock().unwrap_or_else(|e| e.into_inner());
-    match l.iter_mut().find(|(n, _)| n == name) {
+    LAUNCHES.with_borrow_mut(|l| match l.iter_mut().find(|(n, _)| n == name) {
         Some((_, c)) => *c += 1,
         None => l.push((name.to_string(), 1)),
-    }
+    });
 }
 
 impl Kernels {

@@ -103,11 +103,11 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// Contiguous input (held as Burn's tensor: tch's are not `Sync`).
+    /// The contiguous input: Burn's handle where the input was contiguous (while held, Burn
+    /// writes into it in place nowhere), else our copy (tch's tensors are not `Sync`: held as
+    /// Burn's).
     x: TchTensor,
     need: [bool; 2],
-    /// Burn's handles of the input and weight: while held, Burn writes into neither in place.
-    _burn: [TchTensor; 2],
 }
 
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
@@ -117,19 +117,20 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
         return None;
     }
     let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options)?;
-    let saved = Saved { device, kernels, shape, x: TchTensor::new(xc), need, _burn: [x.clone(), weight.clone()] };
+    let x = if x.tensor.is_contiguous() { x.clone() } else { TchTensor::new(xc) };
+    let saved = Saved { device, kernels, shape, x, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
 /// The convolution of `x` by `weight` outside autodiff (inference, frozen layers) with the
 /// forward kernel, plus `bias` (C) if given, or `None` where the kernels do not apply.
 pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTensor>, options: &ConvOptions<2>) -> Option<TchTensor> {
-    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device()) {
+    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device() || b.tensor.kind() != Kind::Half) {
         return None;
     }
     let (.., mut y) = launch_forward(&x.tensor, &weight.tensor, options)?;
     if let Some(b) = bias {
-        let _ = y.g_add_(&b.tensor.to_kind(Kind::Half).view([1, -1, 1, 1]));
+        let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
     }
     Some(TchTensor::new(y))
 }

@@ -120,7 +120,7 @@ mod channels_last {
 /// parameters, as vsr's fp16 training has them); planes whose length is a multiple of 4 (the
 /// vectorised kernels) and not, several chunks per plane, a mean far from 0 against the spread
 /// (the shifted sums), no activation, and parameters that let the backward read the output and
-/// that keep x (checked through `batch_norm_backward_reads`). Output and gradients are held against the definition
+/// that keep x (checked through `nvrtc::launches`). Output and gradients are held against the definition
 /// computed in f64 on the host (LibTorch's distance to it is printed; values at LeakyReLU's kink
 /// left out of the input gradient's check: see there), the running statistics against
 /// LibTorch's. The choice is process-wide: the other tests of this binary may run on
@@ -178,8 +178,7 @@ fn own_batch_norm_matches_cudnn() {
                 vec(bn.running_var.value_sync().inner()),
             ]
         };
-        // Backward launches reading [x, the output] (run with --test-threads 1: counts are
-        // process-wide).
+        // Backward launches reading [x, the output] (this thread's).
         let reads = || {
             let y = launches("bn_grad_stats_f16_v4_y") + launches("bn_grad_stats_f16_v1_y");
             [launches("bn_grad_stats_") - y, y]
@@ -428,7 +427,7 @@ fn own_kernels_take_unaligned_views() {
 /// needs no gradient; `VSR_TCH_KERNELS=own`, the default on CUDA) under autodiff: output and
 /// weight gradient held against the definition computed in f64 by LibTorch from the same f16
 /// values (2e-3 of the largest magnitude: f16 rounding of the results) and against LibTorch's
-/// f16 convolution (cuDNN; 5e-3); kernels 9, 5 and 3, 16 to 64 output channels, images that are
+/// f16 convolution (cuDNN; 5e-3); kernels 9, 7, 5 and 3, 16 to 128 output channels (48: a partial group of warps), images that are
 /// not whole tiles (64 x 8) nor multiples of 8 wide. With an input that requires a gradient the
 /// kernels do not apply: LibTorch's path must still give the same output and gradients, the
 /// input's too. Outside autodiff (inference) the forward plus a bias against the f64 definition.
@@ -445,11 +444,13 @@ fn own_one_input_channel_conv_matches_cudnn() {
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
     // (input shape, kernel size, output channels)
-    let cases: [([usize; 4], usize, usize); 4] = [
+    let cases: [([usize; 4], usize, usize); 6] = [
         ([9, 1, 512, 960], 9, 64),
         ([2, 1, 37, 70], 9, 64),
         ([3, 1, 64, 64], 5, 16),
         ([1, 1, 20, 33], 3, 32),
+        ([2, 1, 37, 70], 7, 48),
+        ([1, 1, 20, 33], 9, 128),
     ];
     let vec = |t: Tensor<B, 4>| {
         let n = t.shape().num_elements();
