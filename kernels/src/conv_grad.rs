@@ -302,7 +302,8 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
 /// convolution and BatchNorm backward kernels, as in PyTorch); on CUDA, BatchNorm + LeakyReLU,
 /// one-output-channel convolutions and f16 one-input-channel convolutions of an input that needs
 /// no gradient run vsr's own kernels instead, with their own saved state
-/// ([`crate::batch_norm`], [`crate::one_channel_conv`], [`crate::one_input_channel_conv`]).
+/// ([`crate::batch_norm`], [`crate::one_channel_conv`], [`crate::one_input_channel_conv`]), and so
+/// does the weight gradient of f16 convolutions to 32 channels ([`crate::tensor_core_conv`]).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
     use super::ConvGraph;
@@ -335,6 +336,9 @@ pub(crate) mod libtorch {
             return out;
         }
         if let Some(out) = crate::one_channel_conv::forward(&x, &w, need, &options) {
+            return out;
+        }
+        if let Some(out) = crate::tensor_core_conv::forward(&x, &w, need, &options) {
             return out;
         }
         let i64s = |v: [usize; 2]| v.map(|i| i as i64);
@@ -432,6 +436,9 @@ pub(crate) mod libtorch {
         }
         if let Some(conv) = graph.0.downcast_ref::<crate::one_input_channel_conv::Saved>() {
             return crate::one_input_channel_conv::backward(conv, &dy);
+        }
+        if let Some(conv) = graph.0.downcast_ref::<crate::tensor_core_conv::Saved>() {
+            return crate::tensor_core_conv::backward(conv, &dy);
         }
         let saved = graph.0.downcast_ref::<Saved>().expect("a LibTorch graph");
         let wanted: Vec<&tch::Tensor> = saved.leaves.iter().filter(|(_, n)| *n).map(|(t, _)| &t.tensor).collect();

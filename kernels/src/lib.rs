@@ -40,6 +40,8 @@ pub mod nvrtc;
 mod one_channel_conv;
 #[cfg(feature = "tch")]
 mod one_input_channel_conv;
+#[cfg(feature = "tch")]
+mod tensor_core_conv;
 mod setting;
 
 /// A backend that can warp an image by a flow field.

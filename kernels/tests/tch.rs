@@ -519,3 +519,75 @@ fn own_one_input_channel_conv_matches_cudnn() {
         }
     }
 }
+
+/// The tensor-core weight-gradient kernel of our own for many-channel convolutions to 32 output
+/// channels (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`), forward and input gradient on
+/// LibTorch: output, weight gradient and input gradient against the f64 definition and LibTorch's
+/// f16 (cuDNN); images that are not whole tiles (64 x 4) and W not a multiple of 8; kernels 5 and
+/// 3; the weight gradient bit-for-bit the same on a second run. 16 output channels (not ours) are
+/// checked to keep LibTorch's path. Process-wide choice as in `own_batch_norm_matches_cudnn`.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_tensor_core_conv_matches_cudnn() {
+    use burn::backend::Autodiff;
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
+    type A = Autodiff<B>;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    // (input shape, kernel size, output channels, whether our kernel applies)
+    let cases: [([usize; 4], usize, usize, bool); 4] = [
+        ([3, 192, 512, 960], 5, 32, true),
+        ([2, 32, 37, 70], 5, 32, true),
+        ([1, 16, 20, 33], 3, 32, true),
+        ([1, 16, 20, 33], 3, 16, false),
+    ];
+    let vec = |t: Tensor<B, 4>| {
+        let n = t.shape().num_elements();
+        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
+    };
+    for (shape, k, cout, applies) in cases {
+        let [n, cin, h, w] = shape;
+        let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+        let w0 = Tensor::<B, 4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.02), &device).cast(DType::F16);
+        let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+        // [output, weight gradient] (and the input gradient where `input_grad`) of sum(y r) in
+        // `dtype`, from the f16 values above.
+        let run = |choice: TchKernels, dtype: DType, input_grad: bool| {
+            set_tch_kernels(choice);
+            let x = Tensor::<A, 4>::from_inner(x0.clone().cast(dtype));
+            let x = if input_grad { x.require_grad() } else { x };
+            let wt = Tensor::<A, 4>::from_inner(w0.clone().cast(dtype)).require_grad();
+            let p = (k - 1) / 2;
+            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
+            assert_eq!(y.dims(), [n, cout, h, w]);
+            assert_eq!(y.dtype(), dtype);
+            let r = Tensor::<A, 4>::from_inner(r0.clone().cast(dtype));
+            let g = (y.clone() * r).cast(DType::F64).sum().backward();
+            assert_eq!(x.grad(&g).is_some(), input_grad, "an input gradient where, and only where, required");
+            let mut out = vec![vec(y.inner()), vec(wt.grad(&g).unwrap())];
+            if input_grad {
+                out.push(vec(x.grad(&g).unwrap()));
+            }
+            out
+        };
+        let case = format!("{shape:?} k {k} cout {cout}");
+        let before = launches("tcc_grad_weight_f16");
+        let ours = run(TchKernels::Own, DType::F16, true);
+        let again = run(TchKernels::Own, DType::F16, false);
+        let ran = launches("tcc_grad_weight_f16") - before;
+        assert_eq!(ran, if applies { 2 } else { 0 }, "{case}: our weight gradient ran where, and only where, it applies");
+        assert!(ours[1] == again[1], "{case}: the weight gradient differs between two runs");
+        let theirs = run(TchKernels::Libtorch, DType::F16, true);
+        let exact = run(TchKernels::Libtorch, DType::F64, true);
+        set_tch_kernels(TchKernels::Own);
+        for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
+            let scale = exact[i].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let d = theirs[i].iter().zip(&exact[i]).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            eprintln!("{case}: {what}: LibTorch's f16 differs from the f64 definition by {:.2e} relative", d / scale);
+            assert_close(&format!("{case}: {what} (ours against the f64 definition)"), &ours[i], &exact[i], 2e-3);
+            assert_close(&format!("{case}: {what} (ours against LibTorch's f16)"), &ours[i], &theirs[i], 5e-3);
+        }
+    }
+}
