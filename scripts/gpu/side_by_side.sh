@@ -8,6 +8,8 @@
 #   scripts/gpu/side_by_side.sh torch  PyTorch 2.11 (tests/fixtures/reference/torch_ref.py): eager
 #                                      fp32 and autocast fp16, and torch.compile fp16, batch 3 and 7
 #                                      (BATCHES="3": batch 3 only)
+#   scripts/gpu/side_by_side.sh layers `vsr bench conv --backend tch` (VSRNet's convolutions pass by
+#                                      pass), fp16 and fp32, our kernels and LibTorch's
 #   scripts/gpu/side_by_side.sh cuda   `vsr bench step --backend cuda` (CubeCL), fp32 and fp16,
 #                                      batch 3, kernel cache empty unless .gpu/cache is carried
 # Needs .gpu/vsr-tch, kernels-tch, parity-tch (scripts/gpu/stage_tch.sh). Everything lands in
@@ -16,7 +18,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
 V=.gpu/vsr-tch
-part=${1:?ours, torch or cuda}
+part=${1:?ours, torch, layers or cuda}
 L=$OUT/$part.log J=$OUT/$part.jsonl
 log() { echo "\$ $*" >>"$L"; }
 step() {  # backend precision batch limit [env...]
@@ -52,6 +54,15 @@ torch)
       cat "$OUT/cur.log" >>"$L"; tail -1 "$OUT/cur.log" | tee -a "$J"
     done; stamp
   done
+  ;;
+layers)
+  for p in fp16 fp32; do for k in own libtorch; do
+    log "VSR_TCH_KERNELS=$k vsr bench conv --backend tch --precision $p"
+    VSR_TCH_KERNELS=$k timeout 120 $V bench conv --backend tch --precision $p --batch 3 --skip-burn-wgrad \
+      --json "$OUT/cur.json" >"$OUT/cur.log" 2>&1 || echo "   conv $p $k: exit $?"
+    cat "$OUT/cur.log" >>"$L"; [ -f "$OUT/cur.json" ] && { tr -d '\n' <"$OUT/cur.json"; echo; } >>"$J"; rm -f "$OUT/cur.json"
+    echo "-- $p kernels $k"; grep -E "^\|" "$OUT/cur.log" | head -8
+  done; done; stamp
   ;;
 cuda)
   for p in fp32 fp16; do step cuda $p 3 280; stamp; done
