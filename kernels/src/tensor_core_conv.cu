@@ -257,22 +257,9 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
     }
 }
 
-// dw[q] = sum over the partial sets of part[set * count + q] in f64, as f16. Block (32, 8):
-// thread (q, j) adds the sets j, j + 8, ..; then the 8 sums are added in order.
-extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish(const float *part, int sets, int count,
-                                                                         half_t *dw) {
-  __shared__ double s[8][32];
-  const int q = blockIdx.x * 32 + threadIdx.x, j = threadIdx.y;
-  double v = 0.0;
-  if (q < count)
-    for (int b = j; b < sets; b += 8) v += part[(long long)b * count + q];
-  s[j][threadIdx.x] = v;
-  __syncthreads();
-  if (j == 0 && q < count) {
-    double sum = 0.0;
-    for (int i = 0; i < 8; ++i) sum += s[i][threadIdx.x];
-    dw[q] = f2h((float)sum);
-  }
+// dw[q] = sum over the partial sets' sums (partials.cuh).
+extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish(const float *part, int sets, int count, half_t *dw) {
+  sum_partials_f16(part, sets, count, dw);
 }
 
 #define TCC_ENTRY(K)                                                                                           \

@@ -523,7 +523,8 @@ fn own_one_input_channel_conv_matches_cudnn() {
 /// The tensor-core weight-gradient kernel of our own for many-channel convolutions to 32 output
 /// channels (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`), forward and input gradient on
 /// LibTorch: output, weight gradient and input gradient against the f64 definition and LibTorch's
-/// f16 (cuDNN); images that are not whole tiles (64 x 4) and W not a multiple of 8; kernels 5 and
+/// f16 (cuDNN); images that are not whole tiles (32 x 4), W not a multiple of 8, W a multiple of 8
+/// but not of 32, an image smaller than the kernel; kernels 5 and
 /// 3; the weight gradient bit-for-bit the same on a second run. 16 output channels (not ours) are
 /// checked to keep LibTorch's path. Process-wide choice as in `own_batch_norm_matches_cudnn`.
 #[test]
@@ -537,10 +538,14 @@ fn own_tensor_core_conv_matches_cudnn() {
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
     // (input shape, kernel size, output channels, whether our kernel applies)
-    let cases: [([usize; 4], usize, usize, bool); 4] = [
+    let cases: [([usize; 4], usize, usize, bool); 6] = [
         ([3, 192, 512, 960], 5, 32, true),
         ([2, 32, 37, 70], 5, 32, true),
         ([1, 16, 20, 33], 3, 32, true),
+        // 16-byte loads with W a multiple of 8 but not of the tile's 32; an image smaller than
+        // the kernel
+        ([1, 16, 7, 40], 3, 32, true),
+        ([1, 16, 2, 5], 5, 32, true),
         ([1, 16, 20, 33], 3, 16, false),
     ];
     let vec = |t: Tensor<B, 4>| {
