@@ -350,7 +350,9 @@ fn tch_conv2d(
     if let Some(y) = crate::one_input_channel_conv::inference(&x, &weight, bias.as_ref(), &o) {
         return y;
     }
-    tch_convolution(x, weight, bias, &o.stride, &o.padding, &o.dilation, false, &[0, 0], o.groups, allow_tf32)
+    let b = bias.as_ref().map(|b| &b.tensor);
+    let y = tch_convolution(&x.tensor, &weight.tensor, b, &o.stride, &o.padding, &o.dilation, false, &[0, 0], o.groups, allow_tf32);
+    burn::backend::libtorch::TchTensor::new(y)
 }
 
 /// `conv_transpose2d` through [`tch_convolution`].
@@ -362,17 +364,19 @@ fn tch_conv_transpose2d(
     o: ConvTransposeOptions<2>,
     allow_tf32: bool,
 ) -> burn::backend::libtorch::TchTensor {
-    tch_convolution(x, weight, bias, &o.stride, &o.padding, &o.dilation, true, &o.padding_out, o.groups, allow_tf32)
+    let b = bias.as_ref().map(|b| &b.tensor);
+    let y = tch_convolution(&x.tensor, &weight.tensor, b, &o.stride, &o.padding, &o.dilation, true, &o.padding_out, o.groups, allow_tf32);
+    burn::backend::libtorch::TchTensor::new(y)
 }
 
 /// `torch._convolution` (cuDNN enabled, benchmark mode as set, TF32 if `allow_tf32`), in the
 /// layout of the input (PyTorch converts the weight to it).
 #[cfg(feature = "tch")]
 #[allow(clippy::too_many_arguments)]
-fn tch_convolution(
-    x: burn::backend::libtorch::TchTensor,
-    weight: burn::backend::libtorch::TchTensor,
-    bias: Option<burn::backend::libtorch::TchTensor>,
+pub(crate) fn tch_convolution(
+    x: &tch::Tensor,
+    weight: &tch::Tensor,
+    bias: Option<&tch::Tensor>,
     stride: &[usize; 2],
     padding: &[usize; 2],
     dilation: &[usize; 2],
@@ -380,11 +384,11 @@ fn tch_convolution(
     padding_out: &[usize; 2],
     groups: usize,
     allow_tf32: bool,
-) -> burn::backend::libtorch::TchTensor {
+) -> tch::Tensor {
     let i64s = |v: &[usize; 2]| v.map(|i| i as i64);
-    let out = x.tensor.internal_convolution(
-        &weight.tensor,
-        bias.as_ref().map(|b| &b.tensor),
+    x.internal_convolution(
+        weight,
+        bias,
         i64s(stride),
         i64s(padding),
         i64s(dilation),
@@ -395,8 +399,7 @@ fn tch_convolution(
         false,
         true,
         allow_tf32,
-    );
-    burn::backend::libtorch::TchTensor::new(out)
+    )
 }
 
 /// Memory layout of FlowNetSD on LibTorch (training and inference), process-wide

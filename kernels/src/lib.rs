@@ -29,6 +29,8 @@ mod bias_act;
 pub mod bench;
 pub mod conv;
 pub mod conv_grad;
+#[cfg(feature = "tch")]
+mod conv_shape;
 #[cfg(feature = "cubecl")]
 pub mod cube;
 pub mod fixed_point;

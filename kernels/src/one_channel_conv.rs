@@ -17,10 +17,11 @@ use std::sync::Arc;
 
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::ops::ConvOptions;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::nvrtc::{Arg, Kernels, Program, TchKernels, ptr, tch_kernels};
+use crate::conv_shape::{ConvShape, contiguous};
+use crate::nvrtc::{Arg, Kernels, Program, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("one_channel_conv.cu"));
 /// `TX`, `TY`, `RPT`, `WMAX` and `ROWS` of one_channel_conv.cu.
@@ -88,65 +89,28 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// Contiguous input and weight (held as Burn's tensors: tch's are not `Sync`).
+    /// The input and weight, contiguous ([`contiguous`]).
     x: TchTensor,
     weight: TchTensor,
     need: [bool; 2],
-    /// Burn's handles of the input and weight: while held, Burn writes into neither in place.
-    _burn: [TchTensor; 2],
 }
 
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
 /// they do not apply (see the module docs); the graph's backward is [`backward`].
 pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
     let (t, wt) = (&x.tensor, &weight.tensor);
-    let Device::Cuda(device) = t.device() else { return None };
-    let (xs, ws) = (t.size(), wt.size());
-    if tch_kernels() != TchKernels::Own
-        || !matches!(t.kind(), Kind::Float | Kind::Half)
-        || wt.kind() != t.kind()
-        || wt.device() != t.device()
-        || xs.len() != 4
-        || ws.len() != 4
-    {
-        return None;
-    }
-    let shape = Shape { n: xs[0], c: xs[1], h: xs[2], w: xs[3], k: ws[2] };
-    let k = shape.k;
-    let same = ((k - 1) / 2) as usize;
-    if ws[0] != 1
-        || ws[1] != shape.c
-        || ws[3] != k
-        || !SIZES.contains(&k)
-        || shape.c * k * k > WMAX
-        || options.stride != [1, 1]
-        || options.dilation != [1, 1]
-        || options.groups != 1
-        || options.padding != [same, same]
-        || shape.n == 0
-        || shape.n > 65535
-        || shape.h * shape.w == 0
-        || shape.grid().1 > 65535
-        || shape.h > i32::MAX as i64 / 2
-        || shape.w > i32::MAX as i64 / 2
-    {
+    let g = ConvShape::same_padding(t, wt, options, &[Kind::Float, Kind::Half], &SIZES)?;
+    let (device, shape) = (g.device, Shape { n: g.n, c: g.ci, h: g.h, w: g.w, k: g.k });
+    if g.co != 1 || shape.c * shape.k * shape.k > WMAX || shape.n > 65535 || shape.grid().1 > 65535 {
         return None;
     }
     let kernels = PROGRAM.kernels(device).ok()?;
-    let (xc, wc) = (t.contiguous(), wt.contiguous());
+    let (x, weight) = (contiguous(x), contiguous(weight));
     let y = Tensor::empty([shape.n, 1, shape.h, shape.w], (t.kind(), t.device()));
-    let mut args = vec![ptr(&xc), ptr(&wc), ptr(&y)];
+    let mut args = vec![ptr(&x.tensor), ptr(&weight.tensor), ptr(&y)];
     args.extend(shape.args());
     kernels.launch(device, (TX, TY, 1), &shape.entry("forward", t.kind()), shape.grid(), &args);
-    let saved = Saved {
-        device,
-        kernels,
-        shape,
-        x: TchTensor::new(xc),
-        weight: TchTensor::new(wc),
-        need,
-        _burn: [x.clone(), weight.clone()],
-    };
+    let saved = Saved { device, kernels, shape, x, weight, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 

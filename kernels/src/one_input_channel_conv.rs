@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::ops::ConvOptions;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::nvrtc::{Arg, Kernels, Program, TchKernels, aligned, ptr, tch_kernels};
+use crate::conv_shape::ConvShape;
+use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("one_input_channel_conv.cu"));
 /// `OI_TC`, `OI_TR`, `OI_TPB`, `OI_RC`, `OI_THREADS` and `OI_CMAX` of one_input_channel_conv.cu.
@@ -103,9 +104,7 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// The contiguous input: Burn's handle where the input was contiguous (while held, Burn
-    /// writes into it in place nowhere), else our copy (tch's tensors are not `Sync`: held as
-    /// Burn's).
+    /// The input, contiguous (as `conv_shape::contiguous` keeps it).
     x: TchTensor,
     need: [bool; 2],
 }
@@ -117,6 +116,7 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
         return None;
     }
     let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options)?;
+    // (Burn's handle where the input is contiguous: see `conv_shape::contiguous`)
     let x = if x.tensor.is_contiguous() { x.clone() } else { TchTensor::new(xc) };
     let saved = Saved { device, kernels, shape, x, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
@@ -138,36 +138,13 @@ pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTens
 /// Checks that the kernels take `x` and `w` (see the module docs) and launches the forward:
 /// the device, kernels, shape, the contiguous input and the output.
 fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>) -> Option<(usize, Arc<Kernels>, Shape, Tensor, Tensor)> {
-    let Device::Cuda(device) = t.device() else { return None };
-    let (xs, ws) = (t.size(), wt.size());
-    if tch_kernels() != TchKernels::Own
-        || t.kind() != Kind::Half
-        || wt.kind() != Kind::Half
-        || wt.device() != t.device()
-        || xs.len() != 4
-        || ws.len() != 4
-    {
-        return None;
-    }
-    let shape = Shape { n: xs[0], c: ws[0], h: xs[2], w: xs[3], k: ws[2] };
-    let k = shape.k;
-    let same = ((k - 1) / 2) as usize;
-    if xs[1] != 1
-        || ws[1] != 1
-        || ws[3] != k
-        || !SIZES.contains(&k)
+    let g = ConvShape::same_padding(t, wt, options, &[Kind::Half], &SIZES)?;
+    let (device, shape) = (g.device, Shape { n: g.n, c: g.co, h: g.h, w: g.w, k: g.k });
+    if g.ci != 1
         || shape.c % 16 != 0
         || shape.c < 16
         || shape.c > CMAX
-        || options.stride != [1, 1]
-        || options.dilation != [1, 1]
-        || options.groups != 1
-        || options.padding != [same, same]
-        || shape.n == 0
         || shape.n > 65535
-        || shape.h * shape.w == 0
-        || shape.h > i32::MAX as i64 / 2
-        || shape.w > i32::MAX as i64 / 2
         || shape.grid().1 > 65535
         || shape.items() > i32::MAX as i64
         // (a channels-last input keeps LibTorch's path, whose output follows its layout)

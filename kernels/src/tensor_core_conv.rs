@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::ops::ConvOptions;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::nvrtc::{Arg, Kernels, Program, TchKernels, aligned, ptr, tch_kernels};
+use crate::conv_shape::{ConvShape, contiguous};
+use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("tensor_core_conv.cu"));
 /// `TCC_TC`, `TCC_RC`, `TCC_CIB` and `TCC_CO` of tensor_core_conv.cu.
@@ -87,12 +88,10 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// Contiguous input and weight (held as Burn's tensors: tch's are not `Sync`).
+    /// The input and weight, contiguous ([`contiguous`]).
     x: TchTensor,
     weight: TchTensor,
     need: [bool; 2],
-    /// Burn's handles of the input and weight: while held, Burn writes into neither in place.
-    _burn: [TchTensor; 2],
 }
 
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] (LibTorch's convolution, outside
@@ -100,35 +99,14 @@ pub(crate) struct Saved {
 /// (see the module docs); the graph's backward is [`backward`].
 pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
     let (t, wt) = (&x.tensor, &weight.tensor);
-    let Device::Cuda(device) = t.device() else { return None };
-    let (xs, ws) = (t.size(), wt.size());
-    if !need[1]
-        || tch_kernels() != TchKernels::Own
-        || t.kind() != Kind::Half
-        || wt.kind() != Kind::Half
-        || wt.device() != t.device()
-        || xs.len() != 4
-        || ws.len() != 4
-    {
+    if !need[1] {
         return None;
     }
-    let shape = Shape { n: xs[0], ci: xs[1], h: xs[2], w: xs[3], k: ws[2] };
-    let same = shape.padding() as usize;
-    if ws[0] != CO
-        || ws[1] != shape.ci
-        || ws[3] != shape.k
-        || !SIZES.contains(&shape.k)
+    let g = ConvShape::same_padding(t, wt, options, &[Kind::Half], &SIZES)?;
+    let (device, shape) = (g.device, Shape { n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k });
+    if g.co != CO
         || shape.ci % CIB != 0
-        || shape.ci == 0
         || shape.ci / CIB > 65535
-        || options.stride != [1, 1]
-        || options.dilation != [1, 1]
-        || options.groups != 1
-        || options.padding != [same, same]
-        || shape.n == 0
-        || shape.h * shape.w == 0
-        || shape.h > i32::MAX as i64 / 2
-        || shape.w > i32::MAX as i64 / 2
         || shape.items() > i32::MAX as i64 / 2
         || CO * shape.ci * shape.k * shape.k > i32::MAX as i64
         || crate::conv::tch_is_channels_last(t)
@@ -136,26 +114,17 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
         return None;
     }
     let kernels = PROGRAM.kernels(device).ok()?;
-    let (xc, wc) = (t.contiguous(), wt.contiguous());
-    let p = shape.padding();
-    let y = tch::no_grad(|| convolution(&xc, &wc, p, false));
-    let saved = Saved {
-        device,
-        kernels,
-        shape,
-        x: TchTensor::new(xc),
-        weight: TchTensor::new(wc),
-        need,
-        _burn: [x.clone(), weight.clone()],
-    };
+    let (x, weight) = (contiguous(x), contiguous(weight));
+    let y = tch::no_grad(|| convolution(&x.tensor, &weight.tensor, shape.padding(), false));
+    let saved = Saved { device, kernels, shape, x, weight, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
 /// LibTorch's (transposed, for the input gradient) convolution of `x` by `w` with stride 1 and
-/// padding `p`, with the settings of the other training convolutions (cuDNN's benchmark mode as
-/// [`crate::conv::tch_cudnn_benchmark`] says; f16, so TF32 does not arise).
+/// padding `p`, as the other training convolutions run ([`crate::conv::tch_convolution`]; f16,
+/// so TF32 does not arise).
 fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool) -> Tensor {
-    x.internal_convolution(w, None::<&Tensor>, [1, 1], [p, p], [1, 1], transposed, [0, 0], 1, crate::conv::tch_cudnn_benchmark(), false, true, false)
+    crate::conv::tch_convolution(x, w, None, &[1, 1], &[p as usize; 2], &[1, 1], transposed, &[0, 0], 1, false)
 }
 
 /// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`: the input

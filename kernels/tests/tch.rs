@@ -291,6 +291,55 @@ fn assert_close(case: &str, ours: &[f32], theirs: &[f32], tol: f32) {
     eprintln!("{case}: max diff {:.2e} relative", d / scale);
 }
 
+/// The values of `t` as f32, flattened.
+fn values(t: burn::tensor::Tensor<B, 4>) -> Vec<f32> {
+    let n = t.shape().num_elements();
+    t.cast(burn::tensor::DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
+}
+
+/// Under autodiff, with our kernels or LibTorch's (`choice`, left set): the convolution of `x0`
+/// by `w0` (stride 1, "same" padding, no bias) computed in `dtype` (`vsr_kernels::conv::conv2d`),
+/// and the gradients of `sum(y * r0)`: `[output, weight gradient]`, then the input gradient where
+/// `input_grad` (the input requires one there, and only there).
+fn conv_and_grads(
+    choice: vsr_kernels::nvrtc::TchKernels,
+    [x0, w0, r0]: [&burn::tensor::Tensor<B, 4>; 3],
+    dtype: burn::tensor::DType,
+    input_grad: bool,
+) -> Vec<Vec<f32>> {
+    use burn::tensor::{DType, Tensor};
+    type A = burn::backend::Autodiff<B>;
+    vsr_kernels::nvrtc::set_tch_kernels(choice);
+    let x = Tensor::<A, 4>::from_inner(x0.clone().cast(dtype));
+    let x = if input_grad { x.require_grad() } else { x };
+    let wt = Tensor::<A, 4>::from_inner(w0.clone().cast(dtype)).require_grad();
+    let k = w0.dims()[2];
+    let p = (k - 1) / 2;
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+    let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, options);
+    assert_eq!(y.dims(), r0.dims());
+    assert_eq!(y.dtype(), dtype);
+    let r = Tensor::<A, 4>::from_inner(r0.clone().cast(dtype));
+    let g = (y.clone() * r).cast(DType::F64).sum().backward();
+    assert_eq!(x.grad(&g).is_some(), input_grad, "an input gradient where, and only where, required");
+    let mut out = vec![values(y.inner()), values(wt.grad(&g).unwrap())];
+    if input_grad {
+        out.push(values(x.grad(&g).unwrap()));
+    }
+    out
+}
+
+/// `ours` against the f64 definition `exact` (within `tol_exact` of its largest magnitude) and
+/// against LibTorch's result in the same precision `theirs` (`tol_theirs`), printing how far
+/// LibTorch's is from the definition.
+fn assert_near_definition(case: &str, ours: &[f32], theirs: &[f32], exact: &[f32], [tol_exact, tol_theirs]: [f32; 2]) {
+    let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let d = theirs.iter().zip(exact).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    eprintln!("{case}: LibTorch's differs from the f64 definition by {:.2e} relative", d / scale);
+    assert_close(&format!("{case} (ours against the f64 definition)"), ours, exact, tol_exact);
+    assert_close(&format!("{case} (ours against LibTorch's)"), ours, theirs, tol_theirs);
+}
+
 /// The one-output-channel convolution kernels of our own (VSRNet's conv3; `VSR_TCH_KERNELS=own`,
 /// the default on CUDA) against LibTorch's convolution (cuDNN, TF32 allowed: hence the f32
 /// bound) under its autograd: output, input and weight gradients; f32 and f16; kernels 3, 5 and
@@ -300,11 +349,8 @@ fn assert_close(case: &str, ours: &[f32], theirs: &[f32], tol: f32) {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_one_channel_conv_matches_cudnn() {
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
     use vsr_kernels::nvrtc::{TchKernels, set_tch_kernels};
-    type A = Autodiff<B>;
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
     let cases: [([usize; 4], usize, usize, DType); 7] = [
@@ -316,32 +362,16 @@ fn own_one_channel_conv_matches_cudnn() {
         ([2, 3, 150, 37], 5, 1, DType::F32),
         ([2, 6, 24, 40], 3, 2, DType::F32),
     ];
-    let vec = |t: Tensor<B, 4>| {
-        let n = t.shape().num_elements();
-        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
-    };
     for (shape, k, cout, dtype) in cases {
         let [n, c, h, w] = shape;
         let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let w0 = Tensor::<B, 4>::random([cout, c, k, k], Distribution::Normal(0.0, 0.2), &device);
         let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let run = |choice: TchKernels| {
-            set_tch_kernels(choice);
-            let x = Tensor::<A, 4>::from_inner(x0.clone()).cast(dtype).require_grad();
-            let wt = Tensor::<A, 4>::from_inner(w0.clone()).cast(dtype).require_grad();
-            let p = (k - 1) / 2;
-            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
-            assert_eq!(y.dims(), [n, cout, h, w]);
-            assert_eq!(y.dtype(), dtype);
-            let r = Tensor::<A, 4>::from_inner(r0.clone()).cast(dtype);
-            let g = (y.clone() * r).cast(DType::F32).sum().backward();
-            [vec(y.inner()), vec(x.grad(&g).unwrap()), vec(wt.grad(&g).unwrap())]
-        };
-        let ours = run(TchKernels::Own);
-        let theirs = run(TchKernels::Libtorch);
+        let ours = conv_and_grads(TchKernels::Own, [&x0, &w0, &r0], dtype, true);
+        let theirs = conv_and_grads(TchKernels::Libtorch, [&x0, &w0, &r0], dtype, true);
         set_tch_kernels(TchKernels::Own);
         let tol = if dtype == DType::F16 { 5e-3 } else { 2e-3 };
-        for (i, what) in ["output", "input gradient", "weight gradient"].into_iter().enumerate() {
+        for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
             assert_close(&format!("{shape:?} k {k} cout {cout} {dtype:?}: {what}"), &ours[i], &theirs[i], tol);
         }
     }
@@ -436,11 +466,9 @@ fn own_kernels_take_unaligned_views() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_one_input_channel_conv_matches_cudnn() {
-    use burn::backend::Autodiff;
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
     use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
-    type A = Autodiff<B>;
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
     // (input shape, kernel size, output channels)
@@ -452,35 +480,12 @@ fn own_one_input_channel_conv_matches_cudnn() {
         ([2, 1, 37, 70], 7, 48),
         ([1, 1, 20, 33], 9, 128),
     ];
-    let vec = |t: Tensor<B, 4>| {
-        let n = t.shape().num_elements();
-        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
-    };
     for (shape, k, cout) in cases {
         let [n, _, h, w] = shape;
         let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
         let w0 = Tensor::<B, 4>::random([cout, 1, k, k], Distribution::Normal(0.0, 0.1), &device).cast(DType::F16);
         let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
-        // [output, weight gradient] (and the input gradient where `input_grad`) of sum(y r) in
-        // `dtype`, from the f16 values above.
-        let run = |choice: TchKernels, dtype: DType, input_grad: bool| {
-            set_tch_kernels(choice);
-            let x = Tensor::<A, 4>::from_inner(x0.clone().cast(dtype));
-            let x = if input_grad { x.require_grad() } else { x };
-            let wt = Tensor::<A, 4>::from_inner(w0.clone().cast(dtype)).require_grad();
-            let p = (k - 1) / 2;
-            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
-            assert_eq!(y.dims(), [n, cout, h, w]);
-            assert_eq!(y.dtype(), dtype);
-            let r = Tensor::<A, 4>::from_inner(r0.clone().cast(dtype));
-            let g = (y.clone() * r).cast(DType::F64).sum().backward();
-            assert_eq!(x.grad(&g).is_some(), input_grad, "an input gradient where, and only where, required");
-            let mut out = vec![vec(y.inner()), vec(wt.grad(&g).unwrap())];
-            if input_grad {
-                out.push(vec(x.grad(&g).unwrap()));
-            }
-            out
-        };
+        let run = |choice, dtype, input_grad| conv_and_grads(choice, [&x0, &w0, &r0], dtype, input_grad);
         let kernels = || [launches("oicv_forward_f16"), launches("oicv_grad_weight_f16")];
         let before = kernels();
         let ours = run(TchKernels::Own, DType::F16, false);
@@ -489,12 +494,7 @@ fn own_one_input_channel_conv_matches_cudnn() {
         let theirs = run(TchKernels::Libtorch, DType::F16, false);
         let exact = run(TchKernels::Libtorch, DType::F64, false);
         for (i, what) in ["output", "weight gradient"].into_iter().enumerate() {
-            let case = format!("{shape:?} k {k} cout {cout}: {what}");
-            let scale = exact[i].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let d = theirs[i].iter().zip(&exact[i]).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            eprintln!("{case}: LibTorch's f16 differs from the f64 definition by {:.2e} relative", d / scale);
-            assert_close(&format!("{case} (ours against the f64 definition)"), &ours[i], &exact[i], 2e-3);
-            assert_close(&format!("{case} (ours against LibTorch's f16)"), &ours[i], &theirs[i], 5e-3);
+            assert_near_definition(&format!("{shape:?} k {k} cout {cout}: {what}"), &ours[i], &theirs[i], &exact[i], [2e-3, 5e-3]);
         }
         // Outside autodiff (inference), with a bias: the forward kernel, then the bias.
         let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
@@ -502,7 +502,7 @@ fn own_one_input_channel_conv_matches_cudnn() {
             set_tch_kernels(choice);
             let p = (k - 1) / 2;
             let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-            vec(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
+            values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
         };
         let before = launches("oicv_forward_f16");
         let ours = infer(TchKernels::Own, DType::F16);
@@ -530,11 +530,8 @@ fn own_one_input_channel_conv_matches_cudnn() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_tensor_core_conv_matches_cudnn() {
-    use burn::backend::Autodiff;
-    use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
     use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
-    type A = Autodiff<B>;
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
     // (input shape, kernel size, output channels, whether our kernel applies)
@@ -548,35 +545,12 @@ fn own_tensor_core_conv_matches_cudnn() {
         ([1, 16, 2, 5], 5, 32, true),
         ([1, 16, 20, 33], 3, 16, false),
     ];
-    let vec = |t: Tensor<B, 4>| {
-        let n = t.shape().num_elements();
-        t.cast(DType::F32).reshape([n]).into_data().to_vec::<f32>().unwrap()
-    };
     for (shape, k, cout, applies) in cases {
         let [n, cin, h, w] = shape;
         let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
         let w0 = Tensor::<B, 4>::random([cout, cin, k, k], Distribution::Normal(0.0, 0.02), &device).cast(DType::F16);
         let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
-        // [output, weight gradient] (and the input gradient where `input_grad`) of sum(y r) in
-        // `dtype`, from the f16 values above.
-        let run = |choice: TchKernels, dtype: DType, input_grad: bool| {
-            set_tch_kernels(choice);
-            let x = Tensor::<A, 4>::from_inner(x0.clone().cast(dtype));
-            let x = if input_grad { x.require_grad() } else { x };
-            let wt = Tensor::<A, 4>::from_inner(w0.clone().cast(dtype)).require_grad();
-            let p = (k - 1) / 2;
-            let y = vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, ConvOptions::new([1, 1], [p, p], [1, 1], 1));
-            assert_eq!(y.dims(), [n, cout, h, w]);
-            assert_eq!(y.dtype(), dtype);
-            let r = Tensor::<A, 4>::from_inner(r0.clone().cast(dtype));
-            let g = (y.clone() * r).cast(DType::F64).sum().backward();
-            assert_eq!(x.grad(&g).is_some(), input_grad, "an input gradient where, and only where, required");
-            let mut out = vec![vec(y.inner()), vec(wt.grad(&g).unwrap())];
-            if input_grad {
-                out.push(vec(x.grad(&g).unwrap()));
-            }
-            out
-        };
+        let run = |choice, dtype, input_grad| conv_and_grads(choice, [&x0, &w0, &r0], dtype, input_grad);
         let case = format!("{shape:?} k {k} cout {cout}");
         let before = launches("tcc_grad_weight_f16");
         let ours = run(TchKernels::Own, DType::F16, true);
@@ -588,11 +562,7 @@ fn own_tensor_core_conv_matches_cudnn() {
         let exact = run(TchKernels::Libtorch, DType::F64, true);
         set_tch_kernels(TchKernels::Own);
         for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
-            let scale = exact[i].iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let d = theirs[i].iter().zip(&exact[i]).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            eprintln!("{case}: {what}: LibTorch's f16 differs from the f64 definition by {:.2e} relative", d / scale);
-            assert_close(&format!("{case}: {what} (ours against the f64 definition)"), &ours[i], &exact[i], 2e-3);
-            assert_close(&format!("{case}: {what} (ours against LibTorch's f16)"), &ours[i], &theirs[i], 5e-3);
+            assert_near_definition(&format!("{case}: {what}"), &ours[i], &theirs[i], &exact[i], [2e-3, 5e-3]);
         }
     }
 }

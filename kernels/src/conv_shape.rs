@@ -1,0 +1,70 @@
+//! What the convolution kernels of our own on LibTorch's CUDA tensors share
+//! ([`crate::one_input_channel_conv`], [`crate::one_channel_conv`], [`crate::tensor_core_conv`]):
+//! the geometry they all take, checked in one place, and what their backward keeps of an input.
+
+use burn::backend::libtorch::TchTensor;
+use burn::tensor::ops::ConvOptions;
+use tch::{Device, Kind, Tensor};
+
+use crate::nvrtc::{TchKernels, tch_kernels};
+
+/// A convolution of x (n, ci, h, w) by a weight (co, ci, k, k) on CUDA device `device`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvShape {
+    pub device: usize,
+    pub n: i64,
+    pub ci: i64,
+    pub co: i64,
+    pub h: i64,
+    pub w: i64,
+    pub k: i64,
+}
+
+impl ConvShape {
+    /// The shape of the convolution of `x` by `w` where our kernels are chosen
+    /// (`VSR_TCH_KERNELS`) and it is one that every kernel of ours takes: `x` on a CUDA device
+    /// in one of `kinds`, `w` of its kind and on its device, both 4-d, a square kernel of a size
+    /// in `sizes`, stride 1, dilation 1, one group, "same" padding ((k - 1) / 2), at least one
+    /// image of at least one pixel and one channel, and height and width that leave 32-bit indices room to pad;
+    /// `None` otherwise. Each kernel checks its own further limits.
+    pub(crate) fn same_padding(x: &Tensor, w: &Tensor, options: &ConvOptions<2>, kinds: &[Kind], sizes: &[i64]) -> Option<Self> {
+        let Device::Cuda(device) = x.device() else { return None };
+        let (xs, ws) = (x.size(), w.size());
+        if tch_kernels() != TchKernels::Own
+            || !kinds.contains(&x.kind())
+            || w.kind() != x.kind()
+            || w.device() != x.device()
+            || xs.len() != 4
+            || ws.len() != 4
+        {
+            return None;
+        }
+        let s = Self { device, n: xs[0], ci: xs[1], co: ws[0], h: xs[2], w: xs[3], k: ws[2] };
+        let same = s.padding() as usize;
+        let fits = |v: i64| v > 0 && v <= i32::MAX as i64 / 2;
+        (ws[1] == s.ci
+            && ws[3] == s.k
+            && sizes.contains(&s.k)
+            && options.stride == [1, 1]
+            && options.dilation == [1, 1]
+            && options.groups == 1
+            && options.padding == [same, same]
+            && s.n > 0
+            && s.ci > 0
+            && fits(s.h)
+            && fits(s.w))
+            .then_some(s)
+    }
+
+    /// The "same" padding, (k - 1) / 2.
+    pub(crate) fn padding(&self) -> i64 {
+        (self.k - 1) / 2
+    }
+}
+
+/// What a backward keeps of an input `t` to read it as a contiguous tensor: Burn's handle where
+/// `t` is contiguous (while it is held, Burn writes into the tensor in place nowhere), else a
+/// contiguous copy (held as Burn's tensor too: tch's are not `Sync`).
+pub(crate) fn contiguous(t: &TchTensor) -> TchTensor {
+    if t.tensor.is_contiguous() { t.clone() } else { TchTensor::new(t.tensor.contiguous()) }
+}
