@@ -189,6 +189,20 @@ pub trait ConvBackend: Backend {
         float(bias_leaky_relu_ops::<Self>(tensor(x), tensor(bias), slope))
     }
 
+    /// `LeakyReLU(slope)(conv2d(x, weight, options) + bias)` in one kernel, outside autodiff,
+    /// where the backend has one for this convolution (LibTorch's CUDA: FlowNetSD's first layer,
+    /// [`crate::few_input_channel_conv`]); `None` elsewhere (the callers then run the convolution
+    /// and [`ConvBackend::bias_leaky_relu`]).
+    fn conv2d_bias_leaky(
+        _x: &FloatTensor<Self>,
+        _weight: &FloatTensor<Self>,
+        _bias: &FloatTensor<Self>,
+        _options: &ConvOptions<2>,
+        _slope: f64,
+    ) -> Option<FloatTensor<Self>> {
+        None
+    }
+
     /// `x` (N, C, H, W) in the memory layout the backend's convolutions run fastest in
     /// ([`to_conv_layout`]): unchanged, except on LibTorch ([`TchLayout`]).
     fn conv_layout(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -304,6 +318,17 @@ where
             Some(y) => y,
             None => float(bias_leaky_relu_ops::<Self>(tensor(x), tensor(bias), slope)),
         }
+    }
+
+    /// One kernel of our own for FlowNetSD's first layer on CUDA ([`crate::few_input_channel_conv`]).
+    fn conv2d_bias_leaky(
+        x: &FloatTensor<Self>,
+        weight: &FloatTensor<Self>,
+        bias: &FloatTensor<Self>,
+        options: &ConvOptions<2>,
+        slope: f64,
+    ) -> Option<FloatTensor<Self>> {
+        crate::few_input_channel_conv::forward(x, weight, bias, options, slope)
     }
 
     const CONV_GRAPH: bool = true;
@@ -698,9 +723,19 @@ pub fn conv2d_module<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tenso
     conv2d_module_with(conv, x, true)
 }
 
-/// `leaky_relu(conv.forward(x), slope)`, the bias and the activation in one pass where the
-/// backend has it ([`bias_leaky_relu`]).
+/// `leaky_relu(conv.forward(x), slope)`: the convolution, bias and activation in one kernel where
+/// the backend has one ([`ConvBackend::conv2d_bias_leaky`]), else the bias and the activation in
+/// one pass where the backend has it ([`bias_leaky_relu`]).
 pub fn conv2d_module_leaky<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>, slope: f64) -> Tensor<B, 4> {
+    if let (Some(b), PaddingConfig2d::Explicit(top, left, bottom, right)) = (&conv.bias, &conv.padding) {
+        if top == bottom && left == right {
+            let options = ConvOptions::new(conv.stride, [*top, *left], conv.dilation, conv.groups);
+            let (xp, wp, bp) = (float(x.clone()), float(conv.weight.val()), float(b.val()));
+            if let Some(y) = B::conv2d_bias_leaky(&xp, &wp, &bp, &options, slope) {
+                return tensor(y);
+            }
+        }
+    }
     match &conv.bias {
         Some(b) => bias_leaky_relu(conv2d_module_with(conv, x, false), b.val(), slope),
         None => leaky_relu(conv2d_module(conv, x), slope),

@@ -33,6 +33,8 @@ pub mod conv_grad;
 mod conv_shape;
 #[cfg(feature = "cubecl")]
 pub mod cube;
+#[cfg(feature = "tch")]
+mod few_input_channel_conv;
 pub mod fixed_point;
 #[cfg(feature = "tch")]
 mod libtorch;

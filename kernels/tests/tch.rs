@@ -566,3 +566,62 @@ fn own_tensor_core_conv_matches_cudnn() {
         }
     }
 }
+
+/// FlowNetSD's first layer (6 -> 64 channels, 3x3, padding 1, bias, LeakyReLU 0.1) in one kernel
+/// of our own (`few_input_channel_conv`: f16, a channels-last input, outside autodiff) through
+/// `conv2d_module_leaky`, against the f64 definition (LibTorch's f64 convolution, bias and
+/// LeakyReLU) and LibTorch's f16 path (`VSR_TCH_KERNELS=libtorch`: cuDNN, its bias add and
+/// PReLU): FlowNetSD's size in vsr's training step, images that are
+/// not whole tiles (64 x 8) nor 8 pixels wide, 3 and 8 input channels; the output channels-last
+/// like its input. An NCHW input, 9 input channels and 32 output channels keep LibTorch's path.
+/// Launch counts (`nvrtc::launches`) show which ran. The layout (`to_conv_layout`) is
+/// channels-last on CUDA unless a test sets `VSR_TCH_LAYOUT=nchw`, which none does.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_few_input_channel_conv_matches_cudnn() {
+    use burn::module::Param;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+    use vsr_kernels::conv::{conv2d_module_leaky, tch_is_channels_last, to_conv_layout};
+    use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    // (input shape, output channels, channels-last input, whether our kernel applies)
+    let cases: [([usize; 4], usize, bool, bool); 7] = [
+        ([6, 6, 512, 960], 64, true, true),
+        ([2, 6, 37, 70], 64, true, true),
+        ([1, 3, 5, 9], 64, true, true),
+        ([1, 8, 20, 130], 64, true, true),
+        ([1, 6, 20, 33], 64, false, false),
+        ([1, 9, 20, 33], 64, true, false),
+        ([1, 6, 20, 33], 32, true, false),
+    ];
+    for (shape, cout, channels_last, applies) in cases {
+        let cin = shape[1];
+        let conv = Conv2dConfig::new([cin, cout], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init::<B>(&device);
+        let (w0, b0) = (conv.weight.val(), conv.bias.as_ref().unwrap().val());
+        let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        // (whether the output is channels-last, its values)
+        let run = |choice: TchKernels, dtype: DType| {
+            set_tch_kernels(choice);
+            let mut c = conv.clone();
+            c.weight = Param::from_tensor(w0.clone().cast(dtype));
+            c.bias = Some(Param::from_tensor(b0.clone().cast(dtype)));
+            let x = x0.clone().cast(dtype);
+            let x = if channels_last { to_conv_layout(x) } else { x };
+            let y = conv2d_module_leaky(&c, x, 0.1);
+            let TensorPrimitive::Float(p) = y.clone().into_primitive() else { unreachable!() };
+            (tch_is_channels_last(&p.tensor), values(y))
+        };
+        let case = format!("{shape:?} -> {cout}, channels-last {channels_last}");
+        let before = launches("ficv_");
+        let (layout, ours) = run(TchKernels::Own, DType::F16);
+        assert_eq!(launches("ficv_") - before, applies as usize, "{case}: our kernel ran where, and only where, it applies");
+        assert_eq!(layout, channels_last, "{case}: the output's layout follows the input's");
+        let (_, theirs) = run(TchKernels::Libtorch, DType::F16);
+        let (_, exact) = run(TchKernels::Libtorch, DType::F64);
+        set_tch_kernels(TchKernels::Own);
+        assert_near_definition(&case, &ours, &theirs, &exact, [2e-3, 5e-3]);
+    }
+}
