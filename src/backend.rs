@@ -8,14 +8,16 @@ use std::str::FromStr;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use vsr_kernels::WarpBackend;
+use vsr_kernels::adam::AdamBackend;
 use vsr_kernels::conv::ConvBackend;
 
 use crate::error::{Error, Result};
 
-/// What the model code needs of a backend: Burn's ops plus our warp and convolutions whose
-/// precision can be chosen (`vsr_kernels::conv`).
-pub trait VsrBackend: Backend + WarpBackend + ConvBackend {}
-impl<B: Backend + WarpBackend + ConvBackend> VsrBackend for B {}
+/// What the model code needs of a backend: Burn's ops plus our warp, convolutions whose
+/// precision can be chosen (`vsr_kernels::conv`) and a one-pass Adam where there is one
+/// (`vsr_kernels::adam`).
+pub trait VsrBackend: Backend + WarpBackend + ConvBackend + AdamBackend {}
+impl<B: Backend + WarpBackend + ConvBackend + AdamBackend> VsrBackend for B {}
 
 /// A backend with autodiff whose inner backend is also a [`VsrBackend`].
 pub trait VsrAutodiffBackend: AutodiffBackend<InnerBackend: VsrBackend> + VsrBackend {}

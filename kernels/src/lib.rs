@@ -21,6 +21,7 @@ use burn::tensor::{
     Bool, IndexingUpdateOp, Int, Tensor, TensorPrimitive, backend::Backend, ops::FloatTensor,
 };
 
+pub mod adam;
 mod autodiff;
 #[cfg(feature = "tch")]
 mod batch_norm;

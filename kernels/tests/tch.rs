@@ -625,3 +625,59 @@ fn own_few_input_channel_conv_matches_cudnn() {
         assert_near_definition(&case, &ours, &theirs, &exact, [2e-3, 5e-3]);
     }
 }
+
+/// Adam in one kernel of our own (`vsr_kernels::adam`, LibTorch's CUDA f32) against Burn's `Adam`
+/// on the same device: parameter and both moments after each of three steps, with and without
+/// weight decay, a size that is not a multiple of the block (1000 values) and a 4-d parameter;
+/// equal to the bit (the kernel rounds each operation as Burn's kernels do), and Burn's moments
+/// fed back in (the state is interchangeable: checkpoints do not depend on which ran). CPU
+/// tensors and f16 parameters get `None` (Burn's `Adam` then).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_adam_matches_burn() {
+    use burn::backend::libtorch::TchTensor;
+    use burn::optim::decay::WeightDecayConfig;
+    use burn::optim::{AdamConfig, AdamState, AdaptiveMomentumState, SimpleOptimizer};
+    use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+    use vsr_kernels::adam::{AdamBackend, AdamStep};
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    let prim = |t: &Tensor<B, 4>| -> TchTensor { t.clone().into_primitive().tensor() };
+    let back = |t: TchTensor| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    for (shape, wd) in [([1, 1, 1, 1000], 4e-4f32), ([1, 1, 1, 1000], 0.0), ([32, 6, 5, 5], 4e-4)] {
+        let mut config = AdamConfig::new().with_beta_1(0.9).with_beta_2(0.999).with_epsilon(1e-8);
+        if wd > 0.0 {
+            config = config.with_weight_decay(Some(WeightDecayConfig::new(wd)));
+        }
+        let burn = config.build();
+        let mut p_burn = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 0.1), &device);
+        let mut p_ours = p_burn.clone();
+        let mut state: Option<AdamState<B, 4>> = None;
+        for time in 1..=3usize {
+            let g = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1e-2), &device);
+            let lr = 1e-3 * time as f64;
+            let step = AdamStep { lr: lr as f32, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: wd, time };
+            // ours from Burn's moments of the previous step
+            let moments = state.as_ref().map(|s| [prim(&s.momentum.moment_1), prim(&s.momentum.moment_2)]);
+            let [p, m, v] = B::adam_step(&prim(&p_ours), &prim(&g), moments.as_ref().map(|[m, v]| [m, v]), step)
+                .expect("our Adam applies to f32 CUDA tensors");
+            let (p_next, s) = burn.step(lr, p_burn.clone(), g.clone(), state);
+            let s = s.expect("Adam keeps a state");
+            let case = format!("{shape:?} weight decay {wd} step {time}");
+            for (what, ours, theirs) in [("parameter", back(p), &p_next), ("moment 1", back(m), &s.momentum.moment_1), ("moment 2", back(v), &s.momentum.moment_2)] {
+                let (a, b) = (values(ours), values(theirs.clone()));
+                let differ = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                assert_eq!(differ, 0, "{case}: {what}: {differ} of {} values differ from Burn's", a.len());
+            }
+            assert_eq!(s.momentum.time, time, "{case}: Burn's step count");
+            p_burn = p_next;
+            p_ours = p_burn.clone();
+            state = Some(AdamState::new(AdaptiveMomentumState::new(time, s.momentum.moment_1, s.momentum.moment_2)));
+        }
+    }
+    let step = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 0.0, time: 1 };
+    let cpu = Tensor::<B, 4>::ones([1, 1, 2, 2], &LibTorchDevice::Cpu);
+    assert!(B::adam_step(&prim(&cpu), &prim(&cpu), None, step).is_none(), "CPU tensors: Burn's Adam");
+    let half = Tensor::<B, 4>::ones([1, 1, 2, 2], &device).cast(DType::F16);
+    assert!(B::adam_step(&prim(&half), &prim(&half), None, step).is_none(), "f16 parameters: Burn's Adam");
+}

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainConfig;
 use super::scaler::LossScaler;
-use super::step::{OptimizerRecord, Trainer};
+use super::adam::OptimizerRecord;
+use super::step::Trainer;
 use crate::backend::VsrAutodiffBackend;
 use crate::checkpoint::write_atomic;
 use crate::data::LoaderState;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::step::AdamSettings;
+use super::adam::AdamSettings;
 use crate::data::{DecoderChoice, SourceKind};
 use crate::error::{Error, Result};
 use crate::model::FlowInput;

@@ -2,51 +2,18 @@
 //! HR frame, backward, (fp16: unscale and check the gradients), Adam with weight decay.
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
+use burn::optim::{GradientsParams, Optimizer};
+use burn::tensor::{DType, Tensor};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::LossScaler;
+use super::adam::{AdamSettings, VsrOptimizer};
 use super::collective::{self, GradSync};
 use crate::backend::VsrAutodiffBackend;
 use crate::error::{Error, Result};
 use crate::model::vsrnet::mse;
 use crate::model::{FlowEstimator, FlowNetSD, Frozen, VsrNet};
 use crate::precision::{Precision, cast_module};
-
-/// Adam's settings (PyTorch's semantics: weight decay is an L2 term added to the gradient).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdamSettings {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
-    pub weight_decay: f32,
-}
-
-impl Default for AdamSettings {
-    /// The original's: betas (0.9, 0.999), eps 1e-8, weight decay 4e-4.
-    fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay: 4e-4 }
-    }
-}
-
-impl AdamSettings {
-    fn config(&self) -> AdamConfig {
-        AdamConfig::new()
-            .with_beta_1(self.beta1)
-            .with_beta_2(self.beta2)
-            .with_epsilon(self.epsilon)
-            .with_weight_decay((self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay)))
-    }
-}
-
-/// The Adam optimiser over VSRNet's parameters.
-pub type VsrOptimizer<B> = OptimizerAdaptor<Adam, VsrNet<B>, B>;
-
-/// Its state, as saved in checkpoints.
-pub type OptimizerRecord<B> = <VsrOptimizer<B> as Optimizer<VsrNet<B>, B>>::Record;
 
 /// What a step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,7 +45,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         model.precision = precision;
         let flownet = flownet.map(|net| Frozen(cast_module(net, precision.dtype())));
         let scaler = LossScaler::for_precision(precision);
-        Self { model, optim: adam.config().init(), flownet, scaler, precision, sync: None }
+        Self { model, optim: adam.init(), flownet, scaler, precision, sync: None }
     }
 
     fn flow(&self) -> Option<&dyn FlowEstimator<B>> {
@@ -135,14 +102,20 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         let scaled = if scale == 1.0 { loss.clone() } else { loss.clone() * scale };
         let grads = scaled.backward();
         let mut grads = GradientsParams::from_grads(grads, &self.model);
-        let loss_value: f64 = loss.into_scalar().to_string().parse().unwrap_or(f64::NAN);
-
+        // One read-back (a synchronisation) for the loss and, in fp16, the sum of |g| over the
+        // unscaled gradients (finite iff every one is): the update's launches then follow at once.
+        let mut check = vec![loss.inner().cast(DType::F32).reshape([1])];
+        if self.precision == Precision::Fp16 {
+            check.extend(unscale(&self.model, &mut grads, scale).map(|t| t.reshape([1])));
+        }
+        let values = read_back(Tensor::cat(check, 0))?;
+        let loss_value = values[0] as f64;
         let finite = match self.precision {
             Precision::Fp32 => {
                 check_loss(loss_value)?;
                 true
             }
-            Precision::Fp16 => unscale(&self.model, &mut grads, scale) && loss_value.is_finite(),
+            Precision::Fp16 => values.iter().all(|v| v.is_finite()),
         };
         let applied = self.scaler.update(finite);
         if applied {
@@ -178,7 +151,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
             grads = GradientsParams::from_grads(scaled.backward(), &self.model);
             let (mut parts, l) = collective::flatten::<B, _>(&self.model, &mut grads, factor);
             layout = l;
-            parts.push(loss.inner().cast(burn::tensor::DType::F32).reshape([1]));
+            parts.push(loss.inner().cast(DType::F32).reshape([1]));
             let bucket = Tensor::cat(parts, 0);
             sum = Some(match sum {
                 Some(s) => s + bucket,
@@ -203,7 +176,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
             Precision::Fp32 => tail,
             Precision::Fp16 => Tensor::cat(vec![bucket.clone().slice([0..n]).abs().sum(), tail], 0),
         };
-        let values: Vec<f32> = check.into_data().convert::<f32>().to_vec().map_err(|e| Error::Invalid(format!("reading the loss back: {e:?}")))?;
+        let values = read_back(check)?;
         let (grad_abs, rest) = match self.precision {
             Precision::Fp32 => (0.0, &values[..]),
             Precision::Fp16 => (values[0], &values[1..]),
@@ -237,31 +210,31 @@ fn check_loss(loss: f64) -> Result<()> {
     )))
 }
 
-/// Divides every gradient of `model`'s parameters by `scale`; returns whether all are finite.
-fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, scale: f64) -> bool {
+/// The values of `t` on the host.
+fn read_back<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().to_vec().map_err(|e| Error::Invalid(format!("reading the loss back: {e:?}")))
+}
+
+/// Divides every gradient of `model`'s parameters by `scale`; returns the sum of their absolute
+/// values (f32, finite iff every gradient is), `None` where there are none.
+fn unscale<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M, grads: &mut GradientsParams, scale: f64) -> Option<Tensor<B::InnerBackend, 1>> {
     struct Unscale<'a, B: AutodiffBackend> {
         grads: &'a mut GradientsParams,
         inv: f64,
-        /// Sum of |g| over every gradient: finite iff every element is.
-        total: Option<Tensor<B::InnerBackend, 1>>,
+        /// The unscaled gradients, flattened.
+        flat: Vec<Tensor<B::InnerBackend, 1>>,
     }
     impl<B: AutodiffBackend> ModuleVisitor<B> for Unscale<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                let g = g.cast(burn::tensor::DType::F32) * self.inv;
-                let s = g.clone().abs().sum();
-                self.total = Some(match self.total.take() {
-                    Some(t) => t + s,
-                    None => s,
-                });
+                let g = g.cast(DType::F32) * self.inv;
+                self.flat.push(g.clone().reshape([-1]));
                 self.grads.register::<B::InnerBackend, D>(param.id, g);
             }
         }
     }
-    let mut v = Unscale::<B> { grads, inv: 1.0 / scale, total: None };
+    let mut v = Unscale::<B> { grads, inv: 1.0 / scale, flat: Vec::new() };
     model.visit(&mut v);
-    match v.total {
-        Some(t) => t.into_scalar().to_string().parse::<f64>().is_ok_and(f64::is_finite),
-        None => true,
-    }
+    // (one sum over all of them: three launches, not three per parameter)
+    (!v.flat.is_empty()).then(|| Tensor::cat(v.flat, 0).abs().sum())
 }
