@@ -371,8 +371,9 @@ fn tch_conv2d(
     o: ConvOptions<2>,
     allow_tf32: bool,
 ) -> burn::backend::libtorch::TchTensor {
-    // VSRNet's conv1 (one input channel, f16, CUDA) on a kernel of our own
-    if let Some(y) = crate::one_input_channel_conv::inference(&x, &weight, bias.as_ref(), &o) {
+    // VSRNet's conv1 (one input channel, CUDA; f16, or f32 where TF32 is allowed) on a kernel of
+    // our own
+    if let Some(y) = crate::one_input_channel_conv::inference(&x, &weight, bias.as_ref(), &o, allow_tf32) {
         return y;
     }
     let b = bias.as_ref().map(|b| &b.tensor);

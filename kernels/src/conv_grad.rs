@@ -300,9 +300,10 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
 
 /// LibTorch's graphs: forwards under its autograd, backwards through `run_backward` (cuDNN's
 /// convolution and BatchNorm backward kernels, as in PyTorch); on CUDA, BatchNorm + LeakyReLU,
-/// one-output-channel convolutions and f16 one-input-channel convolutions of an input that needs
-/// no gradient run vsr's own kernels instead, with their own saved state
-/// ([`crate::batch_norm`], [`crate::one_channel_conv`], [`crate::one_input_channel_conv`]), and so
+/// one-output-channel convolutions and one-input-channel convolutions of an input that needs no
+/// gradient (f16, and f32 where TF32 is allowed) run vsr's own kernels instead, with their own
+/// saved state ([`crate::batch_norm`], [`crate::one_channel_conv`],
+/// [`crate::one_input_channel_conv`]), and so
 /// does the weight gradient of f16 convolutions to 32 channels ([`crate::tensor_core_conv`]).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
@@ -332,7 +333,7 @@ pub(crate) mod libtorch {
     }
 
     pub(crate) fn conv2d(x: TchTensor, w: TchTensor, need: [bool; 2], options: ConvOptions<2>, allow_tf32: bool) -> (TchTensor, ConvGraph) {
-        if let Some(out) = crate::one_input_channel_conv::forward(&x, &w, need, &options) {
+        if let Some(out) = crate::one_input_channel_conv::forward(&x, &w, need, &options, allow_tf32) {
             return out;
         }
         if let Some(out) = crate::one_channel_conv::forward(&x, &w, need, &options) {

@@ -1,6 +1,8 @@
 // Convolutions from one input channel (VSRNet's conv1: 1 -> 64 channels, 9x9) on tensor cores,
-// forward and weight gradient, for LibTorch's CUDA f16 tensors (kernels/src/one_input_channel_conv.rs
-// compiles this with NVRTC at run time and launches it on LibTorch's current stream).
+// forward and weight gradient, for LibTorch's CUDA f16 tensors and, on TF32 tensor cores, its f32
+// ones (kernels/src/one_input_channel_conv.rs compiles this with NVRTC at run time and launches it
+// on LibTorch's current stream). The f16 kernels are described here; the f32 ones (forward_f32,
+// grad_weight_f32) follow the same plan with one value per operand register (see there).
 //
 // x (N, 1, H, W), w (C, 1, K, K) with K odd, stride 1, padding p = (K - 1) / 2 (same size):
 //   y[n, c, y, x] = sum_ij w[c, i, j] x[n, y + i - p, x + j - p]
@@ -34,6 +36,15 @@
 // same inputs give the same bits).
 //
 // K (3, 5, 7, 9) is a template parameter; C, a multiple of 16 up to 128, is not.
+//
+// f32 (TF32 m16n8k8: k = 8 per mma, one value per register, so no pairs): the forward's
+// reduction runs over the K K taps in plain order padded to a multiple of 8 (9x9: 81 -> 88, 11
+// k-steps), its tile holds single values (pitch chosen against bank conflicts), the weights of
+// 64 channels at a time stay in shared memory, and results go from the accumulators straight to
+// global memory (8-byte stores, 32 bytes per channel row and n-tile: no staging needed). The
+// weight gradient reads dy as 16-byte runs of 4 pixels per lane, a row in two halves of 32
+// pixels, 8 k-steps per row (k-step (u, e): index t -> pixel 16 u + 4 t + 2 e, t + 4 -> the next
+// pixel); blocks, row groups, partial sums and their finish as in f16.
 
 #define OI_TC 64        // pixels per tile row (forward and weight gradient)
 #define OI_TR 8         // forward: tile rows, one per warp
@@ -331,9 +342,295 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
   }
 }
 
-// dw[q] = sum over the blocks' sums (partials.cuh).
-extern "C" __global__ void __launch_bounds__(256) oicv_grad_weight_finish(const float *part, int blocks, int count, half_t *dw) {
-  sum_partials_f16(part, blocks, count, dw);
+// ---- f32 storage on TF32 tensor cores (mma.sync m16n8k8: one value per operand register) ----
+//
+// Fragments of mma.sync.m16n8k8 with TF32 operands (PTX ISA; g = lane / 4, t = lane % 4): A (16 x
+// 8, row) a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B (8 x 8, col) b0 (t, g),
+// b1 (t + 4, g); C c0, c1 (g, 2t, 2t + 1), c2, c3 (g + 8, the same). Values are rounded to TF32
+// (cvt.rna) as they enter the tile, the weights' shared copy or the registers.
+
+__device__ __forceinline__ void mma1688(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                        unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// f rounded to TF32 (to nearest, ties away from zero), as f32 bits.
+__device__ __forceinline__ unsigned tf32(float f) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
+  return r;
+}
+
+// tile[r * pitch + s] = x[y0 - p + r, x0 - p + s] of image `plane` in TF32 (0 outside it) for
+// r < rows, s < pitch, by all threads of the block.
+__device__ __forceinline__ void load_tf32(unsigned *tile, int rows, int pitch, const float *plane, int H, int W,
+                                          int y0, int x0, int p) {
+  for (int i = threadIdx.x; i < rows * pitch; i += OI_THREADS) {
+    const int r = i / pitch, s = i - r * pitch;
+    const int yy = y0 - p + r, xx = x0 - p + s;
+    tile[i] = yy >= 0 && yy < H && xx >= 0 && xx < W ? tf32(plane[(long long)yy * W + xx]) : 0u;
+  }
+}
+
+// o[0], o[1] = a, b (o[1] only if `both`); `vec`: one 8-byte streaming store (o 8-byte aligned).
+__device__ __forceinline__ void store2(float *o, float a, float b, bool vec, bool both) {
+  if (vec) {
+    asm volatile("st.global.cs.v2.f32 [%0], {%1, %2};" ::"l"(o), "f"(a), "f"(b) : "memory");
+  } else {
+    o[0] = a;
+    if (both) o[1] = b;
+  }
+}
+
+#define OI_CW 64  // f32 forward: output channels whose weights a block holds at a time
+
+// The f32 forward's reduction: the K K taps in plain order (tap q at (q / K, q % K)), padded to a
+// multiple of 8 with taps of weight 0 that read the last tap's values.
+template <int K>
+struct Fwd32 {
+  static constexpr int KK = K * K;
+  static constexpr int KP = (KK + 7) / 8 * 8;  // reduction length, padded
+  static constexpr int KS = KP / 8;            // k-steps
+  static constexpr int WP = KP + 4;            // weight row pitch (words; = 4 mod 8)
+  static constexpr int ROWS = OI_TR + K - 1;
+  // tile pitch (words): >= OI_TC + K - 1 and = K + 7 mod 32, so that a k-step's 4 taps (lanes
+  // t), even across two tap rows, and 8 pixels (lanes g) fall in distinct banks or on one word
+  // (checked by enumeration for K = 3, 5, 7, 9)
+  static constexpr int PITCH = OI_TC + K + 7;
+
+  static __device__ __forceinline__ int offset(int q) {
+    if (q >= KK) q = KK - 1;
+    const int ky = q / K;
+    return ky * PITCH + q - ky * K;
+  }
+};
+
+// Grid (ceil(W / TC), ceil(H / (TR TPB)), N), block OI_THREADS. M = output channels, N = 8
+// consecutive pixels of a row per n-tile, the reduction over the taps; one warp per tile row, as
+// the f16 forward, the weights of OI_CW channels at a time in shared memory. The results go
+// straight from the accumulators to global memory: lanes 4 g .. 4 g + 3 write 8 consecutive
+// pixels (32 bytes) of one channel.
+template <int K>
+__device__ void forward_f32(const float *x, const float *w, float *y, int C, int H, int W) {
+  typedef Fwd32<K> F;
+  static_assert(F::PITCH >= OI_TC + K - 1, "tile pitch");
+  __shared__ unsigned ws[OI_CW * F::WP];
+  __shared__ unsigned tile[F::ROWS * F::PITCH];
+  // the taps' tile offsets (read per k-step: 2 KS offsets held in registers would spill)
+  __shared__ int offs[F::KP];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int n = blockIdx.z, x0 = blockIdx.x * OI_TC;
+  for (int q = tid; q < F::KP; q += OI_THREADS) offs[q] = F::offset(q);
+  const float *plane = x + (long long)n * H * W;
+  const bool vec = (W & 1) == 0;
+  const long long hw = (long long)H * W;
+  for (int cb = 0; cb < C; cb += OI_CW) {
+    const int cn = min(OI_CW, C - cb);
+    __syncthreads();  // the previous channels' reads of the weights done
+    for (int i = tid; i < cn * F::KP; i += OI_THREADS) {
+      const int c = i / F::KP, q = i - c * F::KP;
+      ws[c * F::WP + q] = q < F::KK ? tf32(w[(cb + c) * F::KK + q]) : 0u;
+    }
+    for (int tt = 0; tt < OI_TPB; ++tt) {
+      const int y0 = (blockIdx.y * OI_TPB + tt) * OI_TR;
+      if (y0 >= H) break;
+      __syncthreads();  // the previous tile's reads done (and the weights stored)
+      load_tf32(tile, F::ROWS, F::PITCH, plane, H, W, y0, x0, K / 2);
+      __syncthreads();
+      const int yy = y0 + warp;
+      if (yy >= H) continue;
+      const unsigned *trow = tile + warp * F::PITCH + g;
+      for (int c0 = 0; c0 < cn; c0 += 32) {
+        const int mtn = cn - c0 >= 32 ? 2 : 1;  // m-tiles of 16 channels in this group
+        float acc[2][8][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+#pragma unroll
+        for (int s = 0; s < F::KS; ++s) {
+          const int o0 = offs[8 * s + t], o1 = offs[8 * s + t + 4];
+          unsigned a[2][4];
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) {
+            const unsigned *wr = ws + (c0 + 16 * mt + g) * F::WP + 8 * s + t;
+            const bool on = mt < mtn;
+            a[mt][0] = on ? wr[0] : 0u;
+            a[mt][1] = on ? wr[8 * F::WP] : 0u;
+            a[mt][2] = on ? wr[4] : 0u;
+            a[mt][3] = on ? wr[8 * F::WP + 4] : 0u;
+          }
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {
+            const unsigned b0 = trow[8 * nt + o0], b1 = trow[8 * nt + o1];
+            mma1688(acc[0][nt], a[0][0], a[0][1], a[0][2], a[0][3], b0, b1);
+            if (mtn > 1) mma1688(acc[1][nt], a[1][0], a[1][1], a[1][2], a[1][3], b0, b1);
+          }
+        }
+        // acc[mt][nt] = (channel c0 + 16 mt + g, pixels 8 nt + 2 t, + 1), (channel + 8, the same)
+        float *out = y + (((long long)n * C + cb + c0 + g) * H + yy) * W + x0 + 2 * t;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          if (mt >= mtn) break;
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {
+            const int xx = x0 + 8 * nt + 2 * t;
+            if (xx >= W) break;
+            float *o = out + 16 * mt * hw + 8 * nt;
+            store2(o, acc[mt][nt][0], acc[mt][nt][1], vec, xx + 1 < W);
+            store2(o + 8 * hw, acc[mt][nt][2], acc[mt][nt][3], vec, xx + 1 < W);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The f32 weight gradient's tiles: rows RC + K - 1; pitch >= TC + K - 1 and = K + 12 mod 32, so
+// that the image operand loads meet no bank conflict for K = 5, 7, 9 (checked by enumeration;
+// K = 3, whose n-tiles span 3 or 4 tap rows, meets 2-way conflicts). N = the K K taps in plain
+// order, padded to a multiple of 8 with taps that continue the last tap row (their sums are
+// dropped).
+template <int K>
+struct Wgt32 {
+  static constexpr int KK = K * K;
+  static constexpr int KN = (KK + 7) / 8;  // n-tiles of taps
+  static constexpr int ROWS = OI_RC + K - 1;
+  static constexpr int PITCH = OI_TC + K + 12;
+
+  static __device__ __forceinline__ int offset(int k) {
+    const int ky = min(k / K, K - 1);
+    return ky * PITCH + k - ky * K;
+  }
+};
+
+// 4 floats of dy at `p` (pixels xx..xx+3 of an image row), 0 beyond W. `vec`: one 16-byte load,
+// read-only and not kept in L1 (each value of dy is read once).
+__device__ __forceinline__ float4 load4(const float *p, int xx, int W, bool vec) {
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (xx >= W) return v;
+  if (vec) {
+    asm volatile("ld.global.nc.L1::no_allocate.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+                 : "l"(p));
+    return v;
+  }
+  v.x = p[0];
+  if (xx + 1 < W) v.y = p[1];
+  if (xx + 2 < W) v.z = p[2];
+  if (xx + 3 < W) v.w = p[3];
+  return v;
+}
+
+// As grad_weight (the same work items, blocks, warps and sums), in f32 on TF32 tensor cores: a
+// row of an item is taken in halves of 32 pixels (the next half's dy loaded during this one's
+// products); in a half, lane t holds dy at pixels 16 u + 4 t .. + 3 (u = 0, 1) of channels c and
+// c + 8, and k-step (u, e) maps reduction index t to pixel 16 u + 4 t + 2 e and t + 4 to the
+// pixel after it, for the channel operand (a) and the image operand (b) alike. `vec`: dy's rows
+// start 16-byte aligned and W is a multiple of 4.
+template <int K>
+__device__ void grad_weight_f32(const float *x, const float *dy, float *part, int N, int C, int H, int W, int vec) {
+  typedef Wgt32<K> G;
+  static_assert(G::PITCH >= OI_TC + K - 1, "tile pitch");
+  __shared__ unsigned tile[G::ROWS * G::PITCH];
+  __shared__ float red[64 * G::KN * 8];  // row groups' sums (C <= 64 when there are several)
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int MT = C / 16, RG = OI_WARPS / MT;
+  const int mt = warp % MT, rg = warp / MT;
+  const bool active = rg < RG;
+  const int SX = (W + OI_TC - 1) / OI_TC, RCH = (H + OI_RC - 1) / OI_RC;
+  const long long items = (long long)N * SX * RCH;
+  const int i0 = (int)(items * blockIdx.x / gridDim.x), i1 = (int)(items * (blockIdx.x + 1) / gridDim.x);
+  int off[G::KN];  // tap 8 nt + g at the tile offset of (ky, kx)
+#pragma unroll
+  for (int nt = 0; nt < G::KN; ++nt) off[nt] = G::offset(8 * nt + g);
+  float acc[G::KN][4];
+#pragma unroll
+  for (int nt = 0; nt < G::KN; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+  const int c = 16 * mt + g;
+  const long long plane = (long long)H * W;
+  for (int it = i0; it < i1; ++it) {
+    const int n = it / (SX * RCH), rem = it - n * (SX * RCH), sx = rem / RCH, rc = rem - sx * RCH;
+    const int x0 = sx * OI_TC, y0 = rc * OI_RC, rows = min(OI_RC, H - y0);
+    // this lane's dy: channels c and c + 8, pixels 32 h + 16 u + 4 t .. + 3 of row r's half h
+    const float *drow = dy + ((long long)n * C + c) * plane + (long long)y0 * W + x0 + 4 * t;
+    float4 nxt[4];
+    auto load = [&](int r, int h) {
+      const float *p = drow + (long long)r * W + 32 * h;
+      const int xa = x0 + 32 * h + 4 * t;
+      nxt[0] = load4(p, xa, W, vec);
+      nxt[1] = load4(p + 8 * plane, xa, W, vec);
+      nxt[2] = load4(p + 16, xa + 16, W, vec);
+      nxt[3] = load4(p + 8 * plane + 16, xa + 16, W, vec);
+    };
+    int r = rg, h = 0;
+    if (active && r < rows) load(r, 0);
+    __syncthreads();  // the previous item's reads of the tile done
+    load_tf32(tile, G::ROWS, G::PITCH, x + (long long)n * plane, H, W, y0, x0, K / 2);
+    __syncthreads();
+    if (!active) continue;
+    while (r < rows) {
+      const float4 cur[4] = {nxt[0], nxt[1], nxt[2], nxt[3]};
+      const int rn = h ? r + RG : r, hn = h ^ 1;
+      if (rn < rows) load(rn, hn);
+      const unsigned *trow = tile + r * G::PITCH + 32 * h + 4 * t;
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float4 &lo = cur[2 * u], &hi = cur[2 * u + 1];
+          const unsigned a0 = tf32(e ? lo.z : lo.x), a2 = tf32(e ? lo.w : lo.y);
+          const unsigned a1 = tf32(e ? hi.z : hi.x), a3 = tf32(e ? hi.w : hi.y);
+          const unsigned *tp = trow + 16 * u + 2 * e;
+#pragma unroll
+          for (int nt = 0; nt < G::KN; ++nt) mma1688(acc[nt], a0, a1, a2, a3, tp[off[nt]], tp[off[nt] + 1]);
+        }
+      }
+      r = rn;
+      h = hn;
+    }
+  }
+  // acc[nt] = (channel c, taps 8 nt + 2 t, + 1), (channel c + 8, the same taps), as in
+  // grad_weight: row groups RG - 1, .., 1 add into `red` in turn; row group 0 adds it and writes.
+  const int cw = 8 * G::KN;
+  for (int round = RG - 1; round >= 1; --round) {
+    if (active && rg == round) {
+#pragma unroll
+      for (int nt = 0; nt < G::KN; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = (c + 8 * (e >> 1)) * cw + 8 * nt + 2 * t + (e & 1);
+          red[i] = round == RG - 1 ? acc[nt][e] : red[i] + acc[nt][e];
+        }
+    }
+    __syncthreads();
+  }
+  if (active && rg == 0) {
+    float *out = part + (long long)blockIdx.x * C * G::KK;
+#pragma unroll
+    for (int nt = 0; nt < G::KN; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = 8 * nt + 2 * t + (e & 1), cc = c + 8 * (e >> 1);
+        const float v = RG > 1 ? acc[nt][e] + red[cc * cw + k] : acc[nt][e];
+        if (k < G::KK) out[cc * G::KK + k] = v;
+      }
+  }
+}
+
+// dw[q] = sum over the blocks' sums (partials.cuh), stored as f16 or f32.
+extern "C" __global__ void __launch_bounds__(256) oicv_grad_weight_finish_f16(const float *part, int blocks, int count, half_t *dw) {
+  sum_partials<F16>(part, blocks, count, dw);
+}
+
+extern "C" __global__ void __launch_bounds__(256) oicv_grad_weight_finish_f32(const float *part, int blocks, int count, float *dw) {
+  sum_partials<F32>(part, blocks, count, dw);
 }
 
 #define ENTRY(K)                                                                                               \
@@ -344,6 +641,14 @@ extern "C" __global__ void __launch_bounds__(256) oicv_grad_weight_finish(const 
   extern "C" __global__ void __launch_bounds__(OI_THREADS, 2) oicv_grad_weight_f16_k##K(                       \
       const half_t *x, const half_t *dy, float *part, int N, int C, int H, int W, int vec) {                  \
     grad_weight<K>(x, dy, part, N, C, H, W, vec);                                                             \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(OI_THREADS, 2)                                                 \
+      oicv_forward_f32_k##K(const float *x, const float *w, float *y, int C, int H, int W) {                  \
+    forward_f32<K>(x, w, y, C, H, W);                                                                         \
+  }                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(OI_THREADS, 2) oicv_grad_weight_f32_k##K(                       \
+      const float *x, const float *dy, float *part, int N, int C, int H, int W, int vec) {                    \
+    grad_weight_f32<K>(x, dy, part, N, C, H, W, vec);                                                         \
   }
 
 ENTRY(3)

@@ -1,8 +1,9 @@
 //! Training convolutions from one input channel (VSRNet's conv1: 1 -> 64 channels, 9x9) on
-//! LibTorch's CUDA f16 tensors as tensor-core kernels of our own (`one_input_channel_conv.cu`;
-//! compiled and launched as [`crate::nvrtc`] says): the forward and the weight gradient. There is
-//! no input gradient: they serve an input that needs none (VSRNet's frames). The forward also
-//! serves convolutions outside autodiff (inference: `vsr upscale`, validation), bias added after.
+//! LibTorch's CUDA f16 and f32 tensors as tensor-core kernels of our own
+//! (`one_input_channel_conv.cu`; compiled and launched as [`crate::nvrtc`] says): the forward and
+//! the weight gradient. There is no input gradient: they serve an input that needs none (VSRNet's
+//! frames). The forward also serves convolutions outside autodiff (inference: `vsr upscale`,
+//! validation), bias added after.
 //!
 //! Why: cuDNN runs this convolution with a generic kernel that does not use the tensor cores. On
 //! an H100 in fp16, at batch 9 and 512x960, its forward took 2.5 ms and its weight gradient 2.0
@@ -13,12 +14,25 @@
 //! that size (CUDA events, PyTorch 2.11's cuDNN, benchmark mode off): forward 0.28 ms against
 //! cuDNN's 1.8 ms, weight gradient (its finish included) 0.27 ms against 2.6 ms.
 //!
-//! They take: f16 input and weight (f32 stays on LibTorch's convolution), an NCHW input
-//! (N, 1, H, W) that needs no gradient, a weight (C, 1, K, K) with C a multiple of 16 up to 128
-//! and K 3, 5, 7 or 9, stride 1, dilation 1, one group, "same" padding ((K - 1) / 2), at most
-//! 65535 images. Anything else, CPU tensors, channels-last inputs and `VSR_TCH_KERNELS=libtorch`
-//! go to LibTorch's convolution. The weight gradient is deterministic (no atomics: per-block
-//! partial sums, added in f64 in a fixed order).
+//! In f32 cuDNN is slower still. Where [`crate::conv::conv_precision`] allows TF32
+//! ([`ConvPrecision::Tf32`], the default, as PyTorch's `allow_tf32`), f32 runs the same products
+//! on TF32 tensor cores (`mma.sync` m16n8k8, operands rounded to TF32 with `cvt.rna`, f32 storage
+//! and accumulation; results within 5e-4 of the largest magnitude of the f64 definition, as
+//! cuDNN's TF32). On an H100 at batch 9, 512x960 (wall clock over 20 calls): forward 0.50 ms
+//! against cuDNN's 3.18 ms (TF32 allowed); the training convolution's forward + backward in
+//! `vsr bench conv --precision fp32 --batch 3` 4.87 ms against 8.82 ms (fp16: 2.87 against
+//! 6.72). Under [`ConvPrecision::F32`] f32 stays on LibTorch's convolution (TF32 off), in training
+//! and inference alike.
+//!
+//! They take: f16 input and weight, or f32 ones where TF32 is allowed, an NCHW input (N, 1, H,
+//! W) that needs no gradient, a weight (C, 1, K, K) of the input's kind with C a multiple of 16
+//! up to 128 and K 3, 5, 7 or 9, stride 1, dilation 1, one group, "same" padding ((K - 1) / 2),
+//! at most 65535 images. Anything else, CPU tensors, channels-last inputs and
+//! `VSR_TCH_KERNELS=libtorch` go to LibTorch's convolution. The weight gradient is deterministic
+//! (no atomics: per-block partial sums, added in f64 in a fixed order).
+//!
+//! [`ConvPrecision::Tf32`]: crate::conv::ConvPrecision::Tf32
+//! [`ConvPrecision::F32`]: crate::conv::ConvPrecision::F32
 
 use std::sync::Arc;
 
@@ -46,13 +60,14 @@ const WG_BLOCKS: i64 = 264;
 /// The kernel sizes compiled.
 const SIZES: [i64; 4] = [3, 5, 7, 9];
 
-/// `oicv_<pass>_f16_k<K>` for both passes and every kernel size, and the finish.
-const ENTRIES: [&str; 9] = [
-    "oicv_grad_weight_finish",
-    "oicv_forward_f16_k3", "oicv_grad_weight_f16_k3",
-    "oicv_forward_f16_k5", "oicv_grad_weight_f16_k5",
-    "oicv_forward_f16_k7", "oicv_grad_weight_f16_k7",
-    "oicv_forward_f16_k9", "oicv_grad_weight_f16_k9",
+/// `oicv_<pass>_<f16|f32>_k<K>` for both passes, both storage types and every kernel size, and
+/// the finishes.
+const ENTRIES: [&str; 18] = [
+    "oicv_grad_weight_finish_f16", "oicv_grad_weight_finish_f32",
+    "oicv_forward_f16_k3", "oicv_grad_weight_f16_k3", "oicv_forward_f32_k3", "oicv_grad_weight_f32_k3",
+    "oicv_forward_f16_k5", "oicv_grad_weight_f16_k5", "oicv_forward_f32_k5", "oicv_grad_weight_f32_k5",
+    "oicv_forward_f16_k7", "oicv_grad_weight_f16_k7", "oicv_forward_f32_k7", "oicv_grad_weight_f32_k7",
+    "oicv_forward_f16_k9", "oicv_grad_weight_f16_k9", "oicv_forward_f32_k9", "oicv_grad_weight_f32_k9",
 ];
 
 static PROGRAM: Program = Program::new(
@@ -63,9 +78,10 @@ static PROGRAM: Program = Program::new(
     "LibTorch's convolution (cuDNN)",
 );
 
-/// x (n, 1, h, w), w (c, 1, k, k).
+/// x (n, 1, h, w), w (c, 1, k, k), both of `kind` (f16 or f32).
 #[derive(Clone, Copy)]
 struct Shape {
+    kind: Kind,
     n: i64,
     c: i64,
     h: i64,
@@ -89,9 +105,14 @@ impl Shape {
         self.items().min(WG_BLOCKS)
     }
 
-    /// `oicv_<pass>_f16_k<K>`.
+    /// `f16` or `f32`: the entries' storage suffix.
+    fn storage(&self) -> &'static str {
+        if self.kind == Kind::Half { "f16" } else { "f32" }
+    }
+
+    /// `oicv_<pass>_<f16|f32>_k<K>`.
     fn entry(&self, pass: &str) -> String {
-        format!("oicv_{pass}_f16_k{}", self.k)
+        format!("oicv_{pass}_{}_k{}", self.storage(), self.k)
     }
 }
 
@@ -110,12 +131,19 @@ pub(crate) struct Saved {
 }
 
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
-/// they do not apply (see the module docs); the graph's backward is [`backward`].
-pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
+/// they do not apply (see the module docs: f32 only where `allow_tf32`); the graph's backward is
+/// [`backward`].
+pub(crate) fn forward(
+    x: &TchTensor,
+    weight: &TchTensor,
+    need: [bool; 2],
+    options: &ConvOptions<2>,
+    allow_tf32: bool,
+) -> Option<(TchTensor, ConvGraph)> {
     if need[0] {
         return None;
     }
-    let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options)?;
+    let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options, allow_tf32)?;
     // (Burn's handle where the input is contiguous: see `conv_shape::contiguous`)
     let x = if x.tensor.is_contiguous() { x.clone() } else { TchTensor::new(xc) };
     let saved = Saved { device, kernels, shape, x, need };
@@ -123,23 +151,31 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
 }
 
 /// The convolution of `x` by `weight` outside autodiff (inference, frozen layers) with the
-/// forward kernel, plus `bias` (C) if given, or `None` where the kernels do not apply.
-pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTensor>, options: &ConvOptions<2>) -> Option<TchTensor> {
-    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device() || b.tensor.kind() != Kind::Half) {
+/// forward kernel, plus `bias` (C, of the input's kind) if given, or `None` where the kernels do
+/// not apply (f32 only where `allow_tf32`).
+pub(crate) fn inference(
+    x: &TchTensor,
+    weight: &TchTensor,
+    bias: Option<&TchTensor>,
+    options: &ConvOptions<2>,
+    allow_tf32: bool,
+) -> Option<TchTensor> {
+    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device() || b.tensor.kind() != x.tensor.kind()) {
         return None;
     }
-    let (.., mut y) = launch_forward(&x.tensor, &weight.tensor, options)?;
+    let (.., mut y) = launch_forward(&x.tensor, &weight.tensor, options, allow_tf32)?;
     if let Some(b) = bias {
         let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
     }
     Some(TchTensor::new(y))
 }
 
-/// Checks that the kernels take `x` and `w` (see the module docs) and launches the forward:
-/// the device, kernels, shape, the contiguous input and the output.
-fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>) -> Option<(usize, Arc<Kernels>, Shape, Tensor, Tensor)> {
-    let g = ConvShape::same_padding(t, wt, options, &[Kind::Half], &SIZES)?;
-    let (device, shape) = (g.device, Shape { n: g.n, c: g.co, h: g.h, w: g.w, k: g.k });
+/// Checks that the kernels take `x` and `w` (see the module docs; f32 only where `allow_tf32`)
+/// and launches the forward: the device, kernels, shape, the contiguous input and the output.
+fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf32: bool) -> Option<(usize, Arc<Kernels>, Shape, Tensor, Tensor)> {
+    let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
+    let g = ConvShape::same_padding(t, wt, options, kinds, &SIZES)?;
+    let (device, shape) = (g.device, Shape { kind: t.kind(), n: g.n, c: g.co, h: g.h, w: g.w, k: g.k });
     if g.ci != 1
         || shape.c % 16 != 0
         || shape.c < 16
@@ -154,7 +190,7 @@ fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>) -> Option<(
     }
     let kernels = PROGRAM.kernels(device).ok()?;
     let (xc, wc) = (t.contiguous(), wt.contiguous());
-    let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (Kind::Half, t.device()));
+    let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (shape.kind, t.device()));
     let args = [ptr(&xc), ptr(&wc), ptr(&y), Arg::I32(shape.c as i32), Arg::I32(shape.h as i32), Arg::I32(shape.w as i32)];
     kernels.launch(device, (THREADS, 1, 1), &shape.entry("forward"), shape.grid(), &args);
     Some((device, kernels, shape, xc, y))
@@ -165,14 +201,14 @@ fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>) -> Option<(
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let x = &s.x.tensor;
     let sh = s.shape;
-    let dy = dy.tensor.to_kind(Kind::Half).contiguous();
+    let dy = dy.tensor.to_kind(sh.kind).contiguous();
     assert_eq!(dy.size(), [sh.n, sh.c, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
     let dw = s.need[1].then(|| {
         let blocks = sh.weight_blocks();
         let count = sh.c * sh.k * sh.k;
         let part = Tensor::empty([blocks * count], (Kind::Float, x.device()));
         // (16-byte loads of dy's rows where they start aligned)
-        let vec = sh.w % 8 == 0 && aligned(&dy, 16);
+        let vec = sh.w % (16 / sh.kind.elt_size_in_bytes() as i64) == 0 && aligned(&dy, 16);
         s.kernels.launch(s.device, (THREADS, 1, 1), &sh.entry("grad_weight"), (blocks as u32, 1, 1), &[
             ptr(x),
             ptr(&dy),
@@ -183,8 +219,9 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
             Arg::I32(sh.w as i32),
             Arg::I32(vec as i32),
         ]);
-        let dw = Tensor::empty([sh.c, 1, sh.k, sh.k], (Kind::Half, x.device()));
-        s.kernels.launch(s.device, (32, 8, 1), "oicv_grad_weight_finish", ((count as u32).div_ceil(32), 1, 1), &[
+        let dw = Tensor::empty([sh.c, 1, sh.k, sh.k], (sh.kind, x.device()));
+        let finish = format!("oicv_grad_weight_finish_{}", sh.storage());
+        s.kernels.launch(s.device, (32, 8, 1), &finish, ((count as u32).div_ceil(32), 1, 1), &[
             ptr(&part),
             Arg::I32(blocks as i32),
             Arg::I32(count as i32),

@@ -259,7 +259,7 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
 
 // dw[q] = sum over the partial sets' sums (partials.cuh).
 extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish(const float *part, int sets, int count, half_t *dw) {
-  sum_partials_f16(part, sets, count, dw);
+  sum_partials<F16>(part, sets, count, dw);
 }
 
 #define TCC_ENTRY(K)                                                                                           \

@@ -453,24 +453,33 @@ fn own_kernels_take_unaligned_views() {
     }
 }
 
-/// The one-input-channel convolution kernels of our own (VSRNet's conv1: f16, an input that
-/// needs no gradient; `VSR_TCH_KERNELS=own`, the default on CUDA) under autodiff: output and
-/// weight gradient held against the definition computed in f64 by LibTorch from the same f16
-/// values (2e-3 of the largest magnitude: f16 rounding of the results) and against LibTorch's
-/// f16 convolution (cuDNN; 5e-3); kernels 9, 7, 5 and 3, 16 to 128 output channels (48: a partial group of warps), images that are
-/// not whole tiles (64 x 8) nor multiples of 8 wide. With an input that requires a gradient the
-/// kernels do not apply: LibTorch's path must still give the same output and gradients, the
-/// input's too. Outside autodiff (inference) the forward plus a bias against the f64 definition.
-/// Launch counts (`nvrtc::launches`) show that our kernels ran where meant and only there.
-/// Process-wide choice as in `own_batch_norm_matches_cudnn`.
+/// The one-input-channel convolution kernels of our own (VSRNet's conv1: an input that needs no
+/// gradient; `VSR_TCH_KERNELS=own`, the default on CUDA) under autodiff, in f16 and in f32 (TF32
+/// tensor cores, where `ConvPrecision::Tf32` allows them): output and weight gradient held against
+/// the definition computed in f64 by LibTorch from the same values and against LibTorch's
+/// convolution in the same precision (cuDNN, TF32 allowed in f32). Bounds, of the largest
+/// magnitude: f16 2e-3 against the definition (f16 rounding of the results), 5e-3 against cuDNN;
+/// f32 3e-3 for both: TF32 keeps 11 significant bits (rounded to nearest, rna), so each product
+/// carries a relative error of at most 2^-10 (about 1e-3), and the sums of 9 to 81 products (the
+/// output) or millions (the weight gradient) add these with random signs, well inside 3e-3 of the
+/// largest magnitude (measured on an H100: at most 4.4e-4, cuDNN's TF32 alike). Kernels 9, 7, 5 and 3, 16 to 128 output channels (48: a partial group of
+/// warps; 128: two groups of the f32 forward's weights), images that are not whole tiles (64 x 8)
+/// nor multiples of 8 (or 4) wide. With an input that requires a gradient the kernels do not
+/// apply: LibTorch's path must still give the same output and gradients, the input's too.
+/// Outside autodiff (inference) the forward plus a bias against the f64 definition. Under
+/// `ConvPrecision::F32` (no TF32) f32 stays on LibTorch, in training and inference. Launch counts
+/// (`nvrtc::launches`) show that our kernels ran where meant and only there. Process-wide choices
+/// as in `own_batch_norm_matches_cudnn`.
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_one_input_channel_conv_matches_cudnn() {
     use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::conv::{ConvPrecision, set_conv_precision};
     use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
     let device = LibTorchDevice::Cuda(0);
+    set_conv_precision(ConvPrecision::Tf32);
     // (input shape, kernel size, output channels)
     let cases: [([usize; 4], usize, usize); 6] = [
         ([9, 1, 512, 960], 9, 64),
@@ -481,41 +490,63 @@ fn own_one_input_channel_conv_matches_cudnn() {
         ([1, 1, 20, 33], 9, 128),
     ];
     for (shape, k, cout) in cases {
-        let [n, _, h, w] = shape;
-        let x0 = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
-        let w0 = Tensor::<B, 4>::random([cout, 1, k, k], Distribution::Normal(0.0, 0.1), &device).cast(DType::F16);
-        let r0 = Tensor::<B, 4>::random([n, cout, h, w], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
-        let run = |choice, dtype, input_grad| conv_and_grads(choice, [&x0, &w0, &r0], dtype, input_grad);
-        let kernels = || [launches("oicv_forward_f16"), launches("oicv_grad_weight_f16")];
-        let before = kernels();
-        let ours = run(TchKernels::Own, DType::F16, false);
-        let after = kernels();
-        assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1], "{shape:?}: our forward and weight gradient ran once each");
-        let theirs = run(TchKernels::Libtorch, DType::F16, false);
-        let exact = run(TchKernels::Libtorch, DType::F64, false);
-        for (i, what) in ["output", "weight gradient"].into_iter().enumerate() {
-            assert_near_definition(&format!("{shape:?} k {k} cout {cout}: {what}"), &ours[i], &theirs[i], &exact[i], [2e-3, 5e-3]);
-        }
-        // Outside autodiff (inference), with a bias: the forward kernel, then the bias.
-        let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device);
-        let infer = |choice: TchKernels, dtype: DType| {
-            set_tch_kernels(choice);
-            let p = (k - 1) / 2;
-            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-            values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
-        };
-        let before = launches("oicv_forward_f16");
-        let ours = infer(TchKernels::Own, DType::F16);
-        assert_eq!(launches("oicv_forward_f16") - before, 1, "{shape:?}: our forward ran outside autodiff");
-        assert_close(&format!("{shape:?} k {k} cout {cout}: inference with a bias"), &ours, &infer(TchKernels::Libtorch, DType::F64), 2e-3);
-        // An input that requires a gradient: LibTorch's path under either choice.
-        let before = kernels();
-        let ours = run(TchKernels::Own, DType::F16, true);
-        assert_eq!(kernels(), before, "{shape:?}: an input requiring a gradient ran our kernels");
-        let theirs = run(TchKernels::Libtorch, DType::F16, true);
-        set_tch_kernels(TchKernels::Own);
-        for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
-            assert_close(&format!("{shape:?} k {k} cout {cout}, input requiring a gradient: {what}"), &ours[i], &theirs[i], 5e-3);
+        for dtype in [DType::F16, DType::F32] {
+            let [n, _, h, w] = shape;
+            let case = format!("{shape:?} k {k} cout {cout} {dtype:?}");
+            // (f16 values for the f16 case, so that the f64 definition sees what the kernels see)
+            let random = |dims: [usize; 4], std: f64| Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, std), &device).cast(dtype);
+            let (x0, w0, r0) = (random(shape, 1.0), random([cout, 1, k, k], 0.1), random([n, cout, h, w], 1.0));
+            let run = |choice, dtype, input_grad| conv_and_grads(choice, [&x0, &w0, &r0], dtype, input_grad);
+            let name = if dtype == DType::F16 { "f16" } else { "f32" };
+            let (forward, grad_weight) = (format!("oicv_forward_{name}"), format!("oicv_grad_weight_{name}"));
+            let kernels = || [launches(&forward), launches(&grad_weight)];
+            let [tol_exact, tol_theirs] = if dtype == DType::F16 { [2e-3, 5e-3] } else { [3e-3, 3e-3] };
+            let before = kernels();
+            let ours = run(TchKernels::Own, dtype, false);
+            let after = kernels();
+            assert_eq!([after[0] - before[0], after[1] - before[1]], [1, 1], "{case}: our forward and weight gradient ran once each");
+            let theirs = run(TchKernels::Libtorch, dtype, false);
+            let exact = run(TchKernels::Libtorch, DType::F64, false);
+            for (i, what) in ["output", "weight gradient"].into_iter().enumerate() {
+                assert_near_definition(&format!("{case}: {what}"), &ours[i], &theirs[i], &exact[i], [tol_exact, tol_theirs]);
+            }
+            // Outside autodiff (inference), with a bias: the forward kernel, then the bias.
+            let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+            let infer = |choice: TchKernels, dtype: DType| {
+                set_tch_kernels(choice);
+                let p = (k - 1) / 2;
+                let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+                values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
+            };
+            let before = launches(&forward);
+            let ours = infer(TchKernels::Own, dtype);
+            assert_eq!(launches(&forward) - before, 1, "{case}: our forward ran outside autodiff");
+            let exact_inference = infer(TchKernels::Libtorch, DType::F64);
+            assert_close(&format!("{case}: inference with a bias"), &ours, &exact_inference, tol_exact);
+            // An input that requires a gradient: LibTorch's path under either choice.
+            let before = kernels();
+            let ours = run(TchKernels::Own, dtype, true);
+            assert_eq!(kernels(), before, "{case}: an input requiring a gradient ran our kernels");
+            let theirs_input = run(TchKernels::Libtorch, dtype, true);
+            for (i, what) in ["output", "weight gradient", "input gradient"].into_iter().enumerate() {
+                assert_close(&format!("{case}, input requiring a gradient: {what}"), &ours[i], &theirs_input[i], tol_theirs);
+            }
+            if dtype == DType::F32 {
+                // No TF32 allowed: LibTorch's f32 convolution, in training and inference alike.
+                set_conv_precision(ConvPrecision::F32);
+                let before = kernels();
+                let ours = run(TchKernels::Own, dtype, false);
+                let inference = infer(TchKernels::Own, dtype);
+                set_conv_precision(ConvPrecision::Tf32);
+                assert_eq!(kernels(), before, "{case}: ConvPrecision::F32 ran our kernels");
+                // (the forward is f32 to 1e-4; LibTorch's backward ignores `_convolution`'s
+                // allow_tf32 and follows its global flag, on by default: its weight gradient may
+                // come from TF32: measured up to 2.7e-4, at 3x64x64 k 5 and 2x37x70 k 7)
+                assert_close(&format!("{case}, ConvPrecision::F32: output"), &ours[0], &exact[0], 1e-4);
+                assert_close(&format!("{case}, ConvPrecision::F32: weight gradient"), &ours[1], &exact[1], tol_exact);
+                assert_close(&format!("{case}, ConvPrecision::F32: inference with a bias"), &inference, &exact_inference, 1e-4);
+            }
+            set_tch_kernels(TchKernels::Own);
         }
     }
 }
