@@ -303,7 +303,8 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
 /// one-output-channel convolutions and f16 one-input-channel convolutions of an input that needs
 /// no gradient run vsr's own kernels instead, with their own saved state
 /// ([`crate::batch_norm`], [`crate::one_channel_conv`], [`crate::one_input_channel_conv`]), and so
-/// does the weight gradient of f16 convolutions to 32 channels ([`crate::tensor_core_conv`]).
+/// does the weight gradient of f16 convolutions to 32 channels, and of f32 ones where TF32 is
+/// allowed ([`crate::tensor_core_conv`]).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
     use super::ConvGraph;
@@ -338,7 +339,7 @@ pub(crate) mod libtorch {
         if let Some(out) = crate::one_channel_conv::forward(&x, &w, need, &options) {
             return out;
         }
-        if let Some(out) = crate::tensor_core_conv::forward(&x, &w, need, &options) {
+        if let Some(out) = crate::tensor_core_conv::forward(&x, &w, need, &options, allow_tf32) {
             return out;
         }
         let i64s = |v: [usize; 2]| v.map(|i| i as i64);

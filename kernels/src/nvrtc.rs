@@ -20,8 +20,8 @@ use crate::setting::Setting;
 /// Whether LibTorch's training layers on CUDA run vsr's own kernels where it has them
 /// ([`crate::batch_norm`]: BatchNorm + LeakyReLU; [`crate::one_channel_conv`]: convolutions to
 /// one output channel; [`crate::one_input_channel_conv`]: f16 convolutions from one input
-/// channel; [`crate::tensor_core_conv`]: f16 weight gradients to 32 channels; [`crate::bias_act`]:
-/// bias + LeakyReLU) or LibTorch's (cuDNN) everywhere.
+/// channel; [`crate::tensor_core_conv`]: f16 and TF32 weight gradients to 32 channels;
+/// [`crate::bias_act`]: bias + LeakyReLU) or LibTorch's (cuDNN) everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TchKernels {
     /// vsr's kernels where it has them (the default).
