@@ -6,8 +6,13 @@
 // `vsr_tch_backward` seeds the roots with the given gradients (torch::autograd::grad's
 // grad_outputs), which is what PyTorch's own `y.backward(dy)` does.
 //
+// cuDNN's convolution backward takes TF32 from LibTorch's process-wide setting (what
+// `torch.backends.cudnn.conv.fp32_precision` sets), not from the forward's `allow_tf32`:
+// `allow_tf32` sets it for the backward, so that vsr's `ConvPrecision::F32` holds there too.
+//
 // Tensors cross as tch's handles (`at::Tensor*`, tch's C_tensor); the returned ones are new
 // handles owned by the caller (tch frees them with `delete`).
+#include <ATen/Context.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <cstring>
@@ -16,8 +21,11 @@
 
 extern "C" int vsr_tch_backward(at::Tensor **roots, at::Tensor **grads, int nroots,
                                 at::Tensor **inputs, int ninputs, at::Tensor **outputs,
-                                char *error, int error_len) {
+                                int allow_tf32, char *error, int error_len) {
   try {
+    at::globalContext().setFloat32Precision(at::Float32Backend::CUDA, at::Float32Op::CONV,
+                                            allow_tf32 ? at::Float32Precision::TF32
+                                                       : at::Float32Precision::IEEE);
     torch::autograd::variable_list ys, dys, xs;
     for (int i = 0; i < nroots; ++i) {
       ys.push_back(*roots[i]);

@@ -303,8 +303,8 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
 /// one-output-channel convolutions and one-input-channel convolutions of an input that needs no
 /// gradient (f16, and f32 where TF32 is allowed) run vsr's own kernels instead, with their own
 /// saved state ([`crate::batch_norm`], [`crate::one_channel_conv`],
-/// [`crate::one_input_channel_conv`]), and so
-/// does the weight gradient of f16 convolutions to 32 channels ([`crate::tensor_core_conv`]).
+/// [`crate::one_input_channel_conv`]), and so does the weight gradient of f16 convolutions to 32
+/// channels, and of f32 ones where TF32 is allowed ([`crate::tensor_core_conv`]).
 #[cfg(feature = "tch")]
 pub(crate) mod libtorch {
     use super::ConvGraph;
@@ -339,7 +339,7 @@ pub(crate) mod libtorch {
         if let Some(out) = crate::one_channel_conv::forward(&x, &w, need, &options) {
             return out;
         }
-        if let Some(out) = crate::tensor_core_conv::forward(&x, &w, need, &options) {
+        if let Some(out) = crate::tensor_core_conv::forward(&x, &w, need, &options, allow_tf32) {
             return out;
         }
         let i64s = |v: [usize; 2]| v.map(|i| i as i64);
@@ -399,16 +399,20 @@ pub(crate) mod libtorch {
             inputs: *const *mut std::ffi::c_void,
             ninputs: i32,
             outputs: *mut *mut std::ffi::c_void,
+            allow_tf32: i32,
             error: *mut std::ffi::c_char,
             error_len: i32,
         ) -> i32;
     }
 
     /// LibTorch's `torch.autograd.grad(roots, inputs, grads)`: the backward of the graphs behind
-    /// `roots` for output gradients `grads`, freeing them. Panics with LibTorch's message on
-    /// failure (as tch's infallible calls do).
+    /// `roots` for output gradients `grads`, freeing them, its f32 convolutions at the current
+    /// [`crate::conv::conv_precision`] (cuDNN's backward takes TF32 from LibTorch's process-wide
+    /// setting, which this sets, not from the forward's `allow_tf32`). Panics with LibTorch's
+    /// message on failure (as tch's infallible calls do).
     fn autograd_grad(roots: &[&tch::Tensor], grads: &[&tch::Tensor], inputs: &[&tch::Tensor]) -> Vec<tch::Tensor> {
         assert_eq!(roots.len(), grads.len());
+        let allow_tf32 = crate::conv::conv_precision() == crate::conv::ConvPrecision::Tf32;
         let ptr = |t: &&tch::Tensor| t.as_ptr() as *mut std::ffi::c_void;
         let (r, g, i): (Vec<_>, Vec<_>, Vec<_>) =
             (roots.iter().map(ptr).collect(), grads.iter().map(ptr).collect(), inputs.iter().map(ptr).collect());
@@ -417,7 +421,7 @@ pub(crate) mod libtorch {
         // SAFETY: live tch handles (torch::Tensor*), counts matching the slices; `out` receives
         // `inputs.len()` new handles, each owned once by the tch::Tensor made from it.
         let rc = unsafe {
-            vsr_tch_backward(r.as_ptr(), g.as_ptr(), r.len() as i32, i.as_ptr(), i.len() as i32, out.as_mut_ptr(), error.as_mut_ptr(), error.len() as i32)
+            vsr_tch_backward(r.as_ptr(), g.as_ptr(), r.len() as i32, i.as_ptr(), i.len() as i32, out.as_mut_ptr(), allow_tf32 as i32, error.as_mut_ptr(), error.len() as i32)
         };
         if rc != 0 {
             // SAFETY: NUL-terminated by the C++ side.

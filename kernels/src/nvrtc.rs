@@ -20,7 +20,9 @@ use crate::setting::Setting;
 /// Whether LibTorch's training layers on CUDA run vsr's own kernels where it has them
 /// ([`crate::batch_norm`]: BatchNorm + LeakyReLU; [`crate::one_channel_conv`]: convolutions to
 /// one output channel; [`crate::one_input_channel_conv`]: convolutions from one input channel,
-/// f16 and (TF32 allowed) f32; [`crate::tensor_core_conv`]: f16 weight gradients to 32 channels;
+/// f16 and (TF32 allowed) f32; [`crate::tensor_core_conv`]: f16 and TF32 weight gradients to 32
+/// channels; [`crate::few_input_channel_conv`]: FlowNetSD's first layer with its bias and
+/// activation; [`crate::adam`]: Adam's update;
 /// [`crate::bias_act`]: bias + LeakyReLU) or LibTorch's (cuDNN) everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TchKernels {

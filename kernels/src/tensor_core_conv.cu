@@ -1,6 +1,7 @@
 // Weight gradient of a many-channel convolution (VSRNet's conv2: 192 -> 32 channels, 5x5) on
-// tensor cores, for LibTorch's CUDA f16 NCHW tensors (kernels/src/tensor_core_conv.rs compiles
-// this with NVRTC at run time and launches it on LibTorch's current stream).
+// tensor cores, for LibTorch's CUDA f16 NCHW tensors and, further down, f32 ones on TF32
+// (kernels/src/tensor_core_conv.rs compiles this with NVRTC at run time and launches it on
+// LibTorch's current stream).
 //
 // x (N, CI, H, W), dy (N, 32, H, W), K odd, stride 1, padding p = (K - 1) / 2 (same size):
 //   dw[co, ci, ky, kx] = sum_n sum_yx dy[n, co, y, x] x[n, ci, y + ky - p, x + kx - p]
@@ -257,9 +258,220 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
     }
 }
 
+// ---- f32 on TF32 tensor cores ----
+// The same product for f32 x and dy (mma.sync m16n8k8 with TF32 operands, rounded from f32 by
+// cvt.rna: 10-bit mantissas, as cuDNN's TF32 convolutions; f32 accumulation). Fragments (PTX ISA,
+// m16n8k8 .tf32): A (16 x 8, row) a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B
+// (8 x 8, col) b0 (t, g), b1 (t + 4, g); C as for m16n8k16. One value per register, so a k-step is
+// 8 pixels: lane (g, t) holds dy at pixels 8 t .. 8 t + 7 of a 32-pixel row (two 16-byte loads
+// per channel row) and k-step s (< 4) takes reduction index t -> pixel 8 t + 2 s, t + 4 -> pixel
+// 8 t + 2 s + 1. The image tile holds one value per word (rounded to TF32 when stored; word s of a
+// tile row is column s relative to the strip's left edge less p): the B operands of tap kx and
+// k-step s are the words tile[base + 8 t + kx + 2 s] and the next, so the K + 7 words of a tap row
+// are each loaded once for up to 8 operands; banks as for f16 (channel stride = 1 mod 8).
+//
+// Warps: with f16's split (both m-tiles per warp, two row groups) a lane would hold twice the
+// dy registers and spill at 10 warps (168 registers a thread); here warp (mt, ng) computes m-tile
+// mt (output channels 16 mt ..) for the tap groups 2 ng, 2 ng + 1 over all the rows of an item
+// (one row group, so one partial set per block). Items, tiles and the finish as for f16.
+//
+// Measured on an H100 (x (3, 192, 512, 960), 5x5): 4.74 ms, the finish included, against about
+// 9.4 for cuDNN's TF32 weight gradient with its transposes; 150 registers a thread at 10 warps
+// (the limit there is 168), no spills. Prefetching dy two rows ahead instead of one (166
+// registers) measured slower: 4.97 ms.
+
+__device__ __forceinline__ unsigned tf32(float f) {
+  unsigned u;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(f));
+  return u;
+}
+
+__device__ __forceinline__ void mma1688(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                        unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+template <int K>
+struct Tcw32 {
+  static constexpr int KK = K * K;
+  static constexpr int P = K / 2;
+  static constexpr int GROUPS = K * (TCC_CIB / 8);      // tap groups (ky, 8 input channels)
+  static constexpr int NG = GROUPS / 2;                 // warps per m-tile (two tap groups each)
+  static constexpr int THREADS = 32 * NG * 2;
+  static constexpr int ROWS = TCC_RC + K - 1;
+  static constexpr int NW = K + 7;                      // image words per lane and tap row: kx + 2 s + 1
+  // row pitch (words): the words read reach 8 3 + NW - 1
+  static constexpr int PITCH = 24 + NW;
+  // channel stride (words): >= ROWS PITCH, = 1 mod 8
+  static constexpr int CS = ((ROWS * PITCH + 6) / 8) * 8 + 1;
+  // 4-value chunks per tile row: words s = 4 c - 4 + P + i, i < 4, must reach PITCH - 1
+  static constexpr int NCH = (PITCH - P + 3) / 4 + 1;
+  static constexpr int TASKS = TCC_CIB * ROWS * NCH;
+  static constexpr int FT = (TASKS + THREADS - 1) / THREADS;  // chunks per thread
+};
+
+// 4 floats of `row` at columns a .. a + 3 (0 outside [0, W)); one 16-byte load where `vec` (rows
+// start 16-byte aligned, a a multiple of 4) and all four are inside.
+__device__ __forceinline__ float4 load4f(const float *row, int a, int W, bool vec) {
+  if (vec && a >= 0 && a + 4 <= W) return *reinterpret_cast<const float4 *>(row + a);
+  float v[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) v[i] = (a + i >= 0 && a + i < W) ? row[a + i] : 0.f;
+  return make_float4(v[0], v[1], v[2], v[3]);
+}
+
+// The image chunks of item m for this thread (zeros outside the image).
+template <int K>
+__device__ __forceinline__ void fetch_x32(const float *x, const Item &m, int CI, int ci0, int H, int W, long long plane,
+                                          bool vec, float4 (&cv)[Tcw32<K>::FT]) {
+  typedef Tcw32<K> T;
+#pragma unroll
+  for (int f = 0; f < T::FT; ++f) {
+    const int task = threadIdx.x + f * T::THREADS;
+    cv[f] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (task < T::TASKS) {
+      const int ci = task / (T::ROWS * T::NCH), rem = task - ci * (T::ROWS * T::NCH);
+      const int rr = rem / T::NCH, c = rem - rr * T::NCH;
+      const int yy = m.y0 - T::P + rr;
+      if (yy >= 0 && yy < H)
+        cv[f] = load4f(x + ((long long)m.n * CI + ci0 + ci) * plane + (long long)yy * W, m.x0 - 4 + 4 * c, W, vec);
+    }
+  }
+}
+
+// dy of row r of item m, output channels co + 8 q (q < 2): d[2 q] pixels 8 t .. + 3, d[2 q + 1]
+// the next 4 (0 past the item's rows or W).
+__device__ __forceinline__ void fetch_dy32(const float *dy, const Item &m, int r, int co, int t, int H, int W,
+                                           long long plane, bool vec, float4 (&d)[4]) {
+#pragma unroll
+  for (int q = 0; q < 4; ++q) d[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (r >= min(TCC_RC, H - m.y0)) return;
+  const int xx = m.x0 + 8 * t;
+  const float *p = dy + ((long long)m.n * TCC_CO + co) * plane + (long long)(m.y0 + r) * W;
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    d[2 * q] = load4f(p + q * 8 * plane, xx, W, vec);
+    d[2 * q + 1] = load4f(p + q * 8 * plane, xx + 4, W, vec);
+  }
+}
+
+// Grid (blocks, CI / TCC_CIB, 1), block Tcw32<K>::THREADS. `vec`: x and dy start 16-byte aligned
+// and W is a multiple of 4.
+template <int K>
+__device__ void grad_weight_f32(const float *x, const float *dy, float *part, int N, int CI, int H, int W, int vec) {
+  typedef Tcw32<K> T;
+  static_assert(T::GROUPS % 2 == 0 && T::CS % 8 == 1 && T::CS >= T::ROWS * T::PITCH, "tile layout");
+  static_assert(4 * T::NCH - 5 + T::P >= T::PITCH - 1 && T::P <= 4, "chunks");
+  __shared__ unsigned tiles[2][TCC_CIB * T::CS];
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+  const int ng = warp % T::NG, mt = warp / T::NG;
+  const int SX = (W + TCC_TC - 1) / TCC_TC, RCH = (H + TCC_RC - 1) / TCC_RC;
+  const long long items = (long long)N * SX * RCH;
+  const int i0 = (int)(items * blockIdx.x / gridDim.x), i1 = (int)(items * (blockIdx.x + 1) / gridDim.x);
+  const int ci0 = blockIdx.y * TCC_CIB;
+  const long long plane = (long long)H * W;
+  const bool v = vec != 0;
+  const int co = 16 * mt + g;  // this lane's output channels co, co + 8
+  // tap group u (0, 1) of this warp: tap row ky[u], input channels 8 cb[u] .. + 7; this lane's
+  // channel 8 cb + g.
+  int base[2];
+#pragma unroll
+  for (int u = 0; u < 2; ++u) {
+    const int grp = 2 * ng + u, ky = grp % K, cb = grp / K;
+    base[u] = (8 * cb + g) * T::CS + ky * T::PITCH + 8 * t;
+  }
+  float acc[2][K][4];
+#pragma unroll
+  for (int u = 0; u < 2; ++u)
+#pragma unroll
+    for (int kx = 0; kx < K; ++kx)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[u][kx][e] = 0.f;
+  float4 cv[T::FT];
+  float4 dn[4];  // the next row's dy
+  Item cur = item_of(i0, SX, RCH);
+  if (i0 < i1) {
+    fetch_x32<K>(x, cur, CI, ci0, H, W, plane, v, cv);
+    fetch_dy32(dy, cur, 0, co, t, H, W, plane, v, dn);
+  }
+  for (int it = i0; it < i1; ++it) {
+    const Item nxt = item_of(it + 1 < i1 ? it + 1 : it, SX, RCH);
+    unsigned *tile = tiles[it & 1];
+    // (this tile was last read for item it - 2, before the previous barrier)
+#pragma unroll
+    for (int f = 0; f < T::FT; ++f) {
+      const int task = tid + f * T::THREADS;
+      if (task < T::TASKS) {
+        const int ci = task / (T::ROWS * T::NCH), rem = task - ci * (T::ROWS * T::NCH);
+        const int rr = rem / T::NCH, c = rem - rr * T::NCH;
+        unsigned *dst = tile + ci * T::CS + rr * T::PITCH;
+        const float w[4] = {cv[f].x, cv[f].y, cv[f].z, cv[f].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int s = 4 * c - 4 + T::P + i;
+          if (s >= 0 && s < T::PITCH) dst[s] = tf32(w[i]);
+        }
+      }
+    }
+    __syncthreads();
+    if (it + 1 < i1) fetch_x32<K>(x, nxt, CI, ci0, H, W, plane, v, cv);
+    const int rows = min(TCC_RC, H - cur.y0);
+#pragma unroll 1
+    for (int r = 0; r < TCC_RC; ++r) {
+      const float4 d[4] = {dn[0], dn[1], dn[2], dn[3]};
+      if (r + 1 < TCC_RC) fetch_dy32(dy, cur, r + 1, co, t, H, W, plane, v, dn);
+      else if (it + 1 < i1) fetch_dy32(dy, nxt, 0, co, t, H, W, plane, v, dn);
+      if (r >= rows) continue;
+      // a[q][j]: dy of output channel co + 8 q at pixel 8 t + j, as TF32
+      unsigned a[2][8];
+#pragma unroll
+      for (int q = 0; q < 2; ++q) {
+        const float4 &lo = d[2 * q], &hi = d[2 * q + 1];
+        a[q][0] = tf32(lo.x); a[q][1] = tf32(lo.y); a[q][2] = tf32(lo.z); a[q][3] = tf32(lo.w);
+        a[q][4] = tf32(hi.x); a[q][5] = tf32(hi.y); a[q][6] = tf32(hi.z); a[q][7] = tf32(hi.w);
+      }
+      const unsigned *trow = tile + r * T::PITCH;
+#pragma unroll
+      for (int u = 0; u < 2; ++u) {
+        unsigned wd[T::NW];
+#pragma unroll
+        for (int i = 0; i < T::NW; ++i) wd[i] = trow[base[u] + i];
+#pragma unroll
+        for (int s = 0; s < 4; ++s)
+#pragma unroll
+          for (int kx = 0; kx < K; ++kx)
+            mma1688(acc[u][kx], a[0][2 * s], a[1][2 * s], a[0][2 * s + 1], a[1][2 * s + 1], wd[kx + 2 * s],
+                    wd[kx + 2 * s + 1]);
+      }
+    }
+    cur = nxt;
+  }
+  // acc[u][kx][e]: output channel co + 8 (e / 2), input channel ci0 + 8 cb[u] + 2 t + e % 2, tap
+  // (ky[u], kx).
+  const long long count = (long long)TCC_CO * CI * T::KK;
+  float *out = part + (long long)blockIdx.x * count;
+#pragma unroll
+  for (int u = 0; u < 2; ++u) {
+    const int grp = 2 * ng + u, ky = grp % K, cb = grp / K;
+#pragma unroll
+    for (int kx = 0; kx < K; ++kx)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int o = co + 8 * (e >> 1), ci = ci0 + 8 * cb + 2 * t + (e & 1);
+        out[((long long)o * CI + ci) * T::KK + ky * K + kx] = acc[u][kx][e];
+      }
+  }
+}
+
 // dw[q] = sum over the partial sets' sums (partials.cuh).
 extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish(const float *part, int sets, int count, half_t *dw) {
   sum_partials<F16>(part, sets, count, dw);
+}
+
+extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish_f32(const float *part, int sets, int count, float *dw) {
+  sum_partials<F32>(part, sets, count, dw);
 }
 
 #define TCC_ENTRY(K)                                                                                           \
@@ -268,5 +480,13 @@ extern "C" __global__ void __launch_bounds__(256) tcc_grad_weight_finish(const f
     grad_weight<K>(x, dy, part, N, CI, H, W, vec);                                                            \
   }
 
+#define TCC_ENTRY_F32(K)                                                                                       \
+  extern "C" __global__ void __launch_bounds__(Tcw32<K>::THREADS, 1) tcc_grad_weight_f32_k##K(                \
+      const float *x, const float *dy, float *part, int N, int CI, int H, int W, int vec) {                   \
+    grad_weight_f32<K>(x, dy, part, N, CI, H, W, vec);                                                        \
+  }
+
 TCC_ENTRY(3)
 TCC_ENTRY(5)
+TCC_ENTRY_F32(3)
+TCC_ENTRY_F32(5)

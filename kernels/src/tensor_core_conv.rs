@@ -1,21 +1,36 @@
 //! The weight gradient of many-channel training convolutions to 32 output channels (VSRNet's
-//! conv2: 192 -> 32 channels, 5x5) on LibTorch's CUDA f16 NCHW tensors as a tensor-core kernel of
-//! our own (`tensor_core_conv.cu`; compiled and launched as [`crate::nvrtc`] says). The forward
-//! and the input gradient stay on LibTorch (cuDNN): the forward as its convolution outside
+//! conv2: 192 -> 32 channels, 5x5) on LibTorch's CUDA f16 and f32 NCHW tensors as tensor-core
+//! kernels of our own (`tensor_core_conv.cu`; compiled and launched as [`crate::nvrtc`] says). The
+//! forward and the input gradient stay on LibTorch (cuDNN): the forward as its convolution outside
 //! autograd, the input gradient as the transposed convolution of the output gradient by the
 //! weight (what `aten::convolution_backward` runs for it).
 //!
-//! Why: cuDNN's weight gradient of conv2 (fp16, batch 3, 512x960, H100) took 2.57 ms plus a
-//! 0.61 ms NCHW -> NHWC transpose of the input and 0.10 ms of the output gradient; this kernel
-//! reads NCHW directly. It is deterministic (no atomics: per-warp partial sums over pixel ranges,
-//! added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size (CUDA
-//! events): 2.93 ms, its finish included, against 3.65 ms for cuDNN's weight gradient with its
-//! transposes; the input gradient (1.50 ms) and forward (3.19 ms) are LibTorch's as before.
+//! What runs when:
+//! * f16: always (f16 operands, f32 accumulation on the tensor cores, an f16 result).
+//! * f32 under [`crate::conv::ConvPrecision::Tf32`] (the default, PyTorch's `allow_tf32`): the
+//!   operands rounded to TF32 (10-bit mantissas), f32 accumulation, an f32 result; cuDNN's forward
+//!   and input gradient then run with TF32 allowed too, as its own f32 convolutions do.
+//! * f32 under [`crate::conv::ConvPrecision::F32`]: LibTorch's convolution under its autograd, as
+//!   for every other convolution (its forward in f32 arithmetic; note that its autograd backward
+//!   follows cuDNN's process-wide TF32 flag, not the forward's `allow_tf32`).
 //!
-//! It takes: f16 input and weight, an NCHW (not channels-last) input (N, CI, H, W) with CI a
-//! multiple of 16, a weight (32, CI, K, K) with K 3 or 5, stride 1, dilation 1, one group, "same"
-//! padding ((K - 1) / 2), a weight that needs a gradient. Anything else, CPU tensors and
-//! `VSR_TCH_KERNELS=libtorch` go to LibTorch's convolution under its autograd.
+//! Why: cuDNN's weight gradient of conv2 (fp16, batch 3, 512x960, H100) took 2.57 ms plus a
+//! 0.61 ms NCHW -> NHWC transpose of the input and 0.10 ms of the output gradient; these kernels
+//! read NCHW directly. They are deterministic (no atomics: per-warp partial sums over pixel
+//! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size
+//! (CUDA events): f16 2.93 ms, its finish included, against 3.65 ms for cuDNN's weight gradient
+//! with its transposes; the input gradient (1.50 ms) and forward (3.19 ms) are LibTorch's as
+//! before. f32 (TF32), same size and GPU: 4.74 ms, its finish included (host clock between two
+//! stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient with its
+//! transposes (its training forward + backward less forward and input gradient); conv2's
+//! training forward + backward (`vsr bench conv --backend tch --batch 3 --precision fp32`)
+//! 16.69 -> 12.54 ms (forward 4.86 ms and input gradient 2.44 ms on cuDNN, TF32).
+//!
+//! It takes: f16 or f32 input and weight (f32 under `ConvPrecision::Tf32` only), an NCHW (not
+//! channels-last) input (N, CI, H, W) with CI a multiple of 16, a weight (32, CI, K, K) with K 3
+//! or 5, stride 1, dilation 1, one group, "same" padding ((K - 1) / 2), a weight that needs a
+//! gradient. Anything else, CPU tensors and `VSR_TCH_KERNELS=libtorch` go to LibTorch's
+//! convolution under its autograd.
 
 use std::sync::Arc;
 
@@ -33,15 +48,24 @@ const TC: i64 = 32;
 const RC: i64 = 4;
 const CIB: i64 = 16;
 const CO: i64 = 32;
-/// `Tcw<K>::RG` (row groups, each writing its own partial sums).
-const RG: i64 = 2;
+/// Partial sets per block: `Tcw<K>::RG` (f16: row groups, each writing its own partial sums);
+/// f32's warps split the output channels instead (`Tcw32`), one set per block.
+const RG_F16: i64 = 2;
+const RG_F32: i64 = 1;
 /// Blocks over all input-channel groups, about: one per multiprocessor of an H100 (measured at
 /// conv2's size: 2.93 ms with 132, 2.98 with 264). A constant: the sums do not depend on the GPU.
 const WG_BLOCKS: i64 = 132;
 /// The kernel sizes compiled.
 const SIZES: [i64; 2] = [3, 5];
 
-const ENTRIES: [&str; 3] = ["tcc_grad_weight_finish", "tcc_grad_weight_f16_k3", "tcc_grad_weight_f16_k5"];
+const ENTRIES: [&str; 6] = [
+    "tcc_grad_weight_finish",
+    "tcc_grad_weight_finish_f32",
+    "tcc_grad_weight_f16_k3",
+    "tcc_grad_weight_f16_k5",
+    "tcc_grad_weight_f32_k3",
+    "tcc_grad_weight_f32_k5",
+];
 
 static PROGRAM: Program = Program::new(
     "tensor_core_conv.cu",
@@ -51,9 +75,10 @@ static PROGRAM: Program = Program::new(
     "LibTorch's convolution (cuDNN)",
 );
 
-/// x (n, ci, h, w), w (32, ci, k, k).
+/// x (n, ci, h, w), w (32, ci, k, k), in f16 or f32 (`kind`).
 #[derive(Clone, Copy)]
 struct Shape {
+    kind: Kind,
     n: i64,
     ci: i64,
     h: i64,
@@ -74,8 +99,13 @@ impl Shape {
         (ranges as u32, groups as u32, 1)
     }
 
+    /// `Tcw<K>::THREADS`, `Tcw32<K>::THREADS`.
     fn threads(&self) -> u32 {
         if self.k == 5 { 320 } else { 192 }
+    }
+
+    fn f32(&self) -> bool {
+        self.kind == Kind::Float
     }
 
     fn padding(&self) -> i64 {
@@ -96,14 +126,22 @@ pub(crate) struct Saved {
 
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] (LibTorch's convolution, outside
 /// autograd) for a backward with our weight-gradient kernel, or `None` where it does not apply
-/// (see the module docs); the graph's backward is [`backward`].
-pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
+/// (see the module docs); the graph's backward is [`backward`]. `allow_tf32`: the precision is
+/// [`crate::conv::ConvPrecision::Tf32`] (f32 runs here only then).
+pub(crate) fn forward(
+    x: &TchTensor,
+    weight: &TchTensor,
+    need: [bool; 2],
+    options: &ConvOptions<2>,
+    allow_tf32: bool,
+) -> Option<(TchTensor, ConvGraph)> {
     let (t, wt) = (&x.tensor, &weight.tensor);
     if !need[1] {
         return None;
     }
-    let g = ConvShape::same_padding(t, wt, options, &[Kind::Half], &SIZES)?;
-    let (device, shape) = (g.device, Shape { n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k });
+    let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
+    let g = ConvShape::same_padding(t, wt, options, kinds, &SIZES)?;
+    let (device, shape) = (g.device, Shape { kind: t.kind(), n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k });
     if g.co != CO
         || shape.ci % CIB != 0
         || shape.ci / CIB > 65535
@@ -115,16 +153,16 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
     }
     let kernels = PROGRAM.kernels(device).ok()?;
     let (x, weight) = (contiguous(x), contiguous(weight));
-    let y = tch::no_grad(|| convolution(&x.tensor, &weight.tensor, shape.padding(), false));
+    let y = tch::no_grad(|| convolution(&x.tensor, &weight.tensor, shape.padding(), false, shape.f32()));
     let saved = Saved { device, kernels, shape, x, weight, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
 /// LibTorch's (transposed, for the input gradient) convolution of `x` by `w` with stride 1 and
-/// padding `p`, as the other training convolutions run ([`crate::conv::tch_convolution`]; f16,
-/// so TF32 does not arise).
-fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool) -> Tensor {
-    crate::conv::tch_convolution(x, w, None, &[1, 1], &[p as usize; 2], &[1, 1], transposed, &[0, 0], 1, false)
+/// padding `p`, as the other training convolutions run ([`crate::conv::tch_convolution`]); TF32
+/// allowed for f32 (which runs here only under [`crate::conv::ConvPrecision::Tf32`]), moot for f16.
+fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool, allow_tf32: bool) -> Tensor {
+    crate::conv::tch_convolution(x, w, None, &[1, 1], &[p as usize; 2], &[1, 1], transposed, &[0, 0], 1, allow_tf32)
 }
 
 /// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`: the input
@@ -132,20 +170,22 @@ fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool) -> Tensor {
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let (x, w) = (&s.x.tensor, &s.weight.tensor);
     let sh = s.shape;
-    let dy = dy.tensor.to_kind(Kind::Half).contiguous();
+    let dy = dy.tensor.to_kind(sh.kind).contiguous();
     assert_eq!(dy.size(), [sh.n, CO, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
     let p = sh.padding();
     let dx = s.need[0].then(|| {
-        TchTensor::new(tch::no_grad(|| convolution(&dy, w, p, true)))
+        TchTensor::new(tch::no_grad(|| convolution(&dy, w, p, true, sh.f32())))
     });
     let dw = s.need[1].then(|| {
         let grid = sh.grid();
-        let sets = grid.0 as i64 * RG;
+        let (name, finish, per_row) =
+            if sh.f32() { ("f32", "tcc_grad_weight_finish_f32", 4) } else { ("f16", "tcc_grad_weight_finish", 8) };
+        let sets = grid.0 as i64 * if sh.f32() { RG_F32 } else { RG_F16 };
         let count = CO * sh.ci * sh.k * sh.k;
         let part = Tensor::empty([sets * count], (Kind::Float, x.device()));
         // (16-byte loads where rows start aligned)
-        let vec = sh.w % 8 == 0 && aligned(x, 16) && aligned(&dy, 16);
-        s.kernels.launch(s.device, (sh.threads(), 1, 1), &format!("tcc_grad_weight_f16_k{}", sh.k), grid, &[
+        let vec = sh.w % per_row == 0 && aligned(x, 16) && aligned(&dy, 16);
+        s.kernels.launch(s.device, (sh.threads(), 1, 1), &format!("tcc_grad_weight_{name}_k{}", sh.k), grid, &[
             ptr(x),
             ptr(&dy),
             ptr(&part),
@@ -155,8 +195,8 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
             Arg::I32(sh.w as i32),
             Arg::I32(vec as i32),
         ]);
-        let dw = Tensor::empty([CO, sh.ci, sh.k, sh.k], (Kind::Half, x.device()));
-        s.kernels.launch(s.device, (32, 8, 1), "tcc_grad_weight_finish", ((count as u32).div_ceil(32), 1, 1), &[
+        let dw = Tensor::empty([CO, sh.ci, sh.k, sh.k], (sh.kind, x.device()));
+        s.kernels.launch(s.device, (32, 8, 1), finish, ((count as u32).div_ceil(32), 1, 1), &[
             ptr(&part),
             Arg::I32(sets as i32),
             Arg::I32(count as i32),
