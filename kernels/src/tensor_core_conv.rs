@@ -11,8 +11,8 @@
 //!   operands rounded to TF32 (10-bit mantissas), f32 accumulation, an f32 result; cuDNN's forward
 //!   and input gradient then run with TF32 allowed too, as its own f32 convolutions do.
 //! * f32 under [`crate::conv::ConvPrecision::F32`]: LibTorch's convolution under its autograd, as
-//!   for every other convolution (its forward in f32 arithmetic; note that its autograd backward
-//!   follows cuDNN's process-wide TF32 flag, not the forward's `allow_tf32`).
+//!   for every other convolution, in f32 arithmetic (its autograd backward takes TF32 from
+//!   LibTorch's process-wide setting, which [`crate::conv_grad`] sets to match).
 //!
 //! Why: cuDNN's weight gradient of conv2 (fp16, batch 3, 512x960, H100) took 2.57 ms plus a
 //! 0.61 ms NCHW -> NHWC transpose of the input and 0.10 ms of the output gradient; these kernels

@@ -201,7 +201,7 @@ fn own_batch_norm_matches_cudnn() {
         // implementations may take either side, and the input gradient of that one value differs
         // by (1 - slope) dy gamma / std. Those values are left out of the input-gradient check.
         let kink = if half { 1e-2 } else { 1e-4 };
-        let (want, near_kink) =
+        let (want, near_kink, slack) =
             batch_norm_reference(&host(x0.clone()), &host(r0.clone()), &vec(gamma.clone()), &vec(beta.clone()), [n, c, h * w], slope, kink);
         for (i, (what, tol)) in [
             ("output", if half { 2e-3 } else { 2e-5 }),
@@ -227,7 +227,11 @@ fn own_batch_norm_matches_cudnn() {
                 let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
                 let d = theirs.iter().zip(&want).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
                 eprintln!("{case}: LibTorch's differs from the definition by {:.2e} relative", d / scale);
-                assert_close(&format!("{case} (ours against the definition)"), &ours, &want, tol);
+                // (a value at the kink moves its channel's gamma and beta gradients by up to its
+                // slack: in f32 a few of the 8.8 M values of the largest case lie within the
+                // arithmetic's error of it, and moved the gamma gradient by 1.5e-4 of its largest)
+                let allowance: &[f32] = if i >= 2 { &slack[i - 2] } else { &[] };
+                assert_close_within(&format!("{case} (ours against the definition)"), &ours, &want, tol, allowance);
             } else {
                 assert_close(&case, &ours[i], &theirs[i], tol);
             }
@@ -236,8 +240,11 @@ fn own_batch_norm_matches_cudnn() {
 }
 
 /// Training BatchNorm (epsilon 1e-5, batch statistics) + LeakyReLU(`slope`) of `x` (n, c, l) and
-/// the gradients of `sum(y * r)`, in f64: `[y, dx, dgamma, dbeta]`, and which values have the
-/// normalised `|z| <= kink` (LeakyReLU's derivative undecided within the arithmetic's error).
+/// the gradients of `sum(y * r)`, in f64: `[y, dx, dgamma, dbeta]`; which values have
+/// `|z| <= kink` for the pre-activation z (LeakyReLU's derivative undecided within the
+/// arithmetic's error); and per channel, how far those values can move the gamma and beta
+/// gradients (`[dgamma, dbeta]` slack: (1 - slope) |r xhat| and (1 - slope) |r| summed over them).
+#[allow(clippy::type_complexity)]
 fn batch_norm_reference(
     x: &[f32],
     r: &[f32],
@@ -246,8 +253,9 @@ fn batch_norm_reference(
     [n, c, l]: [usize; 3],
     slope: Option<f64>,
     kink: f64,
-) -> ([Vec<f32>; 4], Vec<bool>) {
+) -> ([Vec<f32>; 4], Vec<bool>, [Vec<f32>; 2]) {
     let mut near_kink = vec![false; x.len()];
+    let mut slack = [vec![0f32; c], vec![0f32; c]];
     let m = (n * l) as f64;
     let (mut y, mut dx) = (vec![0f32; x.len()], vec![0f32; x.len()]);
     let (mut dgamma, mut dbeta) = (vec![0f32; c], vec![0f32; c]);
@@ -264,6 +272,10 @@ fn batch_norm_reference(
             let xhat = (x[k] as f64 - mean) * invstd;
             let z = g * xhat + b;
             near_kink[k] = z.abs() <= kink;
+            if near_kink[k] && slope.is_some() {
+                slack[0][ch] += ((1.0 - s) * (r[k] as f64 * xhat).abs()) as f32;
+                slack[1][ch] += ((1.0 - s) * (r[k] as f64).abs()) as f32;
+            }
             y[k] = (if z > 0.0 { z } else { z * s }) as f32;
             let dz = if z > 0.0 { r[k] as f64 } else { r[k] as f64 * s };
             sdz += dz;
@@ -277,17 +289,31 @@ fn batch_norm_reference(
             dx[k] = (g * invstd * (dz - sdz / m - xhat * sdzx / m)) as f32;
         }
     }
-    ([y, dx, dgamma, dbeta], near_kink)
+    ([y, dx, dgamma, dbeta], near_kink, slack)
 }
 
 /// `ours` within `tol` times the largest magnitude of `theirs` (the reference), element by
 /// element, and finite.
 fn assert_close(case: &str, ours: &[f32], theirs: &[f32], tol: f32) {
+    assert_close_within(case, ours, theirs, tol, &[]);
+}
+
+/// [`assert_close`] with an allowance `slack[i]` added to the bound of element i (none where
+/// `slack` is empty).
+fn assert_close_within(case: &str, ours: &[f32], theirs: &[f32], tol: f32, slack: &[f32]) {
     assert_eq!(ours.len(), theirs.len(), "{case}: lengths");
     let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    let d = ours.iter().zip(theirs).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+    let allowed = |i: usize| slack.get(i).copied().unwrap_or(0.0);
+    let (mut d, mut excess) = (0f32, 0f32);
+    for (i, (p, q)) in ours.iter().zip(theirs).enumerate() {
+        d = d.max((p - q).abs());
+        excess = excess.max((p - q).abs() - allowed(i));
+    }
     assert!(ours.iter().all(|v| v.is_finite()), "{case}: not finite");
-    assert!(d <= tol * scale, "{case}: differs from the reference by {d} (its largest magnitude {scale}, bound {tol} of it)");
+    assert!(
+        excess <= tol * scale,
+        "{case}: differs from the reference by {d}, {excess} beyond its allowance (its largest magnitude {scale}, bound {tol} of it)"
+    );
     eprintln!("{case}: max diff {:.2e} relative", d / scale);
 }
 
