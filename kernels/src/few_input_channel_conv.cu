@@ -26,16 +26,6 @@
 #define FI_KS 5           // k-steps: taps (9, padded to 10) / 2
 #define FI_PITCH (FI_TC + 2)
 
-__device__ __forceinline__ void fi_mma(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned fi_pack(float lo, float hi) {
-  return (unsigned)f2h(lo) | ((unsigned)f2h(hi) << 16);
-}
-
 // Grid (ceil(W / FI_TC), ceil(H / FI_TR), N), block FI_THREADS. Strides of x in elements.
 extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky_f16_k3(
     const half_t *x, const half_t *w, const float *bias, half_t *y, int CI, int H, int W,
@@ -117,7 +107,7 @@ extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky
       a[2] = tile[o1 + 4 * g];
       a[3] = tile[o1 + 4 * (g + 8)];
 #pragma unroll
-      for (int nt = 0; nt < 8; ++nt) fi_mma(acc[nt], a, b[s][nt][0], b[s][nt][1]);
+      for (int nt = 0; nt < 8; ++nt) mma16816(acc[nt], a[0], a[1], a[2], a[3], b[s][nt][0], b[s][nt][1]);
     }
     // acc[nt]: (pixel g, channels 8 nt + 2t, + 1) and (pixel g + 8, the same channels).
     __syncwarp();
@@ -132,8 +122,8 @@ extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky
       // word of pixel q, channel pair cp = 4 nt + t: q * 32 + (cp ^ 4 (q % 8)) spreads the eight
       // pixels g of one store over the banks
       const int cp = 4 * nt + t;
-      st[g * 32 + (cp ^ (4 * (g & 7)))] = fi_pack(v[0], v[1]);
-      st[(g + 8) * 32 + (cp ^ (4 * (g & 7)))] = fi_pack(v[2], v[3]);
+      st[g * 32 + (cp ^ (4 * (g & 7)))] = pack2(v[0], v[1]);
+      st[(g + 8) * 32 + (cp ^ (4 * (g & 7)))] = pack2(v[2], v[3]);
     }
     __syncwarp();
     // 16 pixels x 128 bytes: lane l writes 16 bytes (4 channel pairs, chunk l % 8) of pixels

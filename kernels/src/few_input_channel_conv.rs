@@ -27,7 +27,7 @@ use tch::{Kind, Tensor};
 use crate::conv_shape::ConvShape;
 use crate::nvrtc::{Arg, Program, ptr};
 
-const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("few_input_channel_conv.cu"));
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("mma.cuh"), include_str!("few_input_channel_conv.cu"));
 /// `FI_CO`, `FI_CI`, `FI_TC`, `FI_TR` and `FI_THREADS` of few_input_channel_conv.cu.
 const CO: i64 = 64;
 const CI_MAX: i64 = 8;

@@ -55,17 +55,6 @@
 #define OI_CMAX 128     // output channels, at most
 #define OI_STAGE 512    // forward: staging words per warp (32 channels x 32 pixels)
 
-__device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                         unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-  return (unsigned)f2h(lo) | ((unsigned)f2h(hi) << 16);
-}
-
 // tile[r * pitch + s] = (x[y0 - p + r, x0 - p + s], x[y0 - p + r, x0 - p + s + 1]) of image
 // `plane` (0 outside it) for r < rows, s < pitch, by all threads of the block.
 __device__ __forceinline__ void load_pairs(unsigned *tile, int rows, int pitch, const half_t *plane, int H, int W,
@@ -109,6 +98,47 @@ struct Fwd {
   }
 };
 
+// The forwards' matrix product for one group of up to 32 output channels (c0 ..; mtn m-tiles of
+// 16) and the warp's 64 pixels: acc[mt][nt] = (channel c0 + 16 mt + g, pixels 8 nt + 2 t, + 1),
+// (channel + 8, the same pixels), over F::KS k-steps of 8 operand words (f16 pairs on
+// m16n8k16, or TF32 values on m16n8k8), reading the weights `ws` (rows of F::WP words) and the
+// tile row `trow` at the offsets `offset(q)` of reduction index q.
+template <class F, bool TF32, class Offset>
+__device__ __forceinline__ void channel_group(float (&acc)[2][8][4], const unsigned *ws, const unsigned *trow, int c0,
+                                              int mtn, int g, int t, Offset offset) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+#pragma unroll
+  for (int s = 0; s < F::KS; ++s) {
+    const int o0 = offset(8 * s + t), o1 = offset(8 * s + t + 4);
+    unsigned a[2][4];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      const unsigned *wr = ws + (c0 + 16 * mt + g) * F::WP + 8 * s + t;
+      const bool on = mt < mtn;
+      a[mt][0] = on ? wr[0] : 0u;
+      a[mt][1] = on ? wr[8 * F::WP] : 0u;
+      a[mt][2] = on ? wr[4] : 0u;
+      a[mt][3] = on ? wr[8 * F::WP + 4] : 0u;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      const unsigned b0 = trow[8 * nt + o0], b1 = trow[8 * nt + o1];
+      if (TF32) {
+        mma1688(acc[0][nt], a[0][0], a[0][1], a[0][2], a[0][3], b0, b1);
+        if (mtn > 1) mma1688(acc[1][nt], a[1][0], a[1][1], a[1][2], a[1][3], b0, b1);
+      } else {
+        mma16816(acc[0][nt], a[0][0], a[0][1], a[0][2], a[0][3], b0, b1);
+        if (mtn > 1) mma16816(acc[1][nt], a[1][0], a[1][1], a[1][2], a[1][3], b0, b1);
+      }
+    }
+  }
+}
+
 // Grid (ceil(W / TC), ceil(H / (TR TPB)), N), block OI_THREADS.
 template <int K>
 __device__ void forward(const half_t *x, const half_t *w, half_t *y, int C, int H, int W) {
@@ -139,32 +169,7 @@ __device__ void forward(const half_t *x, const half_t *w, half_t *y, int C, int 
     for (int c0 = 0; c0 < C; c0 += 32) {
       const int mtn = C - c0 >= 32 ? 2 : 1;  // m-tiles of 16 channels in this group
       float acc[2][8][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
-#pragma unroll
-      for (int s = 0; s < F::KS; ++s) {
-        const int o0 = F::offset(8 * s + t), o1 = F::offset(8 * s + t + 4);
-        unsigned a[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const unsigned *wr = ws + (c0 + 16 * mt + g) * F::WP + 8 * s + t;
-          const bool on = mt < mtn;
-          a[mt][0] = on ? wr[0] : 0u;
-          a[mt][1] = on ? wr[8 * F::WP] : 0u;
-          a[mt][2] = on ? wr[4] : 0u;
-          a[mt][3] = on ? wr[8 * F::WP + 4] : 0u;
-        }
-#pragma unroll
-        for (int nt = 0; nt < 8; ++nt) {
-          const unsigned b0 = trow[8 * nt + o0], b1 = trow[8 * nt + o1];
-          mma16816(acc[0][nt], a[0][0], a[0][1], a[0][2], a[0][3], b0, b1);
-          if (mtn > 1) mma16816(acc[1][nt], a[1][0], a[1][1], a[1][2], a[1][3], b0, b1);
-        }
-      }
+      channel_group<F, false>(acc, ws, trow, c0, mtn, g, t, [](int q) { return F::offset(q); });
       // Out through the staging buffer, 32 pixels at a time: word (channel cl, pixel pair pp) at
       // cl * 16 + ((pp / 4) ^ ((cl / 2) % 4)) * 4 + pp % 4 (the swizzle spares bank conflicts
       // on both sides). Lane l then reads and stores 8 pixels (chunk l % 4) of the channels
@@ -236,6 +241,38 @@ __device__ __forceinline__ uint4 load8(const half_t *p, int xx, int W, bool vec)
   for (int e = 0; e < 8; ++e)
     if (xx + e < W) u[e >> 1] |= (unsigned)p[e] << (16 * (e & 1));
   return make_uint4(u[0], u[1], u[2], u[3]);
+}
+
+// The end of both weight gradients: acc[nt] = (channel c, taps 8 nt + 2 t, + 1), (channel c + 8,
+// the same taps) of this warp's row group rg; row groups RG - 1, .., 1 add into `red` (shared)
+// in turn, row group 0 adds it and writes the block's C x KK sums to part[block].
+template <class G>
+__device__ __forceinline__ void block_sums(const float (&acc)[G::KN][4], float *red, float *part, int C, int c, int t,
+                                           int rg, int RG, bool active) {
+  const int cw = 8 * G::KN;
+  for (int round = RG - 1; round >= 1; --round) {
+    if (active && rg == round) {
+#pragma unroll
+      for (int nt = 0; nt < G::KN; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int i = (c + 8 * (e >> 1)) * cw + 8 * nt + 2 * t + (e & 1);
+          red[i] = round == RG - 1 ? acc[nt][e] : red[i] + acc[nt][e];
+        }
+    }
+    __syncthreads();
+  }
+  if (active && rg == 0) {
+    float *out = part + (long long)blockIdx.x * C * G::KK;
+#pragma unroll
+    for (int nt = 0; nt < G::KN; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = 8 * nt + 2 * t + (e & 1), cc = c + 8 * (e >> 1);
+        const float v = RG > 1 ? acc[nt][e] + red[cc * cw + k] : acc[nt][e];
+        if (k < G::KK) out[cc * G::KK + k] = v;
+      }
+  }
 }
 
 // Grid (blocks, 1, 1), block OI_THREADS: block b takes the work items [b I / G, (b + 1) I / G)
@@ -314,32 +351,7 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
       }
     }
   }
-  // acc[nt] = (channel c, taps 8 nt + 2 t, + 1), (channel c + 8, the same taps). Row groups
-  // RG - 1, .., 1 add into `red` in turn; row group 0 adds it and writes.
-  const int cw = 8 * G::KN;
-  for (int round = RG - 1; round >= 1; --round) {
-    if (active && rg == round) {
-#pragma unroll
-      for (int nt = 0; nt < G::KN; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = (c + 8 * (e >> 1)) * cw + 8 * nt + 2 * t + (e & 1);
-          red[i] = round == RG - 1 ? acc[nt][e] : red[i] + acc[nt][e];
-        }
-    }
-    __syncthreads();
-  }
-  if (active && rg == 0) {
-    float *out = part + (long long)blockIdx.x * C * G::KK;
-#pragma unroll
-    for (int nt = 0; nt < G::KN; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int k = 8 * nt + 2 * t + (e & 1), cc = c + 8 * (e >> 1);
-        const float v = RG > 1 ? acc[nt][e] + red[cc * cw + k] : acc[nt][e];
-        if (k < G::KK) out[cc * G::KK + k] = v;
-      }
-  }
+  block_sums<G>(acc, red, part, C, c, t, rg, RG, active);
 }
 
 // ---- f32 storage on TF32 tensor cores (mma.sync m16n8k8: one value per operand register) ----
@@ -348,20 +360,6 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
 // 8, row) a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); B (8 x 8, col) b0 (t, g),
 // b1 (t + 4, g); C c0, c1 (g, 2t, 2t + 1), c2, c3 (g + 8, the same). Values are rounded to TF32
 // (cvt.rna) as they enter the tile, the weights' shared copy or the registers.
-
-__device__ __forceinline__ void mma1688(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                        unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// f rounded to TF32 (to nearest, ties away from zero), as f32 bits.
-__device__ __forceinline__ unsigned tf32(float f) {
-  unsigned r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
-  return r;
-}
 
 // tile[r * pitch + s] = x[y0 - p + r, x0 - p + s] of image `plane` in TF32 (0 outside it) for
 // r < rows, s < pitch, by all threads of the block.
@@ -445,32 +443,7 @@ __device__ void forward_f32(const float *x, const float *w, float *y, int C, int
       for (int c0 = 0; c0 < cn; c0 += 32) {
         const int mtn = cn - c0 >= 32 ? 2 : 1;  // m-tiles of 16 channels in this group
         float acc[2][8][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
-#pragma unroll
-        for (int s = 0; s < F::KS; ++s) {
-          const int o0 = offs[8 * s + t], o1 = offs[8 * s + t + 4];
-          unsigned a[2][4];
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            const unsigned *wr = ws + (c0 + 16 * mt + g) * F::WP + 8 * s + t;
-            const bool on = mt < mtn;
-            a[mt][0] = on ? wr[0] : 0u;
-            a[mt][1] = on ? wr[8 * F::WP] : 0u;
-            a[mt][2] = on ? wr[4] : 0u;
-            a[mt][3] = on ? wr[8 * F::WP + 4] : 0u;
-          }
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt) {
-            const unsigned b0 = trow[8 * nt + o0], b1 = trow[8 * nt + o1];
-            mma1688(acc[0][nt], a[0][0], a[0][1], a[0][2], a[0][3], b0, b1);
-            if (mtn > 1) mma1688(acc[1][nt], a[1][0], a[1][1], a[1][2], a[1][3], b0, b1);
-          }
-        }
+        channel_group<F, true>(acc, ws, trow, c0, mtn, g, t, [&](int q) { return offs[q]; });
         // acc[mt][nt] = (channel c0 + 16 mt + g, pixels 8 nt + 2 t, + 1), (channel + 8, the same)
         float *out = y + (((long long)n * C + cb + c0 + g) * H + yy) * W + x0 + 2 * t;
 #pragma unroll
@@ -596,32 +569,7 @@ __device__ void grad_weight_f32(const float *x, const float *dy, float *part, in
       h = hn;
     }
   }
-  // acc[nt] = (channel c, taps 8 nt + 2 t, + 1), (channel c + 8, the same taps), as in
-  // grad_weight: row groups RG - 1, .., 1 add into `red` in turn; row group 0 adds it and writes.
-  const int cw = 8 * G::KN;
-  for (int round = RG - 1; round >= 1; --round) {
-    if (active && rg == round) {
-#pragma unroll
-      for (int nt = 0; nt < G::KN; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = (c + 8 * (e >> 1)) * cw + 8 * nt + 2 * t + (e & 1);
-          red[i] = round == RG - 1 ? acc[nt][e] : red[i] + acc[nt][e];
-        }
-    }
-    __syncthreads();
-  }
-  if (active && rg == 0) {
-    float *out = part + (long long)blockIdx.x * C * G::KK;
-#pragma unroll
-    for (int nt = 0; nt < G::KN; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int k = 8 * nt + 2 * t + (e & 1), cc = c + 8 * (e >> 1);
-        const float v = RG > 1 ? acc[nt][e] + red[cc * cw + k] : acc[nt][e];
-        if (k < G::KK) out[cc * G::KK + k] = v;
-      }
-  }
+  block_sums<G>(acc, red, part, C, c, t, rg, RG, active);
 }
 
 // dw[q] = sum over the blocks' sums (partials.cuh), stored as f16 or f32.

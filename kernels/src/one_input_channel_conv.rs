@@ -44,7 +44,7 @@ use crate::conv_grad::ConvGraph;
 use crate::conv_shape::ConvShape;
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
-const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("one_input_channel_conv.cu"));
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("one_input_channel_conv.cu"));
 /// `OI_TC`, `OI_TR`, `OI_TPB`, `OI_RC`, `OI_THREADS` and `OI_CMAX` of one_input_channel_conv.cu.
 const TC: u32 = 64;
 const TR: u32 = 8;

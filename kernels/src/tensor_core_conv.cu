@@ -41,13 +41,6 @@
 #define TCC_CIB 16  // input channels per block
 #define TCC_CO 32   // output channels (two m-tiles)
 
-__device__ __forceinline__ void mma16816(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                         unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 template <int K>
 struct Tcw {
   static constexpr int KK = K * K;
@@ -279,19 +272,6 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
 // 9.4 for cuDNN's TF32 weight gradient with its transposes; 150 registers a thread at 10 warps
 // (the limit there is 168), no spills. Prefetching dy two rows ahead instead of one (166
 // registers) measured slower: 4.97 ms.
-
-__device__ __forceinline__ unsigned tf32(float f) {
-  unsigned u;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(u) : "f"(f));
-  return u;
-}
-
-__device__ __forceinline__ void mma1688(float (&d)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
-                                        unsigned b0, unsigned b1) {
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 template <int K>
 struct Tcw32 {

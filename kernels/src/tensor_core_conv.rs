@@ -42,7 +42,7 @@ use crate::conv_grad::ConvGraph;
 use crate::conv_shape::{ConvShape, contiguous};
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
-const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("tensor_core_conv.cu"));
+const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("tensor_core_conv.cu"));
 /// `TCC_TC`, `TCC_RC`, `TCC_CIB` and `TCC_CO` of tensor_core_conv.cu.
 const TC: i64 = 32;
 const RC: i64 = 4;
