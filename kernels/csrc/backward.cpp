@@ -8,7 +8,11 @@
 //
 // cuDNN's convolution backward takes TF32 from LibTorch's process-wide setting (what
 // `torch.backends.cudnn.conv.fp32_precision` sets), not from the forward's `allow_tf32`:
-// `allow_tf32` sets it for the backward, so that vsr's `ConvPrecision::F32` holds there too.
+// `allow_tf32` sets it for the backward, so that vsr's `ConvPrecision::F32` holds there too. The
+// setting stays after the call (every backward sets it the same way, from the one process-wide
+// `ConvPrecision`), so LibTorch's own convolutions outside vsr's graphs follow it as well; cuDNN's
+// RNN setting is left alone (PyTorch's getter without an operation, which would then see the two
+// differ and refuse, is not called in vsr).
 //
 // Tensors cross as tch's handles (`at::Tensor*`, tch's C_tensor); the returned ones are new
 // handles owned by the caller (tch frees them with `delete`).
