@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Tensor};
 use serde::Serialize;
@@ -137,6 +138,49 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--crop`'s height and width: positive multiples of 64, as FlowNetSD needs (a clear error here,
+/// not a failed concatenation deep in its pyramid).
+fn crop_size(crop: &str) -> anyhow::Result<(usize, usize)> {
+    let m = crate::model::vsrnet::SIZE_MULTIPLE;
+    let (h, w) = parse_size(crop)?;
+    anyhow::ensure!(
+        h > 0 && w > 0 && h % m == 0 && w % m == 0,
+        "--crop {h}x{w}: height and width must be positive multiples of {m} (FlowNetSD needs it)"
+    );
+    Ok((h, w))
+}
+
+/// Gradients (small random values) for every float parameter of `model`, on its inner backend.
+fn gradients_like<B: VsrAutodiffBackend>(model: &crate::model::VsrNet<B>) -> GradientsParams {
+    struct Like<'a>(&'a mut GradientsParams);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Like<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let p = param.val().inner();
+            let g = Tensor::<B::InnerBackend, D>::random(p.shape(), Distribution::Normal(0.0, 1e-3), &p.device());
+            self.0.register::<B::InnerBackend, D>(param.id, g);
+        }
+    }
+    let mut grads = GradientsParams::new();
+    model.visit(&mut Like(&mut grads));
+    grads
+}
+
+/// A new [`GradientsParams`] holding `template`'s gradients of `model`'s parameters (the same
+/// tensors: nothing is computed).
+fn copy_gradients<B: VsrAutodiffBackend>(model: &crate::model::VsrNet<B>, template: &GradientsParams) -> GradientsParams {
+    struct Copy<'a>(&'a GradientsParams, GradientsParams);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Copy<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.0.get::<B::InnerBackend, D>(param.id) {
+                self.1.register::<B::InnerBackend, D>(param.id, g);
+            }
+        }
+    }
+    let mut copy = Copy(template, GradientsParams::new());
+    model.visit(&mut copy);
+    copy.1
+}
+
 /// Median wall time of `f` over `iters` calls (at least one), each synchronised with `device`,
 /// after one untimed call; ms.
 pub(super) fn time_synced<B: Backend>(device: &B::Device, iters: usize, f: &mut dyn FnMut()) -> anyhow::Result<f64> {
@@ -157,7 +201,7 @@ impl BackendTask for Step {
     fn run<B: VsrAutodiffBackend>(self, device: B::Device) -> Self::Output {
         type I<B> = <B as AutodiffBackend>::InnerBackend;
         let (a, started) = (self.0, self.1);
-        let (h, w) = parse_size(&a.shape.crop)?;
+        let (h, w) = crop_size(&a.shape.crop)?;
         let config = VsrNetConfig::new().with_frames(a.shape.frames);
         config.validate()?;
         let tmp = tempfile::tempdir()?;
@@ -226,6 +270,15 @@ impl BackendTask for Step {
         ));
         let valid = trainer.model.valid();
         stages.push(("VSRNet forward, inference (no flow)".to_string(), time(&mut || drop(valid.forward(xi.clone(), None).pred))?));
+        // Adam's update of VSRNet's parameters alone, from gradients shaped like them.
+        let template = gradients_like::<B>(&trainer.model);
+        stages.push((
+            "Adam update".to_string(),
+            time(&mut || {
+                let grads = copy_gradients::<B>(&trainer.model, &template);
+                trainer.model = trainer.optim.step(1e-4, trainer.model.clone(), grads);
+            })?,
+        ));
         Ok(StepResult {
             backend: crate::backend::device_name::<I<B>>(&device),
             precision: a.precision,
@@ -347,7 +400,7 @@ impl crate::backend::MultiDeviceTask for Scaling {
         let (a, mut counts) = (self.0, self.1);
         counts.sort_unstable();
         counts.dedup();
-        let (h, w) = parse_size(&a.shape.crop)?;
+        let (h, w) = crop_size(&a.shape.crop)?;
         let tmp = tempfile::tempdir()?;
         let flownet = match &a.flownet {
             Some(p) if p.extension().is_some_and(|e| e == "gz") => Some(checkpoint::gunzip_to(p, tmp.path())?),
