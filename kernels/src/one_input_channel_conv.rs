@@ -41,7 +41,7 @@ use burn::tensor::ops::ConvOptions;
 use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::conv_shape::ConvShape;
+use crate::conv_shape::{ConvShape, contiguous};
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("one_input_channel_conv.cu"));
@@ -125,7 +125,7 @@ pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
     shape: Shape,
-    /// The input, contiguous (as `conv_shape::contiguous` keeps it).
+    /// The input, contiguous ([`contiguous`]).
     x: TchTensor,
     need: [bool; 2],
 }
@@ -143,9 +143,7 @@ pub(crate) fn forward(
     if need[0] {
         return None;
     }
-    let (device, kernels, shape, xc, y) = launch_forward(&x.tensor, &weight.tensor, options, allow_tf32)?;
-    // (Burn's handle where the input is contiguous: see `conv_shape::contiguous`)
-    let x = if x.tensor.is_contiguous() { x.clone() } else { TchTensor::new(xc) };
+    let (device, kernels, shape, x, y) = launch_forward(x, &weight.tensor, options, allow_tf32)?;
     let saved = Saved { device, kernels, shape, x, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
@@ -163,7 +161,7 @@ pub(crate) fn inference(
     if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device() || b.tensor.kind() != x.tensor.kind()) {
         return None;
     }
-    let (.., mut y) = launch_forward(&x.tensor, &weight.tensor, options, allow_tf32)?;
+    let (.., mut y) = launch_forward(x, &weight.tensor, options, allow_tf32)?;
     if let Some(b) = bias {
         let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
     }
@@ -171,8 +169,10 @@ pub(crate) fn inference(
 }
 
 /// Checks that the kernels take `x` and `w` (see the module docs; f32 only where `allow_tf32`)
-/// and launches the forward: the device, kernels, shape, the contiguous input and the output.
-fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf32: bool) -> Option<(usize, Arc<Kernels>, Shape, Tensor, Tensor)> {
+/// and launches the forward: the device, kernels, shape, the input as the backward keeps it
+/// ([`contiguous`]) and the output.
+fn launch_forward(x: &TchTensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf32: bool) -> Option<(usize, Arc<Kernels>, Shape, TchTensor, Tensor)> {
+    let t = &x.tensor;
     let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
     let g = ConvShape::same_padding(t, wt, options, kinds, &SIZES)?;
     let (device, shape) = (g.device, Shape { kind: t.kind(), n: g.n, c: g.co, h: g.h, w: g.w, k: g.k });
@@ -189,9 +189,9 @@ fn launch_forward(t: &Tensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf32:
         return None;
     }
     let kernels = PROGRAM.kernels(device).ok()?;
-    let (xc, wc) = (t.contiguous(), wt.contiguous());
+    let (xc, wc) = (contiguous(x), wt.contiguous());
     let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (shape.kind, t.device()));
-    let args = [ptr(&xc), ptr(&wc), ptr(&y), Arg::I32(shape.c as i32), Arg::I32(shape.h as i32), Arg::I32(shape.w as i32)];
+    let args = [ptr(&xc.tensor), ptr(&wc), ptr(&y), Arg::I32(shape.c as i32), Arg::I32(shape.h as i32), Arg::I32(shape.w as i32)];
     kernels.launch(device, (THREADS, 1, 1), &shape.entry("forward"), shape.grid(), &args);
     Some((device, kernels, shape, xc, y))
 }
