@@ -27,6 +27,20 @@ all_ns = sum(tot.values())
 print(f"{len(rows)} kernels, {all_ns/1e6:.1f} ms in all")
 for name, ns in tot.most_common(40):
     print(f"{ns/1e6:9.2f} ms {cnt[name]:6d}x  {name}")
+# One training step alone: the kernels after the warm-up step's Adam updates up to the end of the
+# timed step's (each step ends with one adam_f32 per parameter), in launch order, runs of one
+# kernel merged.
+seq = [(r[k], float(r[v].replace(",", ""))) for r in rows if r[m] == "gpu__time_duration.sum"]
+ends = [i for i in range(len(seq)) if seq[i][0].startswith("adam_f32") and (i + 1 == len(seq) or not seq[i + 1][0].startswith("adam_f32"))]
+if len(ends) >= 2:
+    step = seq[ends[0] + 1:ends[1] + 1]
+    print(f"\n== one step: {len(step)} kernels, {sum(ns for _, ns in step)/1e6:.2f} ms (launch order, runs merged)")
+    runs = []
+    for name, ns in step:
+        if runs and runs[-1][0] == name: runs[-1][1] += ns; runs[-1][2] += 1
+        else: runs.append([name, ns, 1])
+    for name, ns, c in runs:
+        print(f"{ns/1e3:9.1f} us {c:4d}x  {name[:100]}")
 PY
 head -25 "$OUT/ncu_summary.txt"
 gzip -f "$OUT/ncu.csv"
