@@ -3,16 +3,17 @@
 // 25 convolutions and deconvolutions each add a per-channel bias and apply LeakyReLU(0.1), which
 // LibTorch runs as two passes (its convolution's bias add, then PReLU), two reads and two writes
 // of every activation. x and y share one dense layout, walked in memory order: NCHW (channel =
-// (i / HW) mod C) or channels-last (channel = i mod C). f32 arithmetic whatever the storage.
+// (i / HW) mod C) or channels-last (channel = i mod C). The bias is stored as x is; f32 arithmetic
+// whatever the storage.
 
 // n values; hw = H W (NCHW) or 0 (channels-last). With V4, n is a multiple of 4.
 template <class S, bool V4>
-__device__ void bias_act(const typename S::T *x, const float *bias, typename S::T *y, long long n, long long hw, int C,
+__device__ void bias_act(const typename S::T *x, const typename S::T *bias, typename S::T *y, long long n, long long hw, int C,
                          float slope) {
   const long long stride = (long long)gridDim.x * blockDim.x;
   auto f = [&](long long i, float v) {
     const int c = hw ? (int)((i / hw) % C) : (int)(i % C);
-    const float z = v + bias[c];
+    const float z = v + S::load(bias, c);
     return z > 0.f ? z : z * slope;
   };
   if (V4) {
@@ -29,7 +30,7 @@ __device__ void bias_act(const typename S::T *x, const float *bias, typename S::
 }
 
 #define ENTRY(S, NAME, V4, VN)                                                                            \
-  extern "C" __global__ void ba_##NAME##_##VN(const S::T *x, const float *bias, S::T *y, long long n, long long hw, \
+  extern "C" __global__ void ba_##NAME##_##VN(const S::T *x, const S::T *bias, S::T *y, long long n, long long hw, \
                                             int C, float slope) {                                       \
     bias_act<S, V4>(x, bias, y, n, hw, C, slope);                                                       \
   }

@@ -39,7 +39,8 @@ pub(crate) fn forward(x: &TchTensor, bias: &TchTensor, slope: f64) -> Option<Tch
         return None;
     };
     let kernels = PROGRAM.kernels(device).ok()?;
-    let b = bias.tensor.to_kind(Kind::Float).contiguous();
+    // (the bias in the dtype of x: a no-op for a module cast to it, no per-call f32 copy)
+    let b = bias.tensor.to_kind(t.kind()).contiguous();
     // (the same strides as x: NCHW or channels-last)
     let y = t.empty_like();
     // (four values at a time: a whole number of them, from an aligned start; y is a fresh allocation)

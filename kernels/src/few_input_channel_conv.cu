@@ -3,14 +3,16 @@
 // LibTorch's CUDA f16 tensors (kernels/src/few_input_channel_conv.rs compiles this with NVRTC at
 // run time and launches it on LibTorch's current stream).
 //
-// x (N, CI, H, W) with any strides, CI <= 8; w (64, CI, 3, 3); bias (64, f32); stride 1, padding 1:
+// x (N, CI, H, W) and w (64, CI, 3, 3) with any strides, CI <= 8; bias (64); all f16; stride 1,
+// padding 1:
 //   y[n, c, y, x] = leaky(bias[c] + sum_{k, i, j} w[c, k, i, j] x[n, k, y + i - 1, x + j - 1])
 // (values outside the image are 0), written channels-last: y + ((n H + y) W + x) 64 + c.
 //
 // A matrix product on the tensor cores (mma.sync m16n8k16, f16 operands, f32 accumulation):
 // M = pixels (16 consecutive pixels of a row per m-tile), N = the 64 output channels (8 n-tiles),
 // the reduction runs over the 9 taps x 8 channels (the input channels padded with zeros to 8),
-// two taps per k-step, a zero tenth tap to make 5 k-steps. The block's input tile sits in shared
+// two taps per k-step, a zero tenth tap to make 5 k-steps (zero weights and zero image operands:
+// no inf * 0 from an infinite input). The block's input tile sits in shared
 // memory as 8 halves (16 bytes) per pixel, so that the image operand of a lane, two adjacent
 // channels of one pixel and tap, is one aligned 32-bit shared load and a warp's 32 loads hit 32
 // different banks. Each warp keeps the weights' operand registers (5 k-steps x 8 n-tiles x 2) for
@@ -26,10 +28,12 @@
 #define FI_KS 5           // k-steps: taps (9, padded to 10) / 2
 #define FI_PITCH (FI_TC + 2)
 
-// Grid (ceil(W / FI_TC), ceil(H / FI_TR), N), block FI_THREADS. Strides of x in elements.
+// Grid (ceil(W / FI_TC), ceil(H / FI_TR), N), block FI_THREADS. Strides of x (sn ..) and w (wo ..) in
+// elements.
 extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky_f16_k3(
-    const half_t *x, const half_t *w, const float *bias, half_t *y, int CI, int H, int W,
-    long long sn, long long sc, long long sh, long long sw, float slope) {
+    const half_t *x, const half_t *w, const half_t *bias, half_t *y, int CI, int H, int W,
+    long long sn, long long sc, long long sh, long long sw, long long wo, long long wi, long long wh, long long ww,
+    float slope) {
   // tile[(r * FI_PITCH + s) * 4 + e]: channels 2e, 2e + 1 of the pixel at row y0 - 1 + r, column
   // x0 - 1 + s (0 outside the image and for channels >= CI)
   __shared__ alignas(16) unsigned tile[(FI_TR + 2) * FI_PITCH * 4];
@@ -45,8 +49,9 @@ extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky
     unsigned v = 0;
     if (tap < 9) {
       const int k0 = 2 * e, k1 = 2 * e + 1;
-      const unsigned lo = k0 < CI ? (unsigned)w[(c * CI + k0) * 9 + tap] : 0u;
-      const unsigned hi = k1 < CI ? (unsigned)w[(c * CI + k1) * 9 + tap] : 0u;
+      const half_t *wt = w + c * wo + (tap / 3) * wh + (tap % 3) * ww;
+      const unsigned lo = k0 < CI ? (unsigned)wt[k0 * wi] : 0u;
+      const unsigned hi = k1 < CI ? (unsigned)wt[k1 * wi] : 0u;
       v = lo | (hi << 16);
     }
     weights[i] = v;
@@ -78,8 +83,8 @@ extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky
   float bv[8][2];
 #pragma unroll
   for (int nt = 0; nt < 8; ++nt) {
-    bv[nt][0] = bias[8 * nt + 2 * t];
-    bv[nt][1] = bias[8 * nt + 2 * t + 1];
+    bv[nt][0] = h2f(bias[8 * nt + 2 * t]);
+    bv[nt][1] = h2f(bias[8 * nt + 2 * t + 1]);
   }
   unsigned *st = stage + warp * 16 * 32;
 
@@ -97,15 +102,16 @@ extern "C" __global__ void __launch_bounds__(FI_THREADS) ficv_forward_bias_leaky
       for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
 #pragma unroll
     for (int s = 0; s < FI_KS; ++s) {
-      // taps 2s and 2s + 1 (tap 9: zero weights; read tap 8's place, inside the tile)
-      const int t0 = 2 * s, t1 = 2 * s + 1 < 9 ? 2 * s + 1 : 8;
+      // taps 2s and 2s + 1 (tap 9: zero weights and zero operands, so that an infinite input
+      // at tap 8 cannot give inf * 0 = NaN where cuDNN gives inf)
+      const int t0 = 2 * s, t1 = 2 * s + 1;
       const int o0 = ((warp + t0 / 3) * FI_PITCH + px + t0 % 3) * 4 + t;
-      const int o1 = ((warp + t1 / 3) * FI_PITCH + px + t1 % 3) * 4 + t;
-      unsigned a[4];
-      a[0] = tile[o0 + 4 * g];
-      a[1] = tile[o0 + 4 * (g + 8)];
-      a[2] = tile[o1 + 4 * g];
-      a[3] = tile[o1 + 4 * (g + 8)];
+      unsigned a[4] = {tile[o0 + 4 * g], tile[o0 + 4 * (g + 8)], 0u, 0u};
+      if (t1 < 9) {
+        const int o1 = ((warp + t1 / 3) * FI_PITCH + px + t1 % 3) * 4 + t;
+        a[2] = tile[o1 + 4 * g];
+        a[3] = tile[o1 + 4 * (g + 8)];
+      }
 #pragma unroll
       for (int nt = 0; nt < 8; ++nt) mma16816(acc[nt], a[0], a[1], a[2], a[3], b[s][nt][0], b[s][nt][1]);
     }

@@ -16,7 +16,7 @@
 //!
 //! It takes: f16 input and weight, a channels-last input (the layout FlowNetSD runs in on CUDA,
 //! [`crate::conv::TchLayout`]; the output follows it, as PyTorch's convolutions do) with at most
-//! 8 channels, a weight (64, CI, 3, 3), a bias (64), stride 1, dilation 1, one group, padding 1,
+//! 8 channels, a weight (64, CI, 3, 3) in any strides, a bias (64), stride 1, dilation 1, one group, padding 1,
 //! at most 65535 images. Anything else, CPU tensors and `VSR_TCH_KERNELS=libtorch` go to
 //! LibTorch's convolution and [`crate::bias_act`].
 
@@ -62,14 +62,14 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, bias: &TchTensor, optio
         return None;
     }
     let kernels = PROGRAM.kernels(g.device).ok()?;
-    let wc = wt.contiguous();
-    let bf = b.to_kind(Kind::Float).contiguous();
+    // (the weight in any strides: FlowNetSD's frozen weights are channels-last)
+    let bf = b.to_kind(Kind::Half).contiguous();
     let y = Tensor::empty([g.n, g.h, g.w, CO], (Kind::Half, t.device())).permute([0, 3, 1, 2]);
-    let s = t.stride();
+    let (s, ws) = (t.stride(), wt.stride());
     let grid = (((g.w + TC - 1) / TC) as u32, rows as u32, g.n as u32);
     kernels.launch(g.device, (THREADS, 1, 1), ENTRIES[0], grid, &[
         ptr(t),
-        ptr(&wc),
+        ptr(wt),
         ptr(&bf),
         ptr(&y),
         Arg::I32(g.ci as i32),
@@ -79,6 +79,10 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, bias: &TchTensor, optio
         Arg::I64(s[1]),
         Arg::I64(s[2]),
         Arg::I64(s[3]),
+        Arg::I64(ws[0]),
+        Arg::I64(ws[1]),
+        Arg::I64(ws[2]),
+        Arg::I64(ws[3]),
         Arg::F32(slope as f32),
     ]);
     Some(TchTensor::new(y))
