@@ -18,7 +18,7 @@ use crate::backend::VsrBackend;
 use crate::error::{Error, Result};
 use crate::model::vsrnet::{SCALE, SIZE_MULTIPLE, upsample_lr};
 use crate::model::{FlowEstimator, FlowNetSD, VsrNet};
-use crate::precision::{Precision, cast_module};
+use crate::precision::Precision;
 
 /// Low-resolution frame sides are padded to multiples of this (so that 4x is a multiple of 64).
 pub const LR_MULTIPLE: usize = SIZE_MULTIPLE / SCALE;
@@ -151,7 +151,7 @@ impl<B: VsrBackend> Engine<B> {
     pub fn new(mut net: VsrNet<B>, flownet: Option<FlowNetSD<B>>, device: B::Device, options: EngineOptions) -> Self {
         let dtype: burn::tensor::DType = options.dtype.into();
         net.precision = if dtype == burn::tensor::DType::F32 { Precision::Fp32 } else { Precision::Fp16 };
-        let flownet = flownet.map(|f| cast_module(f, dtype));
+        let flownet = flownet.map(|f| f.for_inference(dtype));
         Engine { net, flownet, device, options }
     }
 

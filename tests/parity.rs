@@ -24,8 +24,12 @@ const F32_TOLERANCE: f32 = 1e-4;
 
 fn run_flownet<B: VsrBackend>(device: &B::Device, rtol: f32) {
     let net = checkpoint::load_flownet::<B>(&flownet_checkpoint(), device).expect("load FlowNetSD");
-    let flow2 = net.forward(vsr::tensors::to_tensor::<B, 4>(g("flownet.input"), device));
+    let x = vsr::tensors::to_tensor::<B, 4>(g("flownet.input"), device);
+    let flow2 = net.clone().forward(x.clone());
     assert_close("flownet.flow2", &flow2.into_data(), g("flownet.flow2"), rtol);
+    // as training and inference run it: widened flows, weights in the convolution layout
+    let flow2 = net.for_inference(burn::tensor::DType::F32).forward(x);
+    assert_close("flownet.flow2 (for_inference)", &flow2.into_data(), g("flownet.flow2"), rtol);
 }
 
 fn run_vsrnet<B: VsrBackend>(device: &B::Device, rtol: f32) {

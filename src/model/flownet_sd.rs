@@ -6,10 +6,10 @@
 //! (see [`crate::checkpoint`]). 45,371,666 parameters.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, predict_flow, upsample_x2};
 use vsr_kernels::conv::{
@@ -158,6 +158,147 @@ impl<B: ConvBackend> FlowNetSD<B> {
             1,
         ); //                                                                [b, 194, h/4, w/4]
         let flow2 = conv(&self.predict_flow2, self.inter_conv2.forward(cat2));
-        FlowPyramid { flows: [flow2, flow3, flow4, flow5, flow6] }
+        // (the flows' own 2 channels of a network widened by [`FlowNetSD::for_inference`])
+        let flows = [flow2, flow3, flow4, flow5, flow6].map(|f| f.narrow(1, 0, 2));
+        FlowPyramid { flows }
+    }
+
+    /// The network as frozen inference runs it: weights cast once to `dtype`, every flow layer
+    /// widened from 2 to [`FLOW_CHANNELS`] channels (zero weights and biases: the extra channels
+    /// are exactly 0) and the layers reading the concatenations given as many zero input
+    /// channels, so that every convolution has a multiple of 8 channels, and the weights in the
+    /// backend's convolution layout ([`to_conv_layout`]). cuDNN's tensor-core kernels need both:
+    /// otherwise each of the 14 layers with 2, 194, 386, 770 or 1026 channels pads its input and
+    /// weight in two extra kernels, and every layer converts its weight to channels-last, per
+    /// call (fp16 training step, H100, batch 3: ~0.6 ms of 4.1 in FlowNetSD, Nsight Compute).
+    /// The same flows ([`FlowNetSD::forward_pyramid`] returns their 2 channels). For frozen
+    /// networks only: the padding would take gradients in training.
+    pub fn for_inference(self, dtype: DType) -> Self {
+        let net = crate::precision::cast_module(self, dtype);
+        let net = FlowNetSD {
+            deconv4: DeconvBlock { conv: pad_deconv_inputs(net.deconv4.conv) },
+            deconv3: DeconvBlock { conv: pad_deconv_inputs(net.deconv3.conv) },
+            deconv2: DeconvBlock { conv: pad_deconv_inputs(net.deconv2.conv) },
+            inter_conv5: pad_conv_block_inputs(net.inter_conv5),
+            inter_conv4: pad_conv_block_inputs(net.inter_conv4),
+            inter_conv3: pad_conv_block_inputs(net.inter_conv3),
+            inter_conv2: pad_conv_block_inputs(net.inter_conv2),
+            predict_flow6: widen_flow(net.predict_flow6),
+            predict_flow5: widen_flow(net.predict_flow5),
+            predict_flow4: widen_flow(net.predict_flow4),
+            predict_flow3: widen_flow(net.predict_flow3),
+            predict_flow2: widen_flow(net.predict_flow2),
+            upsampled_flow6_to_5: widen_flow_upsampling(net.upsampled_flow6_to_5),
+            upsampled_flow5_to_4: widen_flow_upsampling(net.upsampled_flow5_to_4),
+            upsampled_flow4_to_3: widen_flow_upsampling(net.upsampled_flow4_to_3),
+            upsampled_flow3_to_2: widen_flow_upsampling(net.upsampled_flow3_to_2),
+            ..net
+        };
+        struct ConvLayout;
+        impl<B: ConvBackend> ModuleMapper<B> for ConvLayout {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+                if D != 4 {
+                    return param;
+                }
+                param.map(|t| Tensor::from_primitive(TensorPrimitive::Float(B::conv_layout(t.into_primitive().tensor()))))
+            }
+        }
+        net.map(&mut ConvLayout)
+    }
+}
+
+/// Channels of every flow inside a network prepared by [`FlowNetSD::for_inference`]: 2 (x, y)
+/// and 6 zero channels.
+pub const FLOW_CHANNELS: usize = 8;
+
+/// `t` with zeros appended along `dim` up to a multiple of 8 (itself if it has one).
+fn pad_to_8<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let mut dims = t.dims();
+    let extra = dims[dim].next_multiple_of(8) - dims[dim];
+    if extra == 0 {
+        return t;
+    }
+    dims[dim] = extra;
+    let zeros = Tensor::<B, D>::zeros(dims, &t.device()).cast(t.dtype());
+    Tensor::cat(vec![t, zeros], dim)
+}
+
+/// `pad_to_8` along `dim` of a weight or bias.
+fn pad_param<B: Backend, const D: usize>(p: Param<Tensor<B, D>>, dim: usize) -> Param<Tensor<B, D>> {
+    p.map(|t| pad_to_8(t, dim))
+}
+
+/// A convolution reading a concatenation that ends with a widened flow: zero weights for the
+/// flow's extra channels, which come last (weight (out, in, k, k)).
+fn pad_conv_block_inputs<B: Backend>(block: ConvBlock<B>) -> ConvBlock<B> {
+    ConvBlock { conv: Conv2d { weight: pad_param(block.conv.weight, 1), ..block.conv }, ..block }
+}
+
+/// [`pad_conv_block_inputs`] for a transposed convolution (weight (in, out, k, k)).
+fn pad_deconv_inputs<B: Backend>(conv: ConvTranspose2d<B>) -> ConvTranspose2d<B> {
+    let weight = pad_param(conv.weight, 0);
+    let channels = [weight.val().dims()[0], conv.channels[1]];
+    ConvTranspose2d { weight, channels, ..conv }
+}
+
+/// `predict_flow` with [`FLOW_CHANNELS`] outputs, the extra ones 0 (zero weights and biases).
+fn widen_flow<B: Backend>(conv: Conv2d<B>) -> Conv2d<B> {
+    Conv2d { weight: pad_param(conv.weight, 0), bias: conv.bias.map(|b| pad_param(b, 0)), ..conv }
+}
+
+/// A flow up-sampling (2 -> 2 channels) as [`FLOW_CHANNELS`] -> [`FLOW_CHANNELS`], the extra
+/// outputs 0 and the extra inputs unread (zero weights).
+fn widen_flow_upsampling<B: Backend>(conv: ConvTranspose2d<B>) -> ConvTranspose2d<B> {
+    let weight = pad_param(pad_param(conv.weight, 0), 1);
+    let [cin, cout, _, _] = weight.val().dims();
+    let channels = [cin, cout];
+    ConvTranspose2d { weight, bias: conv.bias.map(|b| pad_param(b, 0)), channels, ..conv }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    type B = burn::backend::Flex;
+
+    /// The widened network has a multiple of 8 channels in every layer and gives the same flows
+    /// at every level: its extra channels are zero and meet zero weights (channels in the wrong
+    /// place would mix a flow's zeros into real inputs or drop real ones).
+    #[test]
+    fn for_inference_gives_the_same_flows_with_channels_in_multiples_of_8() {
+        let device = Default::default();
+        <B as Backend>::seed(&device, 7);
+        let net = FlowNetSDConfig::new().init::<B>(&device);
+        // non-zero biases, so that a widened flow channel would show if it were not zero
+        let net = FlowNetSD {
+            predict_flow4: Conv2d {
+                bias: net.predict_flow4.bias.clone().map(|b| b.map(|t| t.random_like(Distribution::Normal(0.0, 1.0)))),
+                ..net.predict_flow4.clone()
+            },
+            ..net
+        };
+        let x = Tensor::<B, 4>::random([2, 6, 128, 128], Distribution::Normal(0.0, 1.0), &device);
+        let want = net.forward_pyramid(x.clone()).flows;
+        let wide = net.for_inference(DType::F32);
+        for (name, cin) in [
+            ("inter_conv5", wide.inter_conv5.conv.weight.val().dims()[1]),
+            ("inter_conv4", wide.inter_conv4.conv.weight.val().dims()[1]),
+            ("inter_conv3", wide.inter_conv3.conv.weight.val().dims()[1]),
+            ("inter_conv2", wide.inter_conv2.conv.weight.val().dims()[1]),
+            ("deconv4", wide.deconv4.conv.weight.val().dims()[0]),
+            ("deconv2", wide.deconv2.conv.weight.val().dims()[0]),
+            ("predict_flow2", wide.predict_flow2.weight.val().dims()[0]),
+            ("upsampled_flow3_to_2", wide.upsampled_flow3_to_2.weight.val().dims()[1]),
+        ] {
+            assert_eq!(cin % 8, 0, "{name}: {cin} channels");
+        }
+        let got = wide.forward_pyramid(x).flows;
+        for (level, (g, w)) in got.into_iter().zip(want).enumerate() {
+            assert_eq!(g.dims(), w.dims(), "flow{}", level + 2);
+            let scale = w.clone().abs().max().into_scalar();
+            let diff = (g - w).abs().max().into_scalar();
+            assert!(diff <= 1e-5 * (1.0 + scale), "flow{}: max |diff| {diff} (max |flow| {scale})", level + 2);
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::backend::VsrAutodiffBackend;
 use crate::error::{Error, Result};
 use crate::model::vsrnet::mse;
 use crate::model::{FlowEstimator, FlowNetSD, Frozen, VsrNet};
-use crate::precision::{Precision, cast_module};
+use crate::precision::Precision;
 
 /// What a step reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,7 +43,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
     pub fn new(model: VsrNet<B>, flownet: Option<FlowNetSD<B::InnerBackend>>, precision: Precision, adam: AdamSettings) -> Self {
         let mut model = model;
         model.precision = precision;
-        let flownet = flownet.map(|net| Frozen(cast_module(net, precision.dtype())));
+        let flownet = flownet.map(|net| Frozen(net.for_inference(precision.dtype())));
         let scaler = LossScaler::for_precision(precision);
         Self { model, optim: adam.init(), flownet, scaler, precision, sync: None }
     }
