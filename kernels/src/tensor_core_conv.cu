@@ -498,6 +498,13 @@ TCC_ENTRY_F32(5)
 // spread over the product's steps and stored into the other tile as pairs (__byte_perm): at 2
 // blocks a multiprocessor (128 registers a thread) a whole tile in registers spilled. One barrier
 // per channel block. f32 results rounded to f16 and stored as 32-bit pairs.
+//
+// Measured on an H100 at conv2's size (x (3, 192, 512, 960), 5x5; host clock through conv2d under
+// autodiff): forward 1.11 ms (cuDNN 3.20 with its layout transposes), input gradient 1.38 ms
+// (cuDNN 1.54). 128 registers a thread (2 blocks of 8 warps a multiprocessor, 108 KB of shared
+// memory each; ptxas reports 64 bytes of spills). Not tried yet: staging the output through
+// shared memory for whole-sector stores (the input gradient writes 566 MB as 16-byte pieces), a
+// wider warp tile (fewer weight reloads per mma).
 
 #define TCC_FW 32     // tile columns
 #define TCC_FH 16     // tile rows

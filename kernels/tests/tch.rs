@@ -581,13 +581,14 @@ fn own_one_input_channel_conv_matches_cudnn() {
     }
 }
 
-/// The tensor-core weight-gradient kernels of our own for many-channel convolutions to 32 output
-/// channels (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`), forward and input gradient on
-/// LibTorch: output, weight gradient and input gradient against the f64 definition and LibTorch's
+/// The tensor-core kernels of our own for many-channel convolutions to 32 output channels
+/// (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`): the weight gradient, and for f16 the
+/// forward and input gradient too (f32's on LibTorch; launch counts show which ran): output,
+/// weight gradient and input gradient against the f64 definition and LibTorch's
 /// in the same dtype (cuDNN; f32 with TF32 allowed, the default `ConvPrecision::Tf32`); f16 and
 /// f32; images that are not whole tiles (32 x 4), W not a multiple of 8 (f16's 16-byte loads) or
 /// of 4 (f32's), W a multiple of 8 (f16) or 4 (f32) but not of 32, an image smaller than the
-/// kernel; kernels 5 and 3; the weight gradient bit-for-bit the same on a second run. 16 output
+/// kernel, an input gradient whose last group of 32 channels is half empty (48 channels); kernels 5 and 3; the weight gradient bit-for-bit the same on a second run. 16 output
 /// channels (not ours) are checked to keep LibTorch's path, and so is f32 under
 /// `ConvPrecision::F32` (in f32 arithmetic, its backward's included). Process-wide choices as in
 /// `own_batch_norm_matches_cudnn` (the precision is restored to `Tf32` on the way out).
