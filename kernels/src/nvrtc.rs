@@ -208,12 +208,34 @@ impl Kernels {
     /// # Panics
     /// On a launch error (as tch's infallible calls do).
     pub(crate) fn launch(&self, device: usize, block: (u32, u32, u32), name: &str, grid: (u32, u32, u32), args: &[Arg]) {
+        self.launch_shared(device, block, name, grid, 0, args);
+    }
+
+    /// [`Kernels::launch`] with `shared` bytes of dynamic shared memory a block (above 48 KiB the
+    /// function's limit is raised to it first).
+    ///
+    /// # Panics
+    /// On a launch error (as tch's infallible calls do).
+    pub(crate) fn launch_shared(
+        &self,
+        device: usize,
+        block: (u32, u32, u32),
+        name: &str,
+        grid: (u32, u32, u32),
+        shared: u32,
+        args: &[Arg],
+    ) {
         count_launch(name);
         let stream = current_stream(device).unwrap_or_else(|e| panic!("kernel {name}: {e}"));
         // SAFETY: LibTorch keeps its streams alive for the process; work is ordered with
         // LibTorch's by running on its current stream.
         let stream = unsafe { self.ctx.wrap_borrowed_stream(stream) };
         let f = &self.functions[name];
+        if shared > 48 * 1024 {
+            use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+            f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32)
+                .unwrap_or_else(|e| panic!("kernel {name}: {shared} bytes of shared memory: {e}"));
+        }
         let mut b = stream.launch_builder(f);
         for a in args {
             match a {
@@ -224,7 +246,7 @@ impl Kernels {
                 Arg::F64(v) => b.arg(v),
             };
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: 0 };
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: shared };
         // SAFETY: the callers pass the arguments of the kernel's signature (types and order),
         // pointers of live contiguous LibTorch tensors of the sizes the kernel indexes, and the
         // grid and block the kernel expects.

@@ -1,9 +1,11 @@
-//! The weight gradient of many-channel training convolutions to 32 output channels (VSRNet's
-//! conv2: 192 -> 32 channels, 5x5) on LibTorch's CUDA f16 and f32 NCHW tensors as tensor-core
-//! kernels of our own (`tensor_core_conv.cu`; compiled and launched as [`crate::nvrtc`] says). The
-//! forward and the input gradient stay on LibTorch (cuDNN): the forward as its convolution outside
-//! autograd, the input gradient as the transposed convolution of the output gradient by the
-//! weight (what `aten::convolution_backward` runs for it).
+//! Many-channel training convolutions to 32 output channels (VSRNet's conv2: 192 -> 32 channels,
+//! 5x5) on LibTorch's CUDA f16 and f32 NCHW tensors as tensor-core kernels of our own
+//! (`tensor_core_conv.cu`; compiled and launched as [`crate::nvrtc`] says): the weight gradient
+//! (f16 and f32), and for f16 the forward and the input gradient too (one kernel, `tcc_conv_f16`:
+//! the input gradient is the convolution of the output gradient by the transposed, flipped
+//! weight). f32's forward and input gradient stay on LibTorch (cuDNN): the forward as its
+//! convolution outside autograd, the input gradient as the transposed convolution of the output
+//! gradient by the weight (what `aten::convolution_backward` runs for it).
 //!
 //! What runs when:
 //! * f16: always (f16 operands, f32 accumulation on the tensor cores, an f16 result).
@@ -19,8 +21,15 @@
 //! read NCHW directly. They are deterministic (no atomics: per-warp partial sums over pixel
 //! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size
 //! (CUDA events): f16 2.93 ms, its finish included, against 3.65 ms for cuDNN's weight gradient
-//! with its transposes; the input gradient (1.50 ms) and forward (3.19 ms) are LibTorch's as
-//! before. f32 (TF32), same size and GPU: 4.74 ms, its finish included (host clock between two
+//! with its transposes. The f16 forward and input gradient: cuDNN's (Nsight Compute, one step)
+//! were 2.21 ms of implicit GEMM plus 0.71 ms of layout transposes (forward) and 1.76 + 0.63 ms
+//! (input gradient); ours read and write NCHW. Measured on an H100 through `conv2d` under autodiff
+//! (`own_tensor_core_conv_timing`: host clock between stream synchronisations, 20 iterations):
+//! forward 3.20 ms (cuDNN, transposes included) -> 1.11 ms (ours, the weight reordering
+//! included); input gradient (forward + both gradients less forward + weight gradient) 1.54 ->
+//! 1.38 ms; conv2's training forward + backward (`vsr bench conv --backend tch --precision fp16
+//! --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` -> `own`) 8.03 -> 5.94 ms. Ours
+//! accumulate in f32 like cuDNN's. f32 (TF32), same size and GPU: 4.74 ms, its finish included (host clock between two
 //! stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient with its
 //! transposes (its training forward + backward less forward and input gradient); conv2's
 //! training forward + backward (`vsr bench conv --backend tch --batch 3 --precision fp32`)
@@ -30,7 +39,8 @@
 //! channels-last) input (N, CI, H, W) with CI a multiple of 16, a weight (32, CI, K, K) with K 3
 //! or 5, stride 1, dilation 1, one group, "same" padding ((K - 1) / 2), a weight that needs a
 //! gradient. Anything else, CPU tensors and `VSR_TCH_KERNELS=libtorch` go to LibTorch's
-//! convolution under its autograd.
+//! convolution under its autograd. The f16 forward and input gradient further need grids that
+//! fit (ceil(H / 16) and N at most 65535), else cuDNN computes them as for f32.
 
 use std::sync::Arc;
 
@@ -58,7 +68,10 @@ const WG_BLOCKS: i64 = 132;
 /// The kernel sizes compiled.
 const SIZES: [i64; 2] = [3, 5];
 
-const ENTRIES: [&str; 6] = [
+const ENTRIES: [&str; 9] = [
+    "tcc_conv_weights",
+    "tcc_conv_f16_k3",
+    "tcc_conv_f16_k5",
     "tcc_grad_weight_finish",
     "tcc_grad_weight_finish_f32",
     "tcc_grad_weight_f16_k3",
@@ -71,9 +84,62 @@ static PROGRAM: Program = Program::new(
     "tensor_core_conv.cu",
     SOURCE,
     &ENTRIES,
-    "tensor-core convolution weight gradient",
+    "tensor-core convolution",
     "LibTorch's convolution (cuDNN)",
 );
+
+/// `TCC_FW`, `TCC_FH` of tensor_core_conv.cu: the convolution's tile (columns, rows); its block.
+const FW: i64 = 32;
+const FH: i64 = 16;
+const CONV_THREADS: u32 = 256;
+
+/// `Tcf<K>::SMEM`: the convolution's dynamic shared memory (bytes): two image tiles of 8 channel
+/// pairs (pair stride >= rows x 44 words, = 8 mod 16) and two weight tiles (K K taps x 2 m-tiles
+/// x 32 lanes x 16 bytes).
+fn conv_shared(k: i64) -> u32 {
+    let cs0 = ((FH + k - 1) * 44 + 7) / 8 * 8;
+    let cs = if cs0 % 16 == 0 { cs0 + 8 } else { cs0 };
+    (2 * (8 * cs * 4 + k * k * 2 * 32 * 16)) as u32
+}
+
+/// Our f16 convolution (`tcc_conv_f16_k*`) of `input` (n, ci, h, w; contiguous, ci a multiple of
+/// 16) to `co` channels, stride 1, "same" padding: by `weight` (co, ci, k, k), or with `flip` by
+/// the transposed, flipped `weight` (ci, co, k, k): the input gradient of a convolution by it.
+/// `None` where the grid would not fit.
+fn conv_f16(kernels: &Kernels, device: usize, input: &Tensor, weight: &Tensor, co: i64, k: i64, flip: bool) -> Option<Tensor> {
+    let [n, ci, h, w] = input.size()[..] else { return None };
+    let groups = (co + 31) / 32;
+    let words = groups * (ci / 16) * k * k * 256;
+    let grid = (groups * ((w + FW - 1) / FW), (h + FH - 1) / FH, n);
+    if ci % 16 != 0 || words > i32::MAX as i64 || grid.0 > i32::MAX as i64 || grid.1 > 65535 || grid.2 > 65535 {
+        return None;
+    }
+    let wf = Tensor::empty([words], (Kind::Int, input.device()));
+    kernels.launch(device, (256, 1, 1), "tcc_conv_weights", ((words as u32).div_ceil(256), 1, 1), &[
+        ptr(weight),
+        ptr(&wf),
+        Arg::I32(co as i32),
+        Arg::I32(ci as i32),
+        Arg::I32(k as i32),
+        Arg::I32(flip as i32),
+        Arg::I32(words as i32),
+    ]);
+    let out = Tensor::empty([n, co, h, w], (Kind::Half, input.device()));
+    // (16-byte loads where rows start aligned)
+    let vec = w % 8 == 0 && aligned(input, 16);
+    let grid = (grid.0 as u32, grid.1 as u32, grid.2 as u32);
+    kernels.launch_shared(device, (CONV_THREADS, 1, 1), &format!("tcc_conv_f16_k{k}"), grid, conv_shared(k), &[
+        ptr(input),
+        ptr(&wf),
+        ptr(&out),
+        Arg::I32(ci as i32),
+        Arg::I32(co as i32),
+        Arg::I32(h as i32),
+        Arg::I32(w as i32),
+        Arg::I32(vec as i32),
+    ]);
+    Some(out)
+}
 
 /// x (n, ci, h, w), w (32, ci, k, k), in f16 or f32 (`kind`).
 #[derive(Clone, Copy)]
@@ -153,7 +219,8 @@ pub(crate) fn forward(
     }
     let kernels = PROGRAM.kernels(device).ok()?;
     let (x, weight) = (contiguous(x), contiguous(weight));
-    let y = tch::no_grad(|| convolution(&x.tensor, &weight.tensor, shape.padding(), false, shape.f32()));
+    let ours = (!shape.f32()).then(|| conv_f16(&kernels, device, &x.tensor, &weight.tensor, CO, shape.k, false)).flatten();
+    let y = ours.unwrap_or_else(|| tch::no_grad(|| convolution(&x.tensor, &weight.tensor, shape.padding(), false, shape.f32())));
     let saved = Saved { device, kernels, shape, x, weight, need };
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
@@ -174,7 +241,8 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     assert_eq!(dy.size(), [sh.n, CO, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
     let p = sh.padding();
     let dx = s.need[0].then(|| {
-        TchTensor::new(tch::no_grad(|| convolution(&dy, w, p, true, sh.f32())))
+        let ours = (!sh.f32()).then(|| conv_f16(&s.kernels, s.device, &dy, w, sh.ci, sh.k, true)).flatten();
+        TchTensor::new(ours.unwrap_or_else(|| tch::no_grad(|| convolution(&dy, w, p, true, sh.f32()))))
     });
     let dw = s.need[1].then(|| {
         let grid = sh.grid();

@@ -581,13 +581,14 @@ fn own_one_input_channel_conv_matches_cudnn() {
     }
 }
 
-/// The tensor-core weight-gradient kernels of our own for many-channel convolutions to 32 output
-/// channels (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`), forward and input gradient on
-/// LibTorch: output, weight gradient and input gradient against the f64 definition and LibTorch's
+/// The tensor-core kernels of our own for many-channel convolutions to 32 output channels
+/// (VSRNet's conv2: 192 -> 32, 5x5; `tensor_core_conv`): the weight gradient, and for f16 the
+/// forward and input gradient too (f32's on LibTorch; launch counts show which ran): output,
+/// weight gradient and input gradient against the f64 definition and LibTorch's
 /// in the same dtype (cuDNN; f32 with TF32 allowed, the default `ConvPrecision::Tf32`); f16 and
 /// f32; images that are not whole tiles (32 x 4), W not a multiple of 8 (f16's 16-byte loads) or
 /// of 4 (f32's), W a multiple of 8 (f16) or 4 (f32) but not of 32, an image smaller than the
-/// kernel; kernels 5 and 3; the weight gradient bit-for-bit the same on a second run. 16 output
+/// kernel, an input gradient whose last group of 32 channels is half empty (48 channels); kernels 5 and 3; the weight gradient bit-for-bit the same on a second run. 16 output
 /// channels (not ours) are checked to keep LibTorch's path, and so is f32 under
 /// `ConvPrecision::F32` (in f32 arithmetic, its backward's included). Process-wide choices as in
 /// `own_batch_norm_matches_cudnn` (the precision is restored to `Tf32` on the way out).
@@ -612,10 +613,14 @@ fn own_tensor_core_conv_matches_cudnn() {
     // (the default precision back, also when a check fails)
     let _restore = Tf32Again;
     // (input shape, kernel size, output channels, dtype, whether our kernel applies)
-    let cases: [([usize; 4], usize, usize, DType, bool); 13] = [
+    let cases: [([usize; 4], usize, usize, DType, bool); 15] = [
         ([3, 192, 512, 960], 5, 32, DType::F16, true),
         ([2, 32, 37, 70], 5, 32, DType::F16, true),
         ([1, 16, 20, 33], 3, 32, DType::F16, true),
+        // 48 input channels: the input gradient's second group of 32 channels half empty; W = 4
+        // mod 8 (no 16-byte loads) and H = 3 mod 16
+        ([1, 48, 19, 44], 5, 32, DType::F16, true),
+        ([3, 32, 35, 67], 3, 32, DType::F16, true),
         // 16-byte loads with W a multiple of 8 but not of the tile's 32; an image smaller than
         // the kernel
         ([1, 16, 7, 40], 3, 32, DType::F16, true),
@@ -639,11 +644,15 @@ fn own_tensor_core_conv_matches_cudnn() {
         let run = |choice, dtype, input_grad| conv_and_grads(choice, [&x0, &w0, &r0], dtype, input_grad);
         let case = format!("{shape:?} k {k} cout {cout} {dtype:?}");
         let ours_name = if dtype == DType::F16 { "tcc_grad_weight_f16" } else { "tcc_grad_weight_f32" };
-        let before = launches(ours_name);
+        let (before, before_conv) = (launches(ours_name), launches("tcc_conv_f16"));
         let ours = run(TchKernels::Own, dtype, true);
         let again = run(TchKernels::Own, dtype, false);
         let ran = launches(ours_name) - before;
         assert_eq!(ran, if applies { 2 } else { 0 }, "{case}: our weight gradient ran where, and only where, it applies");
+        // f16: our forward in both runs, our input gradient in the first
+        let convs = launches("tcc_conv_f16") - before_conv;
+        let expect = if applies && dtype == DType::F16 { 3 } else { 0 };
+        assert_eq!(convs, expect, "{case}: our forward and input gradient ran where, and only where, they apply");
         assert!(ours[1] == again[1], "{case}: the weight gradient differs between two runs");
         let theirs = run(TchKernels::Libtorch, dtype, true);
         let exact = run(TchKernels::Libtorch, DType::F64, true);
@@ -666,6 +675,60 @@ fn own_tensor_core_conv_matches_cudnn() {
             }
         }
     }
+}
+
+/// Timing (not a check) of VSRNet's conv2 (x (3, 192, 512, 960) f16 -> 32 channels, 5x5) through
+/// `conv2d` under autodiff, ours (`VSR_TCH_KERNELS=own`) against LibTorch's (cuDNN): the forward
+/// alone (no gradient asked of the input), forward + weight gradient, and forward + both
+/// gradients; the input gradient is the difference of the last two. Host clock between stream
+/// synchronisations, 20 iterations after 3 warm-up ones. Prints; asserts nothing.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_tensor_core_conv_timing() {
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::nvrtc::{TchKernels, set_tch_kernels};
+    type A = burn::backend::Autodiff<B>;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    let x0 = Tensor::<B, 4>::random([3, 192, 512, 960], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+    let w0 = Tensor::<B, 4>::random([32, 192, 5, 5], Distribution::Normal(0.0, 0.02), &device).cast(DType::F16);
+    let r0 = Tensor::<B, 4>::random([3, 32, 512, 960], Distribution::Normal(0.0, 1.0), &device).cast(DType::F16);
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [2, 2], [1, 1], 1);
+    // 0: forward, 1: + weight gradient, 2: + input gradient
+    let step = |what: usize| {
+        let x = Tensor::<A, 4>::from_inner(x0.clone());
+        let x = if what == 2 { x.require_grad() } else { x };
+        let wt = Tensor::<A, 4>::from_inner(w0.clone()).require_grad();
+        let y = vsr_kernels::conv::conv2d(x, wt, None, options.clone());
+        if what > 0 {
+            let _ = (y * Tensor::<A, 4>::from_inner(r0.clone())).sum().backward();
+        }
+    };
+    for choice in [TchKernels::Libtorch, TchKernels::Own] {
+        set_tch_kernels(choice);
+        let ms: Vec<f64> = (0..3)
+            .map(|what| {
+                for _ in 0..3 {
+                    step(what);
+                }
+                tch::Cuda::synchronize(0);
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    step(what);
+                }
+                tch::Cuda::synchronize(0);
+                t.elapsed().as_secs_f64() * 1e3 / 20.0
+            })
+            .collect();
+        eprintln!(
+            "conv2 f16 {choice:?}: forward {:.3} ms, forward + weight gradient {:.3} ms, + input gradient {:.3} ms (input gradient {:.3} ms)",
+            ms[0],
+            ms[1],
+            ms[2],
+            ms[2] - ms[1]
+        );
+    }
+    set_tch_kernels(TchKernels::Own);
 }
 
 /// FlowNetSD's first layer (6 -> 64 channels, 3x3, padding 1, bias, LeakyReLU 0.1) in one kernel
