@@ -376,6 +376,10 @@ fn tch_conv2d(
     if let Some(y) = crate::one_input_channel_conv::inference(&x, &weight, bias.as_ref(), &o, allow_tf32) {
         return y;
     }
+    // VSRNet's conv2 (many channels to 32; f16) on our tensor-core kernel
+    if let Some(y) = crate::tensor_core_conv::inference(&x, &weight, bias.as_ref(), &o) {
+        return y;
+    }
     let b = bias.as_ref().map(|b| &b.tensor);
     let y = tch_convolution(&x.tensor, &weight.tensor, b, &o.stride, &o.padding, &o.dilation, false, &[0, 0], o.groups, allow_tf32);
     burn::backend::libtorch::TchTensor::new(y)

@@ -677,6 +677,45 @@ fn own_tensor_core_conv_matches_cudnn() {
     }
 }
 
+/// Outside autodiff (inference: `vsr upscale`), our f16 tensor-core convolution with a bias
+/// against the f64 definition (2e-3 of the largest magnitude: its f16 rounding, as in training);
+/// 64 output channels and f32 keep LibTorch's path (launch counts).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_tensor_core_conv_inference_matches_definition() {
+    use burn::tensor::ops::ConvOptions;
+    use burn::tensor::{DType, Distribution, Tensor};
+    use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    // (input shape, kernel size, output channels, dtype, whether our kernel applies)
+    let cases: [([usize; 4], usize, usize, DType, bool); 5] = [
+        ([3, 192, 512, 960], 5, 32, DType::F16, true),
+        ([1, 48, 19, 44], 5, 32, DType::F16, true),
+        ([3, 32, 35, 67], 3, 32, DType::F16, true),
+        ([2, 32, 37, 70], 5, 64, DType::F16, false),
+        ([2, 32, 37, 70], 5, 32, DType::F32, false),
+    ];
+    for (shape, k, cout, dtype, applies) in cases {
+        let case = format!("{shape:?} k {k} cout {cout} {dtype:?}");
+        let random = |dims: [usize; 4], std: f64| Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, std), &device).cast(dtype);
+        let (x0, w0) = (random(shape, 1.0), random([cout, shape[1], k, k], 0.02));
+        let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
+        let infer = |choice: TchKernels, dtype: DType| {
+            set_tch_kernels(choice);
+            let p = (k - 1) / 2;
+            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
+        };
+        let before = launches("tcc_conv_f16");
+        let ours = infer(TchKernels::Own, dtype);
+        assert_eq!(launches("tcc_conv_f16") - before, applies as usize, "{case}: our kernel ran where, and only where, it applies");
+        let exact = infer(TchKernels::Libtorch, DType::F64);
+        set_tch_kernels(TchKernels::Own);
+        assert_close(&format!("{case}: inference with a bias"), &ours, &exact, 2e-3);
+    }
+}
+
 /// Timing (not a check) of VSRNet's conv2 (x (3, 192, 512, 960) f16 -> 32 channels, 5x5) through
 /// `conv2d` under autodiff, ours (`VSR_TCH_KERNELS=own`) against LibTorch's (cuDNN): the forward
 /// alone (no gradient asked of the input), forward + weight gradient, and forward + both
