@@ -9,34 +9,44 @@
 // operands, f32 accumulation): M = the 32 output channels (dy, read straight from global memory
 // into the operand registers: 16 bytes per lane and channel row), N = (input channel, tap) for a
 // group of TCC_CIB input channels (no padding: an n-tile is 8 input channels at one tap), the
-// reduction over the pixels. The image operand comes from a shared-memory tile of *pairs* (as in
-// one_input_channel_conv.cu): word s of a tile row holds the halves at columns s and s + 1
-// (relative to the strip's left edge less p), so that two horizontally adjacent values, whatever
-// the parity of their column, are one aligned 32-bit shared load. The pixels of a k-step are
-// ordered so that each lane's dy values are 8 consecutive pixels: reduction index 2t + e ->
-// pixel 8 t + 4 sub + e, 2t + 8 + e -> pixel 8 t + 4 sub + 2 + e (sub = 0, 1: the two k-steps of
-// a 32-pixel row). Lane (g, t) holds input channel g of its n-tiles; a warp's n-tiles are the K
-// taps kx of one tap row ky (two such groups per warp), so that the image words of a row step are
-// tile[base + 8 t + i], i < K + 6, each loaded once for up to 4 (tap, k-step) operands; with a
-// channel stride = 1 mod 8, base = g mod 8: no bank conflict.
+// reduction over the pixels. The image operand comes from a shared-memory tile of x as it is
+// (word s of a tile row: the halves at columns x0 - 8 + 2 s and + 1, copied by cp.async, 16 bytes
+// a copy, zeros outside the image): a pair of horizontally adjacent values is one aligned 32-bit
+// word where its first column is even, else it is built from two words by one __byte_perm. The
+// pixels of a k-step are ordered so that each lane's dy values are 8 consecutive pixels:
+// reduction index 2t + e -> pixel 8 t + 4 sub + e, 2t + 8 + e -> pixel 8 t + 4 sub + 2 + e (sub =
+// 0, 1: the two k-steps of a 32-pixel row). Lane (g, t) holds input channel g of its n-tiles; a
+// warp's n-tiles are the K taps kx of one tap row ky (two such groups per warp), so that the
+// pairs of a row step, at columns 8 t + 8 - p + i, i < K + 6, come from the 6 words 4 t + 3 ..
+// 4 t + 8 (two 32-bit loads and one 16-byte load; channel stride = 16 mod 32 words: the 16-byte
+// load has no bank conflict, the 32-bit ones 4-way, 12 wavefronts for 20 mma) and (K + 5) / 2
+// __byte_perm, each pair serving up to 4 (tap, k-step) operands.
 //
-// Work items: TCC_RC rows x TCC_TC columns of one image (image-major, then column strip, then
+// Work items: TCC_RC16 rows x TCC_TC columns of one image (image-major, then column strip, then
 // row chunk); blockIdx.y picks the input-channel group, blockIdx.x a contiguous range of items.
 // Warp (ng, rg): tap groups 2 ng, 2 ng + 1 (both m-tiles: the image operand serves two mma),
-// rows rg, rg + RG, .. of each item. Two tiles in shared memory: the next item's image values are
-// loaded into registers while the current one is computed, stored into the other tile, and one
-// barrier per item separates them. Each warp writes its f32 sums to
-// part[(blockIdx.x RG + rg) 32 CI K K + dw index] (no atomics); tcc_grad_weight_finish adds the
-// partial sums in f64 in a fixed order: the same inputs give the same bits.
+// rows rg, rg + RG, .. of each item. Three tiles (stages) in dynamic shared memory: the tile of
+// item it + 2 is copied (cp.async) while item it is computed, one barrier per item. Each warp
+// writes its f32 sums to part[(blockIdx.x RG + rg) 32 CI K K + dw index] (no atomics);
+// tcc_grad_weight_finish adds the partial sums in f64 in a fixed order: the same inputs give the
+// same bits.
 //
-// Measured on an H100 (CUDA events, x (3, 192, 512, 960), 5x5): 2.93 ms, the finish included,
-// against 3.65 ms for cuDNN's weight gradient (its NCHW -> NHWC transposes included). Latency-bound
-// (10 warps per multiprocessor at 168 registers a thread; Nsight Compute, 6-row items: 7.3 cycles
-// per issued instruction, a third of the SM's throughput): room left.
+// Measured on an H100 (x (3, 192, 512, 960), 5x5; Nsight Compute, --clock-control none, 1.79
+// GHz): 2.37 ms for this kernel, against 2.95 ms (a one-step profile) for the previous version,
+// which built a tile of pairs (word s = columns s, s + 1, any parity) through registers from
+// 4-row items: about 20 instructions per 16 bytes of image staged, about one such chunk per mma,
+// and the halo rows doubled the image read. 158 registers a thread, no spills, 95 KB of shared
+// memory, 10 warps a multiprocessor; still latency-bound (SM throughput 32 %, memory 30 %).
+// Not tried yet: dy through shared memory as well (cp.async; its 16 prefetch registers and the
+// L2 latency of its loads would go, and the 5 warps of a row group would not each load the same
+// dy), more warps with fewer accumulators each.
 
 #define TCC_TC 32   // pixels per tile row
 #ifndef TCC_RC
-#define TCC_RC 4    // rows per work item
+#define TCC_RC 4    // rows per work item (f32)
+#endif
+#ifndef TCC_RC16
+#define TCC_RC16 16 // rows per work item (f16)
 #endif
 #define TCC_CIB 16  // input channels per block
 #define TCC_CO 32   // output channels (two m-tiles)
@@ -45,35 +55,48 @@ template <int K>
 struct Tcw {
   static constexpr int KK = K * K;
   static constexpr int P = K / 2;
+  static constexpr int RC = TCC_RC16;                   // rows per item
   static constexpr int GROUPS = K * (TCC_CIB / 8);      // tap groups (ky, 8 input channels)
   static constexpr int NG = GROUPS / 2;                 // warps per row group (two tap groups each)
   static constexpr int RG = 2;                          // row groups
   static constexpr int THREADS = 32 * NG * RG;
-  static constexpr int ROWS = TCC_RC + K - 1;
-  static constexpr int NW = K + 6;                      // image words per lane and tap row: kx + 4 sub + 2 e
-  // row pitch (words): the words read reach 8 3 + NW - 1
-  static constexpr int PITCH = 24 + NW;
-  // channel stride (words): >= ROWS PITCH, = 1 mod 8
-  static constexpr int CS = ((ROWS * PITCH + 6) / 8) * 8 + 1;
-  // 8-value chunks per tile row: words s = 8 c - 8 + P + i, i < 8, must reach PITCH - 1
-  static constexpr int NCH = (PITCH - 1 + 8 - P) / 8 + 1;
-  static constexpr int TASKS = TCC_CIB * ROWS * NCH;
-  static constexpr int FT = (TASKS + THREADS - 1) / THREADS;  // chunks per thread
-  static constexpr int STEPS = (TCC_RC + RG - 1) / RG;         // row steps per warp and item
+  static constexpr int ROWS = RC + K - 1;
+  static constexpr int NW = K + 6;                      // pair words per lane and tap row: kx + 4 sub + 2 e
+  // tile row: image columns x0 - 8 .. x0 + 39 as they are (6 chunks of 8 halves, 24 words)
+  static constexpr int NCH = 6;
+  static constexpr int PITCH = 4 * NCH;
+  // channel stride (words): >= ROWS PITCH, = 16 mod 32 (16-byte reads without bank conflicts)
+  static constexpr int CS = (ROWS * PITCH + 15) / 32 * 32 + 16;
+  static constexpr int STAGES = 3;
+  static constexpr int STAGE = TCC_CIB * CS;            // words
+  static constexpr int SMEM = STAGES * STAGE * 4;       // bytes, dynamic
+  static constexpr int TASKS = TCC_CIB * ROWS * NCH;    // 16-byte copies an item
+  static constexpr int STEPS = (RC + RG - 1) / RG;      // row steps per warp and item
 };
 
-// 8 halves of x at columns a .. a + 7 of `row` (0 outside [0, W)) and the one at a + 8.
-__device__ __forceinline__ void load_chunk(const half_t *row, int a, int W, bool vec, uint4 &v, unsigned &e) {
-  if (vec && a >= 0 && a + 8 <= W) {
-    v = *reinterpret_cast<const uint4 *>(row + a);
-  } else {
-    unsigned u[4] = {0u, 0u, 0u, 0u};
+__device__ __forceinline__ unsigned smem_addr(const void *p) {
+  return (unsigned)__cvta_generic_to_shared(p);
+}
+
+// 16 bytes from global `src` to shared `dst` (cp.async), the first `bytes` of them (0 or 16) read,
+// the rest zero.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, int bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+// 8 halves of `row` at columns a .. a + 7 (0 outside [0, W)); one 16-byte load where `vec` (rows
+// 16-byte aligned, W a multiple of 8; a is a multiple of 8) and all are inside.
+__device__ __forceinline__ uint4 load8h(const half_t *row, int a, int W, bool vec) {
+  if (vec && a >= 0 && a + 8 <= W) return *reinterpret_cast<const uint4 *>(row + a);
+  unsigned u[4] = {0u, 0u, 0u, 0u};
 #pragma unroll
-    for (int i = 0; i < 8; ++i)
-      if (a + i >= 0 && a + i < W) u[i >> 1] |= (unsigned)row[a + i] << (16 * (i & 1));
-    v = make_uint4(u[0], u[1], u[2], u[3]);
-  }
-  e = (a + 8 >= 0 && a + 8 < W) ? (unsigned)row[a + 8] : 0u;
+  for (int i = 0; i < 8; ++i)
+    if (a + i >= 0 && a + i < W) u[i >> 1] |= (unsigned)row[a + i] << (16 * (i & 1));
+  return make_uint4(u[0], u[1], u[2], u[3]);
 }
 
 // 8 halves of dy at `p` (pixels xx .. xx + 7 of an image row), 0 beyond W.
@@ -92,27 +115,31 @@ struct Item {
   int n, x0, y0;
 };
 
-__device__ __forceinline__ Item item_of(int it, int SX, int RCH) {
+// Item `it` of RC-row items, RCH of them down an image and SX across.
+__device__ __forceinline__ Item item_of(int it, int SX, int RCH, int RC) {
   const int n = it / (SX * RCH), rem = it - n * (SX * RCH), sx = rem / RCH;
-  return Item{n, sx * TCC_TC, (rem - sx * RCH) * TCC_RC};
+  return Item{n, sx * TCC_TC, (rem - sx * RCH) * RC};
 }
 
-// The image chunks of item m for this thread (zeros outside the image).
+// The image tile of item m into `tile` (a stage): word (ci, rr, s) = x at channel ci0 + ci, row
+// y0 - P + rr, columns x0 - 8 + 2 s, + 1 (zeros outside the image). `vec`: by cp.async (the
+// caller commits), else by plain loads and stores.
 template <int K>
-__device__ __forceinline__ void fetch_x(const half_t *x, const Item &m, int CI, int ci0, int H, int W, long long plane,
-                                        bool vec, uint4 (&cv)[Tcw<K>::FT], unsigned (&ce)[Tcw<K>::FT]) {
+__device__ __forceinline__ void stage_x(const half_t *x, const Item &m, int CI, int ci0, int H, int W, long long plane,
+                                        bool vec, unsigned *tile) {
   typedef Tcw<K> T;
-#pragma unroll
-  for (int f = 0; f < T::FT; ++f) {
-    const int task = threadIdx.x + f * T::THREADS;
-    cv[f] = make_uint4(0u, 0u, 0u, 0u);
-    ce[f] = 0u;
-    if (task < T::TASKS) {
-      const int ci = task / (T::ROWS * T::NCH), rem = task - ci * (T::ROWS * T::NCH);
-      const int rr = rem / T::NCH, c = rem - rr * T::NCH;
-      const int yy = m.y0 - T::P + rr;
-      if (yy >= 0 && yy < H)
-        load_chunk(x + ((long long)m.n * CI + ci0 + ci) * plane + (long long)yy * W, m.x0 - 8 + 8 * c, W, vec, cv[f], ce[f]);
+  for (int task = threadIdx.x; task < T::TASKS; task += T::THREADS) {
+    const int ci = task / (T::ROWS * T::NCH), rem = task - ci * (T::ROWS * T::NCH);
+    const int rr = rem / T::NCH, c = rem - rr * T::NCH;
+    const int yy = m.y0 - T::P + rr, a = m.x0 - 8 + 8 * c;
+    unsigned *dst = tile + ci * T::CS + rr * T::PITCH + 4 * c;
+    const bool in = yy >= 0 && yy < H;
+    const half_t *row = x + ((long long)m.n * CI + ci0 + ci) * plane + (long long)(in ? yy : 0) * W;
+    if (vec) {
+      const bool ok = in && a >= 0 && a + 8 <= W;
+      cp_async16(dst, ok ? row + a : x, ok ? 16 : 0);
+    } else {
+      *reinterpret_cast<uint4 *>(dst) = in ? load8h(row, a, W, false) : make_uint4(0u, 0u, 0u, 0u);
     }
   }
 }
@@ -124,36 +151,38 @@ __device__ __forceinline__ void fetch_dy(const half_t *dy, const Item &m, int st
   const int r = rg + Tcw<K>::RG * st;
 #pragma unroll
   for (int q = 0; q < 4; ++q) d[q] = make_uint4(0u, 0u, 0u, 0u);
-  if (r >= min(TCC_RC, H - m.y0)) return;
+  if (r >= min(Tcw<K>::RC, H - m.y0)) return;
   const int xx = m.x0 + 8 * t;
   const half_t *p = dy + ((long long)m.n * TCC_CO + g) * plane + (long long)(m.y0 + r) * W + xx;
 #pragma unroll
   for (int q = 0; q < 4; ++q) d[q] = load8(p + q * 8 * plane, xx, W, vec);
 }
 
-// Grid (blocks, CI / TCC_CIB, 1), block Tcw<K>::THREADS. `vec`: x and dy start 16-byte aligned
-// and W is a multiple of 8.
+// Grid (blocks, CI / TCC_CIB, 1), block Tcw<K>::THREADS, dynamic shared memory Tcw<K>::SMEM.
+// `vec`: x and dy start 16-byte aligned and W is a multiple of 8.
 template <int K>
 __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int N, int CI, int H, int W, int vec) {
   typedef Tcw<K> T;
-  static_assert(T::GROUPS % 2 == 0 && T::CS % 8 == 1 && T::CS >= T::ROWS * T::PITCH, "tile layout");
-  static_assert(8 * T::NCH - 8 + T::P >= T::PITCH, "chunks");
-  __shared__ unsigned tiles[2][TCC_CIB * T::CS];
+  static_assert(T::GROUPS % 2 == 0 && T::CS % 32 == 16 && T::CS >= T::ROWS * T::PITCH, "tile layout");
+  // the words read, 4 t + 3 .. 4 t + 8 (t < 4), hold tile columns 8 t + 8 - P + i, i <= NW
+  static_assert(8 - T::P >= 6 && T::NW + 8 - T::P <= 17 && 4 * 3 + 8 < T::PITCH, "tile columns");
+  extern __shared__ uint4 wsm[];
+  unsigned *tiles = reinterpret_cast<unsigned *>(wsm);  // [STAGES][STAGE]
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int ng = warp % T::NG, rg = warp / T::NG;
-  const int SX = (W + TCC_TC - 1) / TCC_TC, RCH = (H + TCC_RC - 1) / TCC_RC;
+  const int SX = (W + TCC_TC - 1) / TCC_TC, RCH = (H + T::RC - 1) / T::RC;
   const long long items = (long long)N * SX * RCH;
   const int i0 = (int)(items * blockIdx.x / gridDim.x), i1 = (int)(items * (blockIdx.x + 1) / gridDim.x);
   const int ci0 = blockIdx.y * TCC_CIB;
   const long long plane = (long long)H * W;
   const bool v = vec != 0;
   // tap group u (0, 1) of this warp: tap row ky[u], input channels 8 cb[u] .. + 7; this lane's
-  // channel 8 cb + g.
+  // channel 8 cb + g, its first word 4 t + 3 of tile row ky (+ the output row).
   int base[2];
 #pragma unroll
   for (int u = 0; u < 2; ++u) {
     const int grp = 2 * ng + u, ky = grp % K, cb = grp / K;
-    base[u] = (8 * cb + g) * T::CS + ky * T::PITCH + 8 * t;
+    base[u] = (8 * cb + g) * T::CS + ky * T::PITCH + 4 * t + 3;
   }
   float acc[2][2][K][4];
 #pragma unroll
@@ -164,39 +193,26 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
       for (int kx = 0; kx < K; ++kx)
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[mt][u][kx][e] = 0.f;
-  uint4 cv[T::FT];
-  unsigned ce[T::FT];
   uint4 dn[4];  // the next row step's dy
-  Item cur = item_of(i0, SX, RCH);
-  if (i0 < i1) {
-    fetch_x<K>(x, cur, CI, ci0, H, W, plane, v, cv, ce);
-    fetch_dy<K>(dy, cur, 0, rg, g, t, H, W, plane, v, dn);
+#pragma unroll
+  for (int s = 0; s < T::STAGES - 1; ++s) {
+    if (i0 + s < i1) stage_x<K>(x, item_of(i0 + s, SX, RCH, T::RC), CI, ci0, H, W, plane, v, tiles + s * T::STAGE);
+    cp_async_commit();
   }
+  Item cur = item_of(i0, SX, RCH, T::RC);
+  if (i0 < i1) fetch_dy<K>(dy, cur, 0, rg, g, t, H, W, plane, v, dn);
   for (int it = i0; it < i1; ++it) {
-    const Item nxt = item_of(it + 1 < i1 ? it + 1 : it, SX, RCH);
-    unsigned *tile = tiles[it & 1];
-    // (this tile was last read for item it - 2, before the previous barrier)
-#pragma unroll
-    for (int f = 0; f < T::FT; ++f) {
-      const int task = tid + f * T::THREADS;
-      if (task < T::TASKS) {
-        const int ci = task / (T::ROWS * T::NCH), rem = task - ci * (T::ROWS * T::NCH);
-        const int rr = rem / T::NCH, c = rem - rr * T::NCH;
-        unsigned *dst = tile + ci * T::CS + rr * T::PITCH;
-        const unsigned w[8] = {cv[f].x, __byte_perm(cv[f].x, cv[f].y, 0x5432), cv[f].y,
-                               __byte_perm(cv[f].y, cv[f].z, 0x5432), cv[f].z,
-                               __byte_perm(cv[f].z, cv[f].w, 0x5432), cv[f].w,
-                               __byte_perm(cv[f].w, ce[f], 0x5432)};
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-          const int s = 8 * c - 8 + T::P + i;
-          if (s >= 0 && s < T::PITCH) dst[s] = w[i];
-        }
-      }
-    }
+    const Item nxt = item_of(it + 1 < i1 ? it + 1 : it, SX, RCH, T::RC);
+    // this item's tile complete (all but the newest group), for all threads
+    asm volatile("cp.async.wait_group %0;" ::"n"(T::STAGES - 2) : "memory");
     __syncthreads();
-    if (it + 1 < i1) fetch_x<K>(x, nxt, CI, ci0, H, W, plane, v, cv, ce);
-    const int rows = min(TCC_RC, H - cur.y0);
+    // the stage of item it + STAGES - 1 was last read for item it - 1, before this barrier
+    const int ahead = it + T::STAGES - 1;
+    if (ahead < i1)
+      stage_x<K>(x, item_of(ahead, SX, RCH, T::RC), CI, ci0, H, W, plane, v, tiles + ((ahead - i0) % T::STAGES) * T::STAGE);
+    cp_async_commit();
+    const unsigned *tile = tiles + ((it - i0) % T::STAGES) * T::STAGE;
+    const int rows = min(T::RC, H - cur.y0);
 #pragma unroll 1
     for (int st = 0; st < T::STEPS; ++st) {
       const uint4 d[4] = {dn[0], dn[1], dn[2], dn[3]};
@@ -207,9 +223,18 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
       const unsigned *trow = tile + r * T::PITCH;
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
+        // raw words 4 t + 3 .. 4 t + 8 (4 t + 4 .. 4 t + 7: one 16-byte load)
+        const unsigned *p = trow + base[u];
+        const uint4 mid = *reinterpret_cast<const uint4 *>(p + 1);
+        const unsigned rw[6] = {p[0], mid.x, mid.y, mid.z, mid.w, p[5]};
+        // wd[i]: x at tile columns c = 8 t + 8 - P + i and c + 1: a raw word where c is even,
+        // else the high half of one and the low half of the next
         unsigned wd[T::NW];
 #pragma unroll
-        for (int i = 0; i < T::NW; ++i) wd[i] = trow[base[u] + i];
+        for (int i = 0; i < T::NW; ++i) {
+          const int c = i + 8 - T::P;
+          wd[i] = (c & 1) == 0 ? rw[c / 2 - 3] : __byte_perm(rw[(c - 1) / 2 - 3], rw[(c + 1) / 2 - 3], 0x5432);
+        }
 #pragma unroll
         for (int sub = 0; sub < 2; ++sub) {
           unsigned a[2][4];
@@ -232,6 +257,7 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
     }
     cur = nxt;
   }
+  asm volatile("cp.async.wait_all;" ::: "memory");
   // acc[mt][u][kx][e]: output channel 16 mt + g + 8 (e / 2), input channel ci0 + 8 cb[u] + 2 t +
   // e % 2, tap (ky[u], kx).
   const long long count = (long long)TCC_CO * CI * T::KK;
@@ -266,7 +292,9 @@ __device__ void grad_weight(const half_t *x, const half_t *dy, float *part, int 
 // Warps: with f16's split (both m-tiles per warp, two row groups) a lane would hold twice the
 // dy registers and spill at 10 warps (168 registers a thread); here warp (mt, ng) computes m-tile
 // mt (output channels 16 mt ..) for the tap groups 2 ng, 2 ng + 1 over all the rows of an item
-// (one row group, so one partial set per block). Items, tiles and the finish as for f16.
+// (one row group, so one partial set per block). Items of TCC_RC rows; two tiles in static shared
+// memory, the next item's image loaded into registers while the current one is computed; the
+// finish as for f16.
 //
 // Measured on an H100 (x (3, 192, 512, 960), 5x5): 4.74 ms, the finish included, against about
 // 9.4 for cuDNN's TF32 weight gradient with its transposes; 150 registers a thread at 10 warps
@@ -371,13 +399,13 @@ __device__ void grad_weight_f32(const float *x, const float *dy, float *part, in
       for (int e = 0; e < 4; ++e) acc[u][kx][e] = 0.f;
   float4 cv[T::FT];
   float4 dn[4];  // the next row's dy
-  Item cur = item_of(i0, SX, RCH);
+  Item cur = item_of(i0, SX, RCH, TCC_RC);
   if (i0 < i1) {
     fetch_x32<K>(x, cur, CI, ci0, H, W, plane, v, cv);
     fetch_dy32(dy, cur, 0, co, t, H, W, plane, v, dn);
   }
   for (int it = i0; it < i1; ++it) {
-    const Item nxt = item_of(it + 1 < i1 ? it + 1 : it, SX, RCH);
+    const Item nxt = item_of(it + 1 < i1 ? it + 1 : it, SX, RCH, TCC_RC);
     unsigned *tile = tiles[it & 1];
     // (this tile was last read for item it - 2, before the previous barrier)
 #pragma unroll
@@ -531,10 +559,6 @@ struct Tcf {
   static constexpr int SMEM = 2 * (XWORDS * 4 + WVEC * 16);  // bytes, dynamic
 };
 
-__device__ __forceinline__ unsigned smem_addr(const void *p) {
-  return (unsigned)__cvta_generic_to_shared(p);
-}
-
 // The weights in the A-fragment order of tcc_conv: word idx = ((((grp NCB + cb) KK + s) 2 + mt)
 // 32 + lane) 4 + i holds wt[co, ci], wt[co, ci + 1] at tap s (ky K + kx) with co = 32 grp + 16 mt
 // + g + 8 (i & 1), ci = 16 cb + 2 t + 8 (i >> 1) (0 where co >= CO). `flip`: w is the forward's
@@ -563,17 +587,6 @@ extern "C" __global__ void __launch_bounds__(256) tcc_conv_weights(const half_t 
     }
   }
   wf[idx] = v;
-}
-
-// 8 halves of `row` at columns a .. a + 7 (0 outside [0, W)); one 16-byte load where `vec` (rows
-// 16-byte aligned, W a multiple of 8; a is a multiple of 8) and all are inside.
-__device__ __forceinline__ uint4 load8h(const half_t *row, int a, int W, bool vec) {
-  if (vec && a >= 0 && a + 8 <= W) return *reinterpret_cast<const uint4 *>(row + a);
-  unsigned u[4] = {0u, 0u, 0u, 0u};
-#pragma unroll
-  for (int i = 0; i < 8; ++i)
-    if (a + i >= 0 && a + i < W) u[i >> 1] |= (unsigned)row[a + i] << (16 * (i & 1));
-  return make_uint4(u[0], u[1], u[2], u[3]);
 }
 
 // Image chunks F0 .. F1 - 1 of this thread for channel block cb: task (q, rr, c) = channels

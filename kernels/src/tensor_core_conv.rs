@@ -19,16 +19,18 @@
 //! Why: cuDNN's weight gradient of conv2 (fp16, batch 3, 512x960, H100) took 2.57 ms plus a
 //! 0.61 ms NCHW -> NHWC transpose of the input and 0.10 ms of the output gradient; these kernels
 //! read NCHW directly. They are deterministic (no atomics: per-warp partial sums over pixel
-//! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size
-//! (CUDA events): f16 2.93 ms, its finish included, against 3.65 ms for cuDNN's weight gradient
-//! with its transposes. The f16 forward and input gradient: cuDNN's (Nsight Compute, one step)
+//! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size:
+//! f16 2.37 ms (Nsight Compute, the kernel without its finish; 2.95 ms before its image tiles
+//! came by cp.async in 16-row items), against 3.65 ms for cuDNN's weight gradient with its
+//! transposes (CUDA events). The f16 forward and input gradient: cuDNN's (Nsight Compute, one step)
 //! were 2.21 ms of implicit GEMM plus 0.71 ms of layout transposes (forward) and 1.76 + 0.63 ms
 //! (input gradient); ours read and write NCHW. Measured on an H100 through `conv2d` under autodiff
 //! (`own_tensor_core_conv_timing`: host clock between stream synchronisations, 20 iterations):
 //! forward 3.20 ms (cuDNN, transposes included) -> 1.11 ms (ours, the weight reordering
 //! included); input gradient (forward + both gradients less forward + weight gradient) 1.54 ->
 //! 1.38 ms; conv2's training forward + backward (`vsr bench conv --backend tch --precision fp16
-//! --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` -> `own`) 8.03 -> 5.94 ms. Ours
+//! --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` -> `own`) 8.03 -> 5.94 ms, and
+//! 5.37 ms with the cp.async weight gradient. Ours
 //! accumulate in f32 like cuDNN's. f32 (TF32), same size and GPU: 4.74 ms, its finish included (host clock between two
 //! stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient with its
 //! transposes (its training forward + backward less forward and input gradient); conv2's
@@ -53,9 +55,10 @@ use crate::conv_shape::{ConvShape, contiguous};
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("tensor_core_conv.cu"));
-/// `TCC_TC`, `TCC_RC`, `TCC_CIB` and `TCC_CO` of tensor_core_conv.cu.
+/// `TCC_TC`, `TCC_RC` (f32), `TCC_RC16` (f16), `TCC_CIB` and `TCC_CO` of tensor_core_conv.cu.
 const TC: i64 = 32;
 const RC: i64 = 4;
+const RC_F16: i64 = 16;
 const CIB: i64 = 16;
 const CO: i64 = 32;
 /// Partial sets per block: `Tcw<K>::RG` (f16: row groups, each writing its own partial sums);
@@ -63,7 +66,8 @@ const CO: i64 = 32;
 const RG_F16: i64 = 2;
 const RG_F32: i64 = 1;
 /// Blocks over all input-channel groups, about: one per multiprocessor of an H100 (measured at
-/// conv2's size: 2.93 ms with 132, 2.98 with 264). A constant: the sums do not depend on the GPU.
+/// conv2's size with the previous f16 kernel: 2.93 ms with 132, 2.98 with 264; now one block of
+/// 95 KB a multiprocessor). A constant: the sums do not depend on the GPU.
 const WG_BLOCKS: i64 = 132;
 /// The kernel sizes compiled.
 const SIZES: [i64; 2] = [3, 5];
@@ -153,9 +157,21 @@ struct Shape {
 }
 
 impl Shape {
-    /// The weight gradient's work items (TC x RC pixels of one image).
+    /// The weight gradient's work items (TC x RC or RC_F16 pixels of one image).
     fn items(&self) -> i64 {
-        self.n * ((self.w + TC - 1) / TC) * ((self.h + RC - 1) / RC)
+        let rc = if self.f32() { RC } else { RC_F16 };
+        self.n * ((self.w + TC - 1) / TC) * ((self.h + rc - 1) / rc)
+    }
+
+    /// `Tcw<K>::SMEM`: the f16 weight gradient's dynamic shared memory (bytes): 3 stages of 16
+    /// channels x (RC_F16 + k - 1) rows x 24 words (channel stride = 16 mod 32 words); f32's is
+    /// static (0).
+    fn wg_shared(&self) -> u32 {
+        if self.f32() {
+            return 0;
+        }
+        let cs = ((RC_F16 + self.k - 1) * 24 + 15) / 32 * 32 + 16;
+        (3 * CIB * cs * 4) as u32
     }
 
     /// The weight gradient's grid: (item ranges, input-channel groups).
@@ -276,7 +292,8 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
         let part = Tensor::empty([sets * count], (Kind::Float, x.device()));
         // (16-byte loads where rows start aligned)
         let vec = sh.w % per_row == 0 && aligned(x, 16) && aligned(&dy, 16);
-        s.kernels.launch(s.device, (sh.threads(), 1, 1), &format!("tcc_grad_weight_{name}_k{}", sh.k), grid, &[
+        let name = format!("tcc_grad_weight_{name}_k{}", sh.k);
+        s.kernels.launch_shared(s.device, (sh.threads(), 1, 1), &name, grid, sh.wg_shared(), &[
             ptr(x),
             ptr(&dy),
             ptr(&part),
