@@ -19,23 +19,26 @@
 //! Why: cuDNN's weight gradient of conv2 (fp16, batch 3, 512x960, H100) took 2.57 ms plus a
 //! 0.61 ms NCHW -> NHWC transpose of the input and 0.10 ms of the output gradient; these kernels
 //! read NCHW directly. They are deterministic (no atomics: per-warp partial sums over pixel
-//! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that size:
-//! f16 2.37 ms (Nsight Compute, the kernel without its finish; 2.95 ms before its image tiles
-//! came by cp.async in 16-row items), against 3.65 ms for cuDNN's weight gradient with its
-//! transposes (CUDA events). The f16 forward and input gradient: cuDNN's (Nsight Compute, one step)
-//! were 2.21 ms of implicit GEMM plus 0.71 ms of layout transposes (forward) and 1.76 + 0.63 ms
-//! (input gradient); ours read and write NCHW. Measured on an H100 through `conv2d` under autodiff
-//! (`own_tensor_core_conv_timing`: host clock between stream synchronisations, 20 iterations):
-//! forward 3.20 ms (cuDNN, transposes included) -> 1.11 ms (ours, the weight reordering
-//! included); input gradient (forward + both gradients less forward + weight gradient) 1.54 ->
-//! 1.38 ms; conv2's training forward + backward (`vsr bench conv --backend tch --precision fp16
-//! --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` -> `own`) 8.03 -> 5.94 ms, and
-//! 5.37 ms with the cp.async weight gradient. Ours
-//! accumulate in f32 like cuDNN's. f32 (TF32), same size and GPU: 4.74 ms, its finish included (host clock between two
-//! stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient with its
-//! transposes (its training forward + backward less forward and input gradient); conv2's
-//! training forward + backward (`vsr bench conv --backend tch --batch 3 --precision fp32`)
-//! 16.69 -> 12.54 ms (forward 4.86 ms and input gradient 2.44 ms on cuDNN, TF32).
+//! ranges, added in f64 in a fixed order by a finish kernel). Timed alone on an H100 at that
+//! size: f16 2.37 ms (Nsight Compute, the kernel without its finish; 2.95 ms before its image
+//! tiles came by cp.async in 16-row items), against 3.65 ms for cuDNN's weight gradient with its
+//! transposes (CUDA events).
+//!
+//! The f16 forward and input gradient: cuDNN's (Nsight Compute, one step) were 2.21 ms of
+//! implicit GEMM plus 0.71 ms of layout transposes (forward) and 1.76 + 0.63 ms (input
+//! gradient); ours read and write NCHW and accumulate in f32 like cuDNN's. Measured on an H100
+//! through `conv2d` under autodiff (`own_tensor_core_conv_timing`: host clock between stream
+//! synchronisations, 20 iterations): forward 3.20 ms (cuDNN, transposes included) -> 1.11 ms
+//! (ours, the weight reordering included); input gradient (forward + both gradients less forward
+//! + weight gradient) 1.54 -> 1.38 ms. conv2's training forward + backward (`vsr bench conv
+//! --backend tch --precision fp16 --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` ->
+//! `own`): 8.03 -> 5.94 ms, and 5.37 ms with the cp.async weight gradient.
+//!
+//! f32 (TF32), same size and GPU: the weight gradient 4.74 ms, its finish included (host clock
+//! between two stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient
+//! with its transposes (its training forward + backward less forward and input gradient);
+//! conv2's training forward + backward (`vsr bench conv --backend tch --batch 3 --precision
+//! fp32`) 16.69 -> 12.54 ms (forward 4.86 ms and input gradient 2.44 ms on cuDNN, TF32).
 //!
 //! It takes: f16 or f32 input and weight (f32 under `ConvPrecision::Tf32` only), an NCHW (not
 //! channels-last) input (N, CI, H, W) with CI a multiple of 16, a weight (32, CI, K, K) with K 3
