@@ -29,10 +29,11 @@
 //! gradient); ours read and write NCHW and accumulate in f32 like cuDNN's. Measured on an H100
 //! through `conv2d` under autodiff (`own_tensor_core_conv_timing`: host clock between stream
 //! synchronisations, 20 iterations): forward 3.20 ms (cuDNN, transposes included) -> 1.11 ms
-//! (ours, the weight reordering included); input gradient (forward + both gradients less forward
-//! + weight gradient) 1.54 -> 1.38 ms. conv2's training forward + backward (`vsr bench conv
-//! --backend tch --precision fp16 --batch 3 --skip-burn-wgrad`, `VSR_TCH_KERNELS=libtorch` ->
-//! `own`): 8.03 -> 5.94 ms, and 5.37 ms with the cp.async weight gradient.
+//! (ours, the weight reordering included); input gradient (forward and both gradients, less
+//! forward and weight gradient) 1.54 -> 1.38 ms. conv2's training forward + backward
+//! (`vsr bench conv --backend tch --precision fp16 --batch 3 --skip-burn-wgrad`,
+//! `VSR_TCH_KERNELS=libtorch` against `own`): 8.03 -> 5.94 ms, and 5.37 ms with the cp.async
+//! weight gradient.
 //!
 //! f32 (TF32), same size and GPU: the weight gradient 4.74 ms, its finish included (host clock
 //! between two stream synchronisations), against about 9.4 ms for cuDNN's TF32 weight gradient
@@ -54,7 +55,7 @@ use burn::tensor::ops::ConvOptions;
 use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::conv_shape::{ConvShape, contiguous};
+use crate::conv_shape::{ConvShape, add_bias, bias_fits, contiguous};
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("tensor_core_conv.cu"));
@@ -254,17 +255,14 @@ pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTens
     if g.co != CO
         || g.ci % CIB != 0
         || crate::conv::tch_is_channels_last(t)
-        || bias.is_some_and(|b| b.tensor.size() != [CO] || b.tensor.device() != t.device() || b.tensor.kind() != t.kind())
+        || !bias_fits(bias, CO, t)
     {
         return None;
     }
     let kernels = PROGRAM.kernels(g.device).ok()?;
     let (x, weight) = (contiguous(x), contiguous(weight));
-    let mut y = conv_f16(&kernels, g.device, &x.tensor, &weight.tensor, CO, g.k, false)?;
-    if let Some(b) = bias {
-        let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
-    }
-    Some(TchTensor::new(y))
+    let y = conv_f16(&kernels, g.device, &x.tensor, &weight.tensor, CO, g.k, false)?;
+    Some(add_bias(y, bias))
 }
 
 /// LibTorch's (transposed, for the input gradient) convolution of `x` by `w` with stride 1 and
