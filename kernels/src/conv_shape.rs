@@ -1,6 +1,7 @@
 //! What the convolution kernels of our own on LibTorch's CUDA tensors share
 //! ([`crate::one_input_channel_conv`], [`crate::one_channel_conv`], [`crate::tensor_core_conv`]):
-//! the geometry they all take, checked in one place, and what their backward keeps of an input.
+//! the geometry they all take, checked in one place, what their backward keeps of an input, and
+//! the bias their inference paths add.
 
 use burn::backend::libtorch::TchTensor;
 use burn::tensor::ops::ConvOptions;
@@ -67,4 +68,18 @@ impl ConvShape {
 /// contiguous copy (held as Burn's tensor too: tch's are not `Sync`).
 pub(crate) fn contiguous(t: &TchTensor) -> TchTensor {
     if t.tensor.is_contiguous() { t.clone() } else { TchTensor::new(t.tensor.contiguous()) }
+}
+
+/// Whether `bias` (if any) is one an inference path of ours adds after its kernel ([`add_bias`]):
+/// `co` values on the device and of the kind of the input `x`.
+pub(crate) fn bias_fits(bias: Option<&TchTensor>, co: i64, x: &Tensor) -> bool {
+    bias.is_none_or(|b| b.tensor.size() == [co] && b.tensor.device() == x.device() && b.tensor.kind() == x.kind())
+}
+
+/// `y` (N, C, H, W) plus the per-channel `bias`, in place, where there is one.
+pub(crate) fn add_bias(mut y: Tensor, bias: Option<&TchTensor>) -> TchTensor {
+    if let Some(b) = bias {
+        let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
+    }
+    TchTensor::new(y)
 }

@@ -41,7 +41,7 @@ use burn::tensor::ops::ConvOptions;
 use tch::{Kind, Tensor};
 
 use crate::conv_grad::ConvGraph;
-use crate::conv_shape::{ConvShape, contiguous};
+use crate::conv_shape::{ConvShape, add_bias, bias_fits, contiguous};
 use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("one_input_channel_conv.cu"));
@@ -158,14 +158,11 @@ pub(crate) fn inference(
     options: &ConvOptions<2>,
     allow_tf32: bool,
 ) -> Option<TchTensor> {
-    if bias.is_some_and(|b| b.tensor.size() != [weight.tensor.size()[0]] || b.tensor.device() != x.tensor.device() || b.tensor.kind() != x.tensor.kind()) {
+    if !bias_fits(bias, weight.tensor.size()[0], &x.tensor) {
         return None;
     }
-    let (.., mut y) = launch_forward(x, &weight.tensor, options, allow_tf32)?;
-    if let Some(b) = bias {
-        let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));
-    }
-    Some(TchTensor::new(y))
+    let (.., y) = launch_forward(x, &weight.tensor, options, allow_tf32)?;
+    Some(add_bias(y, bias))
 }
 
 /// Checks that the kernels take `x` and `w` (see the module docs; f32 only where `allow_tf32`)

@@ -358,6 +358,20 @@ fn conv_and_grads(
     out
 }
 
+/// `conv2d(x, w) + bias` outside autodiff (inference) with `choice`'s kernels, computed in
+/// `dtype`, stride 1, "same" padding for w's (square) kernel.
+fn inference_with_bias(
+    choice: vsr_kernels::nvrtc::TchKernels,
+    [x, w]: [&burn::tensor::Tensor<B, 4>; 2],
+    bias: &burn::tensor::Tensor<B, 1>,
+    dtype: burn::tensor::DType,
+) -> Vec<f32> {
+    vsr_kernels::nvrtc::set_tch_kernels(choice);
+    let p = (w.dims()[3] - 1) / 2;
+    let options = burn::tensor::ops::ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+    values(vsr_kernels::conv::conv2d(x.clone().cast(dtype), w.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
+}
+
 /// `ours` against the f64 definition `exact` (within `tol_exact` of its largest magnitude) and
 /// against LibTorch's result in the same precision `theirs` (`tol_theirs`), printing how far
 /// LibTorch's is from the definition.
@@ -502,7 +516,6 @@ fn own_kernels_take_unaligned_views() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_one_input_channel_conv_matches_cudnn() {
-    use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
     use vsr_kernels::conv::{ConvPrecision, set_conv_precision};
     use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
@@ -542,12 +555,7 @@ fn own_one_input_channel_conv_matches_cudnn() {
             }
             // Outside autodiff (inference), with a bias: the forward kernel, then the bias.
             let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
-            let infer = |choice: TchKernels, dtype: DType| {
-                set_tch_kernels(choice);
-                let p = (k - 1) / 2;
-                let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-                values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
-            };
+            let infer = |choice, dtype| inference_with_bias(choice, [&x0, &w0], &bias, dtype);
             let before = launches(&forward);
             let ours = infer(TchKernels::Own, dtype);
             assert_eq!(launches(&forward) - before, 1, "{case}: our forward ran outside autodiff");
@@ -683,7 +691,6 @@ fn own_tensor_core_conv_matches_cudnn() {
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn own_tensor_core_conv_inference_matches_definition() {
-    use burn::tensor::ops::ConvOptions;
     use burn::tensor::{DType, Distribution, Tensor};
     use vsr_kernels::nvrtc::{TchKernels, launches, set_tch_kernels};
     assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
@@ -701,12 +708,7 @@ fn own_tensor_core_conv_inference_matches_definition() {
         let random = |dims: [usize; 4], std: f64| Tensor::<B, 4>::random(dims, Distribution::Normal(0.0, std), &device).cast(dtype);
         let (x0, w0) = (random(shape, 1.0), random([cout, shape[1], k, k], 0.02));
         let bias = Tensor::<B, 1>::random([cout], Distribution::Normal(0.0, 1.0), &device).cast(dtype);
-        let infer = |choice: TchKernels, dtype: DType| {
-            set_tch_kernels(choice);
-            let p = (k - 1) / 2;
-            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
-            values(vsr_kernels::conv::conv2d(x0.clone().cast(dtype), w0.clone().cast(dtype), Some(bias.clone().cast(dtype)), options))
-        };
+        let infer = |choice, dtype| inference_with_bias(choice, [&x0, &w0], &bias, dtype);
         let before = launches("tcc_conv_f16");
         let ours = infer(TchKernels::Own, dtype);
         assert_eq!(launches("tcc_conv_f16") - before, applies as usize, "{case}: our kernel ran where, and only where, it applies");
