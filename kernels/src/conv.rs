@@ -761,15 +761,26 @@ fn conv2d_module_with<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>, with_bi
     let (x, padding) = if top == bottom && left == right {
         (x, [top, left])
     } else {
-        let x = x.pad(
-            (left, right, top, bottom),
-            burn::tensor::ops::PadMode::Constant(0.0),
-        );
-        (x, [0, 0])
+        (pad_zeros(x, [top, bottom], [left, right]), [0, 0])
     };
     let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
     let bias = conv.bias.as_ref().filter(|_| with_bias).map(|b| b.val());
     conv2d(x, conv.weight.val(), bias, options)
+}
+
+/// `x` (N, C, H, W) with `rows` (top, bottom) and `cols` (left, right) zeros around each image, in
+/// the dtype of `x`. Burn's `pad` fills a tensor of the *default* float dtype and assigns `x` into
+/// it: with an f16 `x` that is a dtype mismatch, which Burn's fusion rejects (`DTypeMismatch`, a
+/// panic: the fp16 training step on CUDA with the tap-product weight gradient died of it) and
+/// LibTorch silently promotes to f32.
+pub fn pad_zeros<B: Backend>(x: Tensor<B, 4>, rows: [usize; 2], cols: [usize; 2]) -> Tensor<B, 4> {
+    if rows == [0, 0] && cols == [0, 0] {
+        return x;
+    }
+    let [n, c, h, w] = x.dims();
+    let (device, dtype) = (x.device(), x.dtype());
+    Tensor::zeros([n, c, h + rows[0] + rows[1], w + cols[0] + cols[1]], (&device, dtype))
+        .slice_assign([0..n, 0..c, rows[0]..rows[0] + h, cols[0]..cols[0] + w], x)
 }
 
 /// `conv.forward(x)` at the current [`conv_precision`].

@@ -29,7 +29,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
+use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{Tensor, TensorMetadata, TensorPrimitive, backend::Backend};
 
 use crate::conv::{BatchNormAct, ConvBackend, ConvPrecision, conv_precision};
@@ -136,13 +136,7 @@ fn weight_grad_taps<B: Backend>(
     let [_, _, ho, wo] = dy.dims();
     let [ph, pw] = options.padding;
     let [dh, dw] = options.dilation;
-    let dtype = x.dtype();
-    let x = if ph > 0 || pw > 0 {
-        // (burn-tch pads with zeros of the default float dtype: keep the input's)
-        x.pad((pw, pw, ph, ph), PadMode::Constant(0.0)).cast(dtype)
-    } else {
-        x
-    };
+    let x = crate::conv::pad_zeros(x, [ph, ph], [pw, pw]);
     // Split the reduction (sample, row, column) into b * s blocks of r rows: batch dims.
     let r = row_block(b, ho, target_blocks);
     let s = ho / r;

@@ -48,6 +48,7 @@ on_both! {
     batch_norm_ops => common::check_batch_norm_ops;
     leaky_relu => common::check_leaky_relu;
     bias_leaky_relu => common::check_bias_leaky_relu;
+    taps_f16 => common::check_taps_f16;
 }
 
 #[test]

@@ -3,14 +3,15 @@
 # Compute records every CUDA kernel's duration (one metric, clocks left alone), then the kernels
 # are summed by name into $OUT/ncu_summary.txt (top 40; the raw CSV as $OUT/ncu.csv.gz). The
 # run is one warm-up step and one timed step plus the per-stage timings (3 each), so the summary
-# mixes them; the kernel names tell the layers apart. PRECISION (fp16), BATCH (3), LIMIT (s).
+# mixes them; the kernel names tell the layers apart. PRECISION (fp16), BATCH (3), LIMIT (s),
+# BACKEND (tch; cuda: CubeCL, whose Adam is not one kernel, so "one step" is not cut out).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 0; }
 timeout "${LIMIT:-200}" "$NCU" --clock-control none --metrics gpu__time_duration.sum --print-units base --csv --log-file "$OUT/ncu.csv" \
-  .gpu/vsr-tch bench step --backend tch --precision "${PRECISION:-fp16}" --batch "${BATCH:-3}" --flownet "$FLOWNET" \
+  .gpu/vsr-tch bench step --backend "${BACKEND:-tch}" --precision "${PRECISION:-fp16}" --batch "${BATCH:-3}" --flownet "$FLOWNET" \
   --warmup 1 --iters 1 >"$OUT/ncu_run.log" 2>&1 || echo "   ncu: exit $?"
 $PY - "$OUT/ncu.csv" >"$OUT/ncu_summary.txt" <<'PY'
 import csv, sys, collections

@@ -756,3 +756,42 @@ pub fn check_bias_leaky_relu<B: vsr_kernels::conv::ConvBackend>(device: &B::Devi
     close(x.grad(&g).unwrap(), x2.grad(&g2).unwrap(), "x gradient");
     close(b.grad(&g).unwrap().reshape([1, c, 1, 1]), b2.grad(&g2).unwrap().reshape([1, c, 1, 1]), "bias gradient");
 }
+
+/// The tap-product weight gradient (`VSR_WGRAD=taps`) on f16 tensors: f16 out, and the f32
+/// gradient to f16's precision. Its input is zero-padded first: Burn's `pad` builds the padded
+/// tensor in the default float dtype (f32), which fusion rejects with a panic for an f16 input
+/// (the fp16 training step on CUDA died of it). Also the padding helper itself, asymmetric.
+pub fn check_taps_f16<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ops::ConvOptions;
+    use vsr_kernels::conv::pad_zeros;
+    use vsr_kernels::conv_grad::conv2d_weight_grad_taps;
+    let x = random::<B>([2, 3, 9, 11], -1.0, 1.0, device);
+    let padded = pad_zeros(x.clone().cast(DType::F16), [1, 2], [3, 0]);
+    assert_eq!(padded.dtype(), DType::F16);
+    assert_eq!(padded.dims(), [2, 3, 12, 14]);
+    let inner = padded.clone().slice([0..2, 0..3, 1..10, 3..14]).cast(DType::F32);
+    assert_close("pad_zeros inside", &values(inner), &values(x.clone().cast(DType::F16).cast(DType::F32)), 0.0, 0.0);
+    let total: f32 = values(padded.cast(DType::F32)).iter().map(|v| v.abs()).sum();
+    let inside: f32 = values(x.clone().cast(DType::F16).cast(DType::F32)).iter().map(|v| v.abs()).sum();
+    assert!((total - inside).abs() <= 1e-3 * inside, "pad_zeros: non-zero border ({total} vs {inside})");
+
+    let w = random::<B>([4, 3, 5, 5], -1.0, 1.0, device);
+    let dy = random::<B>([2, 4, 9, 11], -1.0, 1.0, device);
+    let options = ConvOptions::new([1, 1], [2, 2], [1, 1], 1);
+    let grad = |x: Tensor<B, 4>, w: Tensor<B, 4>, dy: Tensor<B, 4>| -> Tensor<B, 4> {
+        let g = conv2d_weight_grad_taps::<B>(
+            x.into_primitive().tensor(),
+            w.into_primitive().tensor(),
+            dy.into_primitive().tensor(),
+            options.clone(),
+        );
+        Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(g))
+    };
+    let h = |t: &Tensor<B, 4>| t.clone().cast(DType::F16);
+    let g16 = grad(h(&x), h(&w), h(&dy));
+    assert_eq!(g16.dtype(), DType::F16);
+    let f = |t: &Tensor<B, 4>| h(t).cast(DType::F32);
+    let g32 = grad(f(&x), f(&w), f(&dy));
+    // sums of 198 products of f16 values, accumulated in f16 at worst
+    assert_close("taps f16", &values(g16.cast(DType::F32)), &values(g32), 1e-2, 5e-2);
+}
