@@ -100,6 +100,12 @@ pub trait ConvBackend: Backend {
         <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options)
     }
 
+    /// The weight gradient of training convolutions where `VSR_WGRAD` does not choose one and the
+    /// backend has no graph of its own ([`crate::conv_grad::weight_grad_for`]): Burn's
+    /// `conv2d_weight_backward` (CPU); CubeCL backends override it with the tap products (see
+    /// `crate::cube`'s `ConvBackend` for the measurements).
+    const WEIGHT_GRAD: crate::conv_grad::WeightGrad = crate::conv_grad::WeightGrad::Burn;
+
     /// Whether the backend runs training layers under its own autograd ([`ConvBackend::conv2d_graph`],
     /// [`ConvBackend::batch_norm_graph`], [`ConvBackend::graph_backward`]): training convolutions
     /// and BatchNorm then take their backward from it (see [`crate::conv_grad`]).

@@ -15,8 +15,10 @@
 //! * **Tap products** ([`WeightGrad::Taps`], `VSR_WGRAD=taps`): `dW[:, :, i, j] = dY ·
 //!   shift_ij(X)ᵀ`, one batched matrix product per group of taps, the reduction over batch and
 //!   output pixels split into row blocks (split-K) so that the product has enough independent
-//!   blocks to fill a GPU. Any backend; for CubeCL backends as an alternative to Burn's
-//!   autotuned implicit-GEMM weight gradient (`vsr bench conv` compares them).
+//!   blocks to fill a GPU. Any backend; the default on CubeCL backends
+//!   ([`ConvBackend::WEIGHT_GRAD`]): faster there than Burn's autotuned weight gradient, and
+//!   no minute of tuning it at the first step (`VSR_WGRAD=burn` brings Burn's back; `vsr bench
+//!   conv` compares them).
 //!
 //! Elsewhere the training convolution is Burn's own, forward and backward.
 
@@ -55,17 +57,22 @@ impl std::str::FromStr for WeightGrad {
     }
 }
 
-/// The weight gradient chosen by the environment variable `VSR_WGRAD` (`burn` or `taps`),
-/// [`WeightGrad::Burn`] when unset.
+/// The weight gradient chosen by the environment variable `VSR_WGRAD` (`burn` or `taps`), `None`
+/// when unset.
 ///
 /// # Panics
 /// If `VSR_WGRAD` holds anything else (a typo must not silently change what is measured).
-pub fn weight_grad_mode() -> WeightGrad {
-    static MODE: std::sync::OnceLock<WeightGrad> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("VSR_WGRAD") {
-        Ok(v) => v.parse().unwrap_or_else(|e| panic!("VSR_WGRAD: {e}")),
-        Err(_) => WeightGrad::Burn,
+pub fn weight_grad_mode() -> Option<WeightGrad> {
+    static MODE: std::sync::OnceLock<Option<WeightGrad>> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| {
+        std::env::var("VSR_WGRAD").ok().map(|v| v.parse().unwrap_or_else(|e| panic!("VSR_WGRAD: {e}")))
     })
+}
+
+/// The weight gradient of training convolutions on `B` (where it has no graph of its own):
+/// `VSR_WGRAD` if set, else the backend's [`ConvBackend::WEIGHT_GRAD`].
+pub fn weight_grad_for<B: ConvBackend>() -> WeightGrad {
+    weight_grad_mode().unwrap_or(B::WEIGHT_GRAD)
 }
 
 /// A backend's saved forward of a training convolution, consumed by
@@ -216,7 +223,7 @@ impl<B: ConvBackend, const N: usize> Backward<B, N> for GraphBackward {
 }
 
 /// `conv2d` under autodiff: the backend's own graph where it has one, else the tap-product weight
-/// gradient if chosen ([`weight_grad_mode`]), else Burn's convolution. The bias (if any) is added
+/// gradient if chosen ([`weight_grad_for`]), else Burn's convolution. The bias (if any) is added
 /// with tensor ops in the first two cases, so its gradient is autodiff's sum.
 pub(crate) fn conv2d_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
@@ -224,7 +231,7 @@ pub(crate) fn conv2d_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     bias: Option<FloatTensor<Autodiff<B, C>>>,
     options: ConvOptions<2>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    conv2d_autodiff_with::<B, C>(x, weight, bias, options, weight_grad_mode())
+    conv2d_autodiff_with::<B, C>(x, weight, bias, options, weight_grad_for::<B>())
 }
 
 fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(

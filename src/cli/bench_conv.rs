@@ -56,8 +56,8 @@ pub struct ConvRow {
 pub struct ConvResult {
     pub backend: String,
     pub precision: Precision,
-    /// The weight gradient of `train_ms`: `VSR_WGRAD` (burn or taps), or the backend's own graph
-    /// (LibTorch).
+    /// The weight gradient of `train_ms`: `VSR_WGRAD` (burn or taps), else the backend's default
+    /// (taps on CubeCL, burn elsewhere), or the backend's own graph (LibTorch).
     pub weight_grad: String,
     pub rows: Vec<ConvRow>,
 }
@@ -153,7 +153,7 @@ impl BackendTask for Bench {
             weight_grad: if <I<B> as ConvBackend>::CONV_GRAPH {
                 "the backend's own graph".into()
             } else {
-                format!("{:?}", vsr_kernels::conv_grad::weight_grad_mode()).to_lowercase()
+                format!("{:?}", vsr_kernels::conv_grad::weight_grad_for::<I<B>>()).to_lowercase()
             },
             rows,
         })

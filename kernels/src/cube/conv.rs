@@ -2,8 +2,19 @@
 //! (`ConvStrategy::Direct`, `ConvTranspose2dStrategy::Direct`: one thread per output element,
 //! f32 multiply-add), instead of autotune, whose tensor-core candidates compute in TF32.
 //! `Fusion<B>` registers them as custom operations, like the warp (see `super::fusion`).
+//!
+//! Training convolutions take their weight gradient from the tap products
+//! ([`WeightGrad::Taps`]: batched matrix products, split over row blocks) unless `VSR_WGRAD`
+//! says otherwise. Burn 0.21's own (`conv2d_weight_backward`) is autotuned among implicit GEMMs
+//! and a fallback that runs the *forward* convolution's autotune with the output gradient as the
+//! kernel (512x960 taps at VSRNet's size; one of its candidates, an im2col, asks for a 28 GB
+//! buffer and fails). Same build, same H100 (2026-11-27, `vsr bench step --backend cuda`, batch
+//! 3, 512x960, fp32): 461.3 ms a step with Burn's, 359.4 with the tap products (VSRNet forward +
+//! backward 427.7 -> 325.7 ms); first step with every other shape already tuned 99.8 s against
+//! 47.3 s (Burn's weight-gradient candidates timed at conv1-3's shapes).
 
 use crate::conv::ConvBackend;
+use crate::conv_grad::WeightGrad;
 use burn::tensor::ops::{
     ConvOptions, ConvTransposeOptions, FloatTensor,
     conv::{calculate_conv_output_size, calculate_conv_transpose_output_size},
@@ -22,6 +33,8 @@ use core::marker::PhantomData;
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBackend
     for CubeBackend<R, F, I, BT>
 {
+    const WEIGHT_GRAD: WeightGrad = WeightGrad::Taps;
+
     fn conv2d_f32(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -115,6 +128,8 @@ fn register<B: FusionBackend + ConvBackend>(
 }
 
 impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
+    const WEIGHT_GRAD: WeightGrad = B::WEIGHT_GRAD;
+
     fn conv2d_f32(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
