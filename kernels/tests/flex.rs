@@ -70,3 +70,8 @@ fn batch_norm_ops() {
 fn conv_train() {
     common::check_conv_train::<B>(&device());
 }
+
+#[test]
+fn taps_f16() {
+    common::check_taps_f16::<B>(&device());
+}

@@ -541,11 +541,11 @@ pub fn check_conv_f32<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     }
 }
 
-/// The training convolution (`vsr_kernels::conv::conv2d` under `Autodiff<B>`: LibTorch's own
-/// graph, else Burn's or the tap products as `conv_grad::weight_grad_for` says) against Burn's convolution under
-/// autodiff on the CPU backend: output and the gradients of input, weight and bias; with and
-/// without an input gradient; padding, dilation, stride, groups. The tolerance allows TF32 on
-/// GPUs (1e-3 relative per product); a wrong gradient is off by O(1).
+/// The training convolution (`vsr_kernels::conv::conv2d` under `Autodiff<B>`: LibTorch's own graph,
+/// else Burn's or the tap products as `conv_grad::weight_grad_for` says) against Burn's convolution
+/// under autodiff on the CPU backend: output and the gradients of input, weight and bias; with and
+/// without an input gradient; padding, dilation, stride, groups. The tolerance allows TF32 on GPUs
+/// (1e-3 relative per product); a wrong gradient is off by O(1).
 pub fn check_conv_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     use burn::tensor::Tolerance;
     use burn::tensor::ops::ConvOptions;
