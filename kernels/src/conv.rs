@@ -215,13 +215,59 @@ pub trait ConvBackend: Backend {
         x
     }
 
-    /// The transposed convolution of [`conv_transpose2d`]: at the current [`conv_precision`].
+    /// Whether this backend's convolutions run on a vendor library on its own buffers (cuDNN
+    /// on the CUDA backend, see `crate::cube`): then [`ConvBackend::vendor_conv2d`],
+    /// [`ConvBackend::vendor_conv_transpose2d`] and [`ConvBackend::vendor_conv2d_backward`]
+    /// compute every convolution, its gradients included.
+    fn vendor_conv() -> bool {
+        false
+    }
+
+    /// `conv2d` (plus `bias`) by the vendor library at the current [`conv_precision`]; called
+    /// only where [`ConvBackend::vendor_conv`].
+    fn vendor_conv2d(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _bias: Option<FloatTensor<Self>>,
+        _options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        unreachable!("vendor_conv2d called on a backend without vendor convolutions")
+    }
+
+    /// `conv_transpose2d` (plus `bias`) by the vendor library at the current [`conv_precision`];
+    /// called only where [`ConvBackend::vendor_conv`].
+    fn vendor_conv_transpose2d(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _bias: Option<FloatTensor<Self>>,
+        _options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        unreachable!("vendor_conv_transpose2d called on a backend without vendor convolutions")
+    }
+
+    /// Gradients of `sum(conv2d(x, weight) * output_grad)` with respect to `x` and `weight`, where
+    /// `need` says, by the vendor library; called only where [`ConvBackend::vendor_conv`].
+    fn vendor_conv2d_backward(
+        _x: FloatTensor<Self>,
+        _weight: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+        _options: ConvOptions<2>,
+        _need: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        unreachable!("vendor_conv2d_backward called on a backend without vendor convolutions")
+    }
+
+    /// The transposed convolution of [`conv_transpose2d`]: at the current [`conv_precision`], by
+    /// the vendor library where there is one.
     fn conv_transpose2d_train(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: Option<FloatTensor<Self>>,
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
+        if Self::vendor_conv() {
+            return Self::vendor_conv_transpose2d(x, weight, bias, options);
+        }
         match conv_precision() {
             ConvPrecision::Tf32 => <Self as ModuleOps<Self>>::conv_transpose2d(x, weight, bias, options),
             ConvPrecision::F32 => Self::conv_transpose2d_f32(x, weight, bias, options),

@@ -90,13 +90,17 @@ fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// Burn's `conv2d` on a backend without autodiff, at the current precision.
+/// `conv2d` on a backend without autodiff, at the current precision: the backend's vendor
+/// library where it has one, else Burn's.
 pub(crate) fn conv2d_inner<B: ConvBackend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
     options: ConvOptions<2>,
 ) -> FloatTensor<B> {
+    if B::vendor_conv() {
+        return B::vendor_conv2d(x, weight, bias, options);
+    }
     match conv_precision() {
         ConvPrecision::Tf32 => <B as ModuleOps<B>>::conv2d(x, weight, bias, options),
         ConvPrecision::F32 => B::conv2d_f32(x, weight, bias, options),
@@ -194,6 +198,16 @@ impl<B: ConvBackend> Backward<B, 2> for Conv2dBackward {
         let ConvState(x_id, w_id, options) = ops.state;
         let x: FloatTensor<B> = checkpointer.retrieve_node_output(x_id);
         let w: FloatTensor<B> = checkpointer.retrieve_node_output(w_id);
+        if B::vendor_conv() {
+            let need = [node_x.is_some(), node_w.is_some()];
+            let [gx, gw] = B::vendor_conv2d_backward(x, w, dy, options, need);
+            for (node, g) in [node_x, node_w].into_iter().zip([gx, gw]) {
+                if let (Some(node), Some(g)) = (node, g) {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+            return;
+        }
         if let Some(node) = node_x {
             let gx = B::conv2d_x_backward(x.clone(), w.clone(), dy.clone(), options.clone());
             grads.register::<B>(node.id, gx);
@@ -222,8 +236,9 @@ impl<B: ConvBackend, const N: usize> Backward<B, N> for GraphBackward {
     }
 }
 
-/// `conv2d` under autodiff: the backend's own graph where it has one, else the tap-product weight
-/// gradient if chosen ([`weight_grad_for`]), else Burn's convolution. The bias (if any) is added
+/// `conv2d` under autodiff: the backend's own graph where it has one, else its vendor library's
+/// three passes where it has one, else the tap-product weight gradient if chosen
+/// ([`weight_grad_for`]), else Burn's convolution. The bias (if any) is added
 /// with tensor ops in the first two cases, so its gradient is autodiff's sum.
 pub(crate) fn conv2d_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
@@ -241,7 +256,7 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
     options: ConvOptions<2>,
     mode: WeightGrad,
 ) -> FloatTensor<Autodiff<B, C>> {
-    if !B::CONV_GRAPH && mode == WeightGrad::Burn {
+    if !B::CONV_GRAPH && !B::vendor_conv() && mode == WeightGrad::Burn {
         return conv2d_inner::<Autodiff<B, C>>(x, weight, bias, options);
     }
     let out = if B::CONV_GRAPH {

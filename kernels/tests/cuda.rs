@@ -52,6 +52,7 @@ on_both! {
     leaky_relu => common::check_leaky_relu;
     bias_leaky_relu => common::check_bias_leaky_relu;
     taps_f16 => common::check_taps_f16;
+    vendor_conv => common::check_vendor_conv;
 }
 
 #[test]

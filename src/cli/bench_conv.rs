@@ -57,7 +57,8 @@ pub struct ConvResult {
     pub backend: String,
     pub precision: Precision,
     /// The weight gradient of `train_ms`: `VSR_WGRAD` (burn or taps), else the backend's default
-    /// (taps on CubeCL, burn elsewhere), or the backend's own graph (LibTorch).
+    /// (taps on CubeCL, burn elsewhere), the backend's own graph (LibTorch), or the vendor
+    /// library's (cuDNN on CUDA).
     pub weight_grad: String,
     pub rows: Vec<ConvRow>,
 }
@@ -115,8 +116,14 @@ impl BackendTask for Bench {
             let x = random(input);
             let wt = random([co, input[1], k, k]);
             let dy = random([input[0], co, h, w]);
-            let forward_ms = time(&mut || drop(<I<B> as ModuleOps<I<B>>>::conv2d(prim(&x), prim(&wt), None, options.clone())))?;
-            let input_grad_ms = time(&mut || drop(I::<B>::conv2d_x_backward(prim(&x), prim(&wt), prim(&dy), options.clone())))?;
+            // Forward and input gradient as training runs them (the vendor library's where the
+            // backend has one: cuDNN on CUDA).
+            let forward_ms = time(&mut || drop(vsr_kernels::conv::conv2d(x.clone(), wt.clone(), None, options.clone())))?;
+            let input_grad_ms = if <I<B> as ConvBackend>::vendor_conv() {
+                time(&mut || drop(I::<B>::vendor_conv2d_backward(prim(&x), prim(&wt), prim(&dy), options.clone(), [true, false])))?
+            } else {
+                time(&mut || drop(I::<B>::conv2d_x_backward(prim(&x), prim(&wt), prim(&dy), options.clone())))?
+            };
             let weight_grad_burn_ms = if a.skip_burn_wgrad {
                 None
             } else {
@@ -152,6 +159,8 @@ impl BackendTask for Bench {
             precision: a.precision,
             weight_grad: if <I<B> as ConvBackend>::CONV_GRAPH {
                 "the backend's own graph".into()
+            } else if <I<B> as ConvBackend>::vendor_conv() {
+                "the vendor library's (cuDNN)".into()
             } else {
                 format!("{:?}", vsr_kernels::conv_grad::weight_grad_for::<I<B>>()).to_lowercase()
             },

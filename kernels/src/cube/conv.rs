@@ -27,7 +27,7 @@ use burn_fusion::{
     Fusion, FusionBackend, FusionRuntime,
     stream::{Operation, OperationStreams},
 };
-use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 use core::marker::PhantomData;
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBackend
@@ -55,23 +55,195 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         conv_transpose2d(x, weight, bias, options, ConvTranspose2dStrategy::Direct)
             .unwrap_or_else(|e| panic!("direct conv_transpose2d: {e:?}"))
     }
+
+    fn vendor_conv() -> bool {
+        #[cfg(feature = "cuda")]
+        return cuda::is_cuda::<R>() && super::cudnn::available();
+        #[cfg(not(feature = "cuda"))]
+        false
+    }
+
+    fn vendor_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "cuda")]
+        {
+            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
+            let y = cuda::convolve::<R>(super::cudnn::Pass::Forward, g, x, weight);
+            with_bias::<R, F, I, BT>(y, bias)
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_conv2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
+    }
+
+    fn vendor_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "cuda")]
+        {
+            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+            let out = transpose_output_shape(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
+            // The transposed convolution is the input gradient of the convolution of its output
+            // (shaped `out`) by the same weight, whose output gradient is `x`.
+            let g = super::cudnn::Geometry {
+                x: out,
+                w: weight.meta.shape().dims(),
+                y: x.meta.shape().dims(),
+                padding: options.padding,
+                stride: options.stride,
+                dilation: options.dilation,
+                groups: options.groups,
+            };
+            let y = cuda::convolve::<R>(super::cudnn::Pass::Data, g, weight, x);
+            with_bias::<R, F, I, BT>(y, bias)
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_conv_transpose2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
+    }
+
+    fn vendor_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        need: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        #[cfg(feature = "cuda")]
+        {
+            use super::cudnn::Pass;
+            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
+            let gx = need[0].then(|| cuda::convolve::<R>(Pass::Data, g, weight, output_grad.clone()));
+            let gw = need[1].then(|| cuda::convolve::<R>(Pass::Filter, g, x, output_grad));
+            [gx, gw]
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_conv2d_backward without the cuda feature: {x:?} {weight:?} {output_grad:?} {options:?} {need:?}")
+    }
 }
 
-/// Options of either convolution, carried by the custom operation.
+/// The convolution of `x` by `w` as cuDNN describes it.
+#[cfg(feature = "cuda")]
+fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> super::cudnn::Geometry {
+    super::cudnn::Geometry {
+        x,
+        w,
+        y: conv_output_shape(x, w, options),
+        padding: options.padding,
+        stride: options.stride,
+        dilation: options.dilation,
+        groups: options.groups,
+    }
+}
+
+/// The output shape of the convolution of `x` by `w` (out, in / groups, kh, kw).
+fn conv_output_shape(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> [usize; 4] {
+    let size = |n: usize, k: usize, i: usize| {
+        calculate_conv_output_size(k, options.stride[i], options.padding[i], options.dilation[i], n)
+    };
+    [x[0], w[0], size(x[2], w[2], 0), size(x[3], w[3], 1)]
+}
+
+/// The output shape of the transposed convolution of `x` by `w` (Burn's layout: in, out / groups,
+/// kh, kw).
+fn transpose_output_shape(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>) -> [usize; 4] {
+    let size = |n: usize, k: usize, i: usize| {
+        calculate_conv_transpose_output_size(
+            k,
+            options.stride[i],
+            options.padding[i],
+            options.padding_out[i],
+            options.dilation[i],
+            n,
+        )
+    };
+    [x[0], w[1] * options.groups, size(x[2], w[2], 0), size(x[3], w[3], 1)]
+}
+
+/// `t` in `dtype` (a cast only where it differs).
+#[cfg(feature = "cuda")]
+fn same_dtype<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    t: FloatTensor<CubeBackend<R, F, I, BT>>,
+    dtype: burn::tensor::DType,
+) -> FloatTensor<CubeBackend<R, F, I, BT>> {
+    use burn::tensor::ops::FloatTensorOps;
+    if t.dtype == dtype {
+        return t;
+    }
+    CubeBackend::<R, F, I, BT>::float_cast(t, dtype.into())
+}
+
+/// `y` plus `bias` per channel, if any.
+#[cfg(feature = "cuda")]
+fn with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    y: FloatTensor<CubeBackend<R, F, I, BT>>,
+    bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
+) -> FloatTensor<CubeBackend<R, F, I, BT>> {
+    use burn::tensor::ops::FloatTensorOps;
+    type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let Some(bias) = bias else { return y };
+    let c = bias.meta.shape()[0];
+    let bias = same_dtype::<R, F, I, BT>(bias, y.dtype);
+    B::<R, F, I, BT>::float_add(y, B::<R, F, I, BT>::float_reshape(bias, [1, c, 1, 1].into()))
+}
+
+/// The generic CubeCL runtime seen as CUDA's (the same type, checked at run time).
+#[cfg(feature = "cuda")]
+mod cuda {
+    use std::any::Any;
+
+    use burn_cubecl::{CubeRuntime, tensor::CubeTensor};
+    use cubecl::cuda::CudaRuntime;
+
+    use crate::cube::cudnn::{Geometry, Pass, convolve as cudnn_convolve};
+
+    pub(super) fn is_cuda<R: CubeRuntime>() -> bool {
+        std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
+    }
+
+    fn cast<A: 'static, B: 'static>(t: A) -> B {
+        *(Box::new(t) as Box<dyn Any>).downcast::<B>().unwrap_or_else(|_| {
+            panic!("cuDNN convolution on a runtime other than CUDA's")
+        })
+    }
+
+    /// [`cudnn_convolve`] on `R`'s tensors, `R` being CUDA's runtime.
+    pub(super) fn convolve<R: CubeRuntime>(pass: Pass, g: Geometry, a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
+        let out = cudnn_convolve(pass, g, cast::<_, CubeTensor<CudaRuntime>>(a), cast(b));
+        cast(out)
+    }
+}
+
+/// What a custom operation computes, with its options.
 #[derive(Clone, Debug)]
 enum Kind {
+    /// [`ConvBackend::conv2d_f32`].
     Conv(ConvOptions<2>),
+    /// [`ConvBackend::conv_transpose2d_f32`].
     Transpose(ConvTransposeOptions<2>),
+    /// [`ConvBackend::vendor_conv2d`].
+    VendorConv(ConvOptions<2>),
+    /// [`ConvBackend::vendor_conv_transpose2d`].
+    VendorTranspose(ConvTransposeOptions<2>),
+    /// [`ConvBackend::vendor_conv2d_backward`] (inputs x, weight, output gradient; one output per
+    /// gradient needed).
+    VendorBackward(ConvOptions<2>, [bool; 2]),
 }
 
 #[derive(Clone, Debug)]
-struct ConvF32Op<B> {
+struct ConvOp<B> {
     desc: CustomOpIr,
     kind: Kind,
     _b: PhantomData<B>,
 }
 
-impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvF32Op<B> {
+impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvOp<B> {
     fn execute(
         &self,
         handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
@@ -83,48 +255,53 @@ impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvF32Op<B
             .map(|t| handles.get_float_tensor::<B>(t))
             .collect();
         let mut inputs = inputs.into_iter();
-        let (x, weight, bias) = (
+        let (x, weight, third) = (
             inputs.next().expect("x"),
             inputs.next().expect("weight"),
             inputs.next(),
         );
-        let out = match &self.kind {
-            Kind::Conv(options) => B::conv2d_f32(x, weight, bias, options.clone()),
-            Kind::Transpose(options) => B::conv_transpose2d_f32(x, weight, bias, options.clone()),
+        let outs: Vec<_> = match &self.kind {
+            Kind::Conv(options) => vec![B::conv2d_f32(x, weight, third, options.clone())],
+            Kind::Transpose(options) => vec![B::conv_transpose2d_f32(x, weight, third, options.clone())],
+            Kind::VendorConv(options) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
+            Kind::VendorTranspose(options) => vec![B::vendor_conv_transpose2d(x, weight, third, options.clone())],
+            Kind::VendorBackward(options, need) => {
+                let dy = third.expect("output gradient");
+                B::vendor_conv2d_backward(x, weight, dy, options.clone(), *need).into_iter().flatten().collect()
+            }
         };
-        handles.register_float_tensor::<B>(&self.desc.outputs[0].id, out);
+        for (desc, out) in self.desc.outputs.iter().zip(outs) {
+            handles.register_float_tensor::<B>(&desc.id, out);
+        }
     }
 }
 
+/// Registers `kind` on `inputs` (x, weight, then the bias or the output gradient) with outputs of
+/// `shapes`, in the dtype of x.
 fn register<B: FusionBackend + ConvBackend>(
     name: &'static str,
-    x: FloatTensor<Fusion<B>>,
-    weight: FloatTensor<Fusion<B>>,
-    bias: Option<FloatTensor<Fusion<B>>>,
-    out_shape: burn::tensor::Shape,
+    inputs: Vec<FloatTensor<Fusion<B>>>,
+    shapes: Vec<[usize; 4]>,
     kind: Kind,
-) -> FloatTensor<Fusion<B>> {
-    let client = x.client.clone();
-    let dtype = x.dtype;
-    let streams = match &bias {
-        Some(b) => OperationStreams::with_inputs([&x, &weight, b]),
-        None => OperationStreams::with_inputs([&x, &weight]),
-    };
-    let out = TensorIr::uninit(client.create_empty_handle(), out_shape, dtype);
-    let mut inputs = vec![x.into_ir(), weight.into_ir()];
-    inputs.extend(bias.map(|b| b.into_ir()));
-    let desc = CustomOpIr::new(name, &inputs, &[out]);
+) -> Vec<FloatTensor<Fusion<B>>> {
+    let client = inputs[0].client.clone();
+    let dtype = inputs[0].dtype;
+    let streams = OperationStreams::with_inputs(inputs.iter());
+    let outs: Vec<_> = shapes
+        .into_iter()
+        .map(|s| TensorIr::uninit(client.create_empty_handle(), burn::tensor::Shape::new(s), dtype))
+        .collect();
+    let inputs: Vec<_> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let desc = CustomOpIr::new(name, &inputs, &outs);
     client
-        .register(
-            streams,
-            OperationIr::Custom(desc.clone()),
-            ConvF32Op::<B> {
-                desc,
-                kind,
-                _b: PhantomData,
-            },
-        )
-        .output()
+        .register(streams, OperationIr::Custom(desc.clone()), ConvOp::<B> { desc, kind, _b: PhantomData })
+}
+
+/// `[x, weight]` and the bias, if any.
+fn operands<T>(x: T, weight: T, third: Option<T>) -> Vec<T> {
+    let mut v = vec![x, weight];
+    v.extend(third);
+    v
 }
 
 impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
@@ -136,26 +313,9 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
         bias: Option<FloatTensor<Self>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
-        let [b, _, h, w] = x.shape.dims();
-        let [cout, _, kh, kw] = weight.shape.dims();
-        let size = |n: usize, k: usize, i: usize| {
-            calculate_conv_output_size(
-                k,
-                options.stride[i],
-                options.padding[i],
-                options.dilation[i],
-                n,
-            )
-        };
-        let shape = burn::tensor::Shape::new([b, cout, size(h, kh, 0), size(w, kw, 1)]);
-        register::<B>(
-            "vsr_conv2d_f32",
-            x,
-            weight,
-            bias,
-            shape,
-            Kind::Conv(options),
-        )
+        let shape = conv_output_shape(x.shape.dims(), weight.shape.dims(), &options);
+        let mut out = register::<B>("vsr_conv2d_f32", operands(x, weight, bias), vec![shape], Kind::Conv(options));
+        out.remove(0)
     }
 
     fn conv_transpose2d_f32(
@@ -164,31 +324,63 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
         bias: Option<FloatTensor<Self>>,
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
-        let [b, _, h, w] = x.shape.dims();
-        let [_, cout_per_group, kh, kw] = weight.shape.dims();
-        let size = |n: usize, k: usize, i: usize| {
-            calculate_conv_transpose_output_size(
-                k,
-                options.stride[i],
-                options.padding[i],
-                options.padding_out[i],
-                options.dilation[i],
-                n,
-            )
-        };
-        let shape = burn::tensor::Shape::new([
-            b,
-            cout_per_group * options.groups,
-            size(h, kh, 0),
-            size(w, kw, 1),
-        ]);
-        register::<B>(
-            "vsr_conv_transpose2d_f32",
-            x,
-            weight,
-            bias,
-            shape,
-            Kind::Transpose(options),
+        let shape = transpose_output_shape(x.shape.dims(), weight.shape.dims(), &options);
+        let mut out =
+            register::<B>("vsr_conv_transpose2d_f32", operands(x, weight, bias), vec![shape], Kind::Transpose(options));
+        out.remove(0)
+    }
+
+    fn vendor_conv() -> bool {
+        B::vendor_conv()
+    }
+
+    fn vendor_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let shape = conv_output_shape(x.shape.dims(), weight.shape.dims(), &options);
+        let mut out =
+            register::<B>("vsr_vendor_conv2d", operands(x, weight, bias), vec![shape], Kind::VendorConv(options));
+        out.remove(0)
+    }
+
+    fn vendor_conv_transpose2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        let shape = transpose_output_shape(x.shape.dims(), weight.shape.dims(), &options);
+        let mut out = register::<B>(
+            "vsr_vendor_conv_transpose2d",
+            operands(x, weight, bias),
+            vec![shape],
+            Kind::VendorTranspose(options),
+        );
+        out.remove(0)
+    }
+
+    fn vendor_conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        need: [bool; 2],
+    ) -> [Option<FloatTensor<Self>>; 2] {
+        if need == [false, false] {
+            return [None, None];
+        }
+        let (xs, ws) = (x.shape.dims(), weight.shape.dims());
+        let shapes = [xs, ws].into_iter().zip(need).filter(|(_, n)| *n).map(|(s, _)| s).collect();
+        let mut outs = register::<B>(
+            "vsr_vendor_conv2d_backward",
+            vec![x, weight, output_grad],
+            shapes,
+            Kind::VendorBackward(options, need),
         )
+        .into_iter();
+        need.map(|n| if n { outs.next() } else { None })
     }
 }

@@ -4,10 +4,14 @@
 //!   float-atomic variant behind [`set_atomic_grad_img`]).
 //! * `backend`: `impl WarpBackend for CubeBackend<R, F, I, BT>`.
 //! * `fusion`: `impl WarpBackend for Fusion<B>` as a fusion custom operation.
-//! * `conv`: `impl ConvBackend` for both (f32 convolutions through Burn's direct kernels).
+//! * `conv`: `impl ConvBackend` for both (f32 convolutions through Burn's direct kernels; on
+//!   CUDA every convolution through cuDNN where it loads).
+//! * [`cudnn`]: cuDNN's convolutions on CubeCL's CUDA buffers.
 
 mod backend;
 mod conv;
+#[cfg(feature = "cuda")]
+pub mod cudnn;
 mod fusion;
 pub mod kernel;
 

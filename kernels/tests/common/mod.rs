@@ -796,3 +796,80 @@ pub fn check_taps_f16<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     // sums of 198 products of f16 values, accumulated in f16 at worst
     assert_close("taps f16", &values(g16.cast(DType::F32)), &values(g32), 1e-2, 5e-2);
 }
+
+/// The backend's vendor convolutions (`ConvBackend::vendor_conv`: cuDNN on CUDA) against Burn's
+/// on the CPU, in f32 (TF32 allowed, as trained) and f16: forward with and without bias (stride,
+/// padding, dilation, groups), FlowNetSD's transposed 4x4 / 2 and a grouped one with output
+/// padding, and both gradients. The inputs' widths are odd, so CubeCL pads their rows (the
+/// strided descriptors and the filter packing run), and one input is a transposed view (made
+/// contiguous first). Fails where the backend should have them and does not (cuDNN not loaded).
+pub fn check_vendor_conv<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor, ModuleOps};
+    use burn::tensor::{TensorPrimitive, module};
+    use vsr_kernels::conv::{conv_transpose2d, conv2d};
+    type Cpu = burn::backend::Flex;
+    assert!(B::vendor_conv(), "no vendor convolutions on this backend: is libcudnn.so.9 on the library path?");
+    let cpu = Default::default();
+    let data = |shape: [usize; 4]| Tensor::<Cpu, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &cpu).into_data();
+    let on = |d: &TensorData, dtype: DType| Tensor::<B, 4>::from_data(d.clone(), device).cast(dtype);
+    let prim = |t: Tensor<B, 4>| -> FloatTensor<B> { t.into_primitive().tensor() };
+    let back = |t: FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t));
+    for (dtype, rtol, atol) in [(DType::F32, 1e-2, 2e-2), (DType::F16, 2e-2, 5e-2)] {
+        for (xs, ws, bias, view, options) in [
+            ([2, 3, 9, 13], [4, 3, 3, 3], true, false, ConvOptions::new([2, 1], [1, 0], [1, 2], 1)),
+            ([1, 4, 8, 15], [6, 2, 3, 3], false, false, ConvOptions::new([1, 1], [1, 1], [1, 1], 2)),
+            ([2, 5, 7, 9], [3, 5, 5, 5], true, true, ConvOptions::new([1, 1], [2, 2], [1, 1], 1)),
+        ] {
+            let name = format!("{dtype:?} conv2d x {xs:?} w {ws:?} {options:?}");
+            let (xd, wd) = (data(xs), data(ws));
+            let bd = Tensor::<Cpu, 1>::random([ws[0]], Distribution::Uniform(-1.0, 1.0), &cpu).into_data();
+            let x = if view {
+                // The same values, as a view with C last in memory.
+                let t = Tensor::<Cpu, 4>::from_data(xd.clone(), &cpu).permute([0, 2, 3, 1]).into_data();
+                Tensor::<B, 4>::from_data(t, device).cast(dtype).permute([0, 3, 1, 2])
+            } else {
+                on(&xd, dtype)
+            };
+            let b = bias.then(|| Tensor::<B, 1>::from_data(bd.clone(), device).cast(dtype));
+            let got = conv2d(x.clone(), on(&wd, dtype), b, options.clone());
+            let (xc, wc) = (Tensor::<Cpu, 4>::from_data(xd.clone(), &cpu), Tensor::<Cpu, 4>::from_data(wd.clone(), &cpu));
+            let want = module::conv2d(xc.clone(), wc.clone(), bias.then(|| Tensor::from_data(bd.clone(), &cpu)), options.clone());
+            assert_eq!((got.dims(), got.dtype()), (want.dims(), dtype), "{name}: shape, dtype");
+            assert_close(&name, &values(got.cast(DType::F32)), &values(want.clone()), rtol, atol);
+
+            // Both gradients of sum(conv2d(x, w) * dy).
+            let dyd = data(want.dims());
+            let [gx, gw] = B::vendor_conv2d_backward(prim(x), prim(on(&wd, dtype)), prim(on(&dyd, dtype)), options.clone(), [true, true]);
+            let dyc = Tensor::<Cpu, 4>::from_data(dyd, &cpu);
+            let prim_c = |t: Tensor<Cpu, 4>| -> FloatTensor<Cpu> { t.into_primitive().tensor() };
+            let want_gx = Cpu::conv2d_x_backward(prim_c(xc.clone()), prim_c(wc.clone()), prim_c(dyc.clone()), options.clone());
+            let want_gw = Cpu::conv2d_weight_backward(prim_c(xc), prim_c(wc), prim_c(dyc), options.clone());
+            let cpu_t = |t| Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(t));
+            for (what, g, w) in [("input", gx, want_gx), ("weight", gw, want_gw)] {
+                let g = back(g.unwrap_or_else(|| panic!("{name}: {what} gradient missing")));
+                assert_eq!(g.dtype(), dtype, "{name}: {what} gradient dtype");
+                // a weight gradient sums up to 2 * 9 * 13 products: scale the tolerance
+                let scale = if what == "weight" { 4.0 } else { 1.0 };
+                assert_close(&format!("{name}: {what} gradient"), &values(g.cast(DType::F32)), &values(cpu_t(w)), rtol, atol * scale);
+            }
+        }
+        for (xs, ws, bias, options) in [
+            ([2, 3, 5, 15], [3, 2, 4, 4], true, ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1)),
+            ([1, 4, 4, 5], [4, 3, 3, 3], false, ConvTransposeOptions::new([2, 3], [1, 0], [1, 2], [1, 1], 2)),
+        ] {
+            let name = format!("{dtype:?} conv_transpose2d x {xs:?} w {ws:?} {options:?}");
+            let (xd, wd) = (data(xs), data(ws));
+            let bd = Tensor::<Cpu, 1>::random([ws[1] * options.groups], Distribution::Uniform(-1.0, 1.0), &cpu).into_data();
+            let b = bias.then(|| Tensor::<B, 1>::from_data(bd.clone(), device).cast(dtype));
+            let got = conv_transpose2d(on(&xd, dtype), on(&wd, dtype), b, options.clone());
+            let want = module::conv_transpose2d(
+                Tensor::<Cpu, 4>::from_data(xd, &cpu),
+                Tensor::<Cpu, 4>::from_data(wd, &cpu),
+                bias.then(|| Tensor::from_data(bd, &cpu)),
+                options.clone(),
+            );
+            assert_eq!((got.dims(), got.dtype()), (want.dims(), dtype), "{name}: shape, dtype");
+            assert_close(&name, &values(got.cast(DType::F32)), &values(want), rtol, atol);
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! cuDNN's convolutions on the CUDA backend's own (CubeCL) buffers.
+//!
+//! Burn 0.21's CubeCL convolutions ran this model's training step at 359 ms (fp32) and 231 ms
+//! (fp16) on an H100, against 24.7 and 13.5 ms on LibTorch, and FlowNetSD's forward alone took
+//! longer than LibTorch's whole step (docs/benchmarks.md, session 12). The CUDA backend therefore
+//! runs every convolution (forward, input and weight gradient, transposed) through cuDNN, loaded at
+//! run time (`libcudnn.so.9`, as PyTorch ships it) and called on the device pointers of the
+//! `CubeTensor`s; everything else stays on CubeCL. Without cuDNN, or with `VSR_CUDNN=0`, the
+//! convolutions stay on Burn's kernels.
+//!
+//! How it meets CubeCL: `ComputeClient::get_resource` gives a buffer's device pointer (offset
+//! included), in CubeCL's primary context. CubeCL's streams are private, so a call first makes
+//! CubeCL's stream wait for everything queued (the inputs' producers included: `get_resource`
+//! orders other streams' writes before the current one's), runs cuDNN on a stream of its own,
+//! and waits for that stream before handing the result back; the cost is a host round trip per
+//! call. Results are dense NCHW buffers. Inputs of other layouts (CubeCL pads the rows of 4-d
+//! allocations to an alignment: widths such as FlowNetSD's 15 or 30) are packed into a copy
+//! first (`cudnnTransformTensor`): cuDNN's backward passes reject padded rows (every algorithm
+//! `NOT_SUPPORTED`, measured), and its filters are packed by definition.
+//!
+//! Arithmetic follows PyTorch: f32 under [`ConvPrecision::Tf32`] with `CUDNN_DEFAULT_MATH`
+//! (TF32 allowed, `allow_tf32`), under [`ConvPrecision::F32`] with `CUDNN_FMA_MATH`; f16 and
+//! bf16 with tensor-core math and f32 accumulation. Algorithms are chosen as PyTorch's benchmark
+//! mode chooses them (`cudnnFind*`: all timed once per shape, the fastest that needs at most
+//! [`MAX_WORKSPACE`] bytes of workspace), restricted to deterministic ones so that two runs of
+//! the same seed give the same bits (the same algorithm being chosen).
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::DType;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::cuda::CudaRuntime;
+use cudarc::cudnn::sys;
+use cudarc::driver::{result as drv, sys as dsys};
+
+use crate::conv::{ConvPrecision, conv_precision};
+
+type Tensor = CubeTensor<CudaRuntime>;
+
+/// Most workspace an algorithm may ask for (bytes).
+pub const MAX_WORKSPACE: usize = 1 << 30;
+
+/// Whether the CUDA backend's convolutions run on cuDNN: `libcudnn` 9 loads and `VSR_CUDNN` is
+/// not `0` / `off`. Says why on stderr once when not.
+pub fn available() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        if matches!(std::env::var("VSR_CUDNN").as_deref(), Ok("0" | "off" | "false")) {
+            return false;
+        }
+        // SAFETY: only loads the library (no cuDNN call).
+        if !unsafe { sys::is_culib_present() } {
+            eprintln!(
+                "note: cuDNN (libcudnn.so.9) was not found on the library path: the CUDA backend's \
+                 convolutions run on CubeCL's kernels, an order of magnitude slower (README: GPU set-up)"
+            );
+            return false;
+        }
+        // (cudarc's `version_check` compares the sub-libraries with the version its bindings were
+        // generated for and fails on PyTorch's cuDNN 9 builds; PyTorch does not check either.)
+        let v = cudarc::cudnn::result::get_version();
+        if v / 10000 != 9 {
+            eprintln!("note: cuDNN {v} loaded; vsr's bindings are cuDNN 9's: convolutions run on CubeCL's kernels");
+            return false;
+        }
+        true
+    })
+}
+
+/// cuDNN's version (major * 10000 + minor * 100 + patch), where [`available`].
+pub fn version() -> Option<usize> {
+    available().then(cudarc::cudnn::result::get_version)
+}
+
+/// One device's cuDNN handle and stream, in CubeCL's (primary) context.
+struct Gpu {
+    ctx: dsys::CUcontext,
+    stream: dsys::CUstream,
+    handle: sys::cudnnHandle_t,
+}
+
+// SAFETY: the handle and stream are used under the device's mutex only.
+unsafe impl Send for Gpu {}
+
+fn gpu(index: usize) -> &'static Mutex<Gpu> {
+    static GPUS: Mutex<Vec<(usize, &'static Mutex<Gpu>)>> = Mutex::new(Vec::new());
+    let mut gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, g)) = gpus.iter().find(|(i, _)| *i == index) {
+        return g;
+    }
+    let fail = |what: &str, e: &dyn std::fmt::Debug| -> ! {
+        panic!("cuDNN on CUDA device {index}: {what} failed: {e:?}")
+    };
+    // SAFETY: plain driver and cuDNN set-up calls; CubeCL already initialised the driver.
+    let g = unsafe {
+        let dev = drv::device::get(index as i32).unwrap_or_else(|e| fail("cuDeviceGet", &e));
+        let ctx = drv::primary_ctx::retain(dev).unwrap_or_else(|e| fail("cuDevicePrimaryCtxRetain", &e));
+        drv::ctx::set_current(ctx).unwrap_or_else(|e| fail("cuCtxSetCurrent", &e));
+        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
+            .unwrap_or_else(|e| fail("cuStreamCreate", &e));
+        let handle = cudarc::cudnn::result::create_handle().unwrap_or_else(|e| fail("cudnnCreate", &e));
+        cudarc::cudnn::result::set_stream(handle, stream as sys::cudaStream_t)
+            .unwrap_or_else(|e| fail("cudnnSetStream", &e));
+        Gpu { ctx, stream, handle }
+    };
+    let g: &'static Mutex<Gpu> = Box::leak(Box::new(Mutex::new(g)));
+    gpus.push((index, g));
+    g
+}
+
+/// What a call computes, in cuDNN's terms: the convolution `y = conv(x, w)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Pass {
+    /// `y` from `x` and `w`.
+    Forward,
+    /// `dx` from `w` and `dy` (also a transposed convolution's forward).
+    Data,
+    /// `dw` from `x` and `dy`.
+    Filter,
+}
+
+/// A convolution's geometry: `x` (N, C, H, W) by `w` (K, C / groups, R, S) to `y` (N, K, P, Q).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    pub x: [usize; 4],
+    pub w: [usize; 4],
+    pub y: [usize; 4],
+    pub padding: [usize; 2],
+    pub stride: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    pass: Pass,
+    geometry: Geometry,
+    dtype: DType,
+    math: u32,
+}
+
+/// A chosen algorithm, of its pass.
+#[derive(Debug, Clone, Copy)]
+enum Algo {
+    Forward(sys::cudnnConvolutionFwdAlgo_t),
+    Data(sys::cudnnConvolutionBwdDataAlgo_t),
+    Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
+}
+
+/// The chosen algorithm and the workspace it needs.
+#[derive(Debug, Clone, Copy)]
+struct Choice {
+    algo: Algo,
+    workspace: usize,
+}
+
+fn algorithms() -> &'static Mutex<HashMap<Key, Choice>> {
+    static ALGOS: OnceLock<Mutex<HashMap<Key, Choice>>> = OnceLock::new();
+    ALGOS.get_or_init(Default::default)
+}
+
+fn data_type(dtype: DType) -> sys::cudnnDataType_t {
+    match dtype {
+        DType::F32 => sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+        DType::F16 => sys::cudnnDataType_t::CUDNN_DATA_HALF,
+        DType::BF16 => sys::cudnnDataType_t::CUDNN_DATA_BFLOAT16,
+        other => panic!("cuDNN convolution: unsupported dtype {other:?}"),
+    }
+}
+
+fn math(dtype: DType) -> sys::cudnnMathType_t {
+    match (dtype, conv_precision()) {
+        (DType::F32, ConvPrecision::Tf32) => sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+        (DType::F32, ConvPrecision::F32) => sys::cudnnMathType_t::CUDNN_FMA_MATH,
+        _ => sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH,
+    }
+}
+
+fn check(status: sys::cudnnStatus_t, what: &str, geometry: &Geometry, dtype: DType) {
+    if status != sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS {
+        panic!("cuDNN {what} ({dtype:?}, {geometry:?}): {status:?}");
+    }
+}
+
+struct TensorDesc(sys::cudnnTensorDescriptor_t);
+
+impl TensorDesc {
+    fn new(dtype: DType, dims: [usize; 4], strides: [usize; 4]) -> Self {
+        let d = cudarc::cudnn::result::create_tensor_descriptor().expect("cudnnCreateTensorDescriptor");
+        let dims = dims.map(|v| v as i32);
+        let strides = strides.map(|v| v as i32);
+        // SAFETY: `d` was just created; four dims and strides.
+        unsafe { cudarc::cudnn::result::set_tensornd_descriptor(d, data_type(dtype), 4, dims.as_ptr(), strides.as_ptr()) }
+            .unwrap_or_else(|e| panic!("cudnnSetTensorNdDescriptor({dims:?}, {strides:?}): {e:?}"));
+        Self(d)
+    }
+}
+
+impl Drop for TensorDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `new`, destroyed once.
+        let _ = unsafe { cudarc::cudnn::result::destroy_tensor_descriptor(self.0) };
+    }
+}
+
+struct FilterDesc(sys::cudnnFilterDescriptor_t);
+
+impl FilterDesc {
+    fn new(dtype: DType, dims: [usize; 4]) -> Self {
+        let d = cudarc::cudnn::result::create_filter_descriptor().expect("cudnnCreateFilterDescriptor");
+        let dims = dims.map(|v| v as i32);
+        // SAFETY: `d` was just created; four dims.
+        unsafe {
+            cudarc::cudnn::result::set_filternd_descriptor(
+                d,
+                data_type(dtype),
+                sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW,
+                4,
+                dims.as_ptr(),
+            )
+        }
+        .unwrap_or_else(|e| panic!("cudnnSetFilterNdDescriptor({dims:?}): {e:?}"));
+        Self(d)
+    }
+}
+
+impl Drop for FilterDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `new`, destroyed once.
+        let _ = unsafe { cudarc::cudnn::result::destroy_filter_descriptor(self.0) };
+    }
+}
+
+struct ConvDesc(sys::cudnnConvolutionDescriptor_t);
+
+impl ConvDesc {
+    fn new(g: &Geometry, math: sys::cudnnMathType_t) -> Self {
+        let d = cudarc::cudnn::result::create_convolution_descriptor().expect("cudnnCreateConvolutionDescriptor");
+        let pad = g.padding.map(|v| v as i32);
+        let stride = g.stride.map(|v| v as i32);
+        let dilation = g.dilation.map(|v| v as i32);
+        // SAFETY: `d` was just created; two spatial dims.
+        unsafe {
+            cudarc::cudnn::result::set_convolutionnd_descriptor(
+                d,
+                2,
+                pad.as_ptr(),
+                stride.as_ptr(),
+                dilation.as_ptr(),
+                sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION,
+                sys::cudnnDataType_t::CUDNN_DATA_FLOAT,
+            )
+            .and_then(|_| cudarc::cudnn::result::set_convolution_math_type(d, math))
+            .and_then(|_| cudarc::cudnn::result::set_convolution_group_count(d, g.groups as i32))
+        }
+        .unwrap_or_else(|e| panic!("cuDNN convolution descriptor {g:?}: {e:?}"));
+        Self(d)
+    }
+}
+
+impl Drop for ConvDesc {
+    fn drop(&mut self) {
+        // SAFETY: created by `new`, destroyed once.
+        let _ = unsafe { cudarc::cudnn::result::destroy_convolution_descriptor(self.0) };
+    }
+}
+
+fn dims(t: &Tensor) -> [usize; 4] {
+    let s = t.meta.shape();
+    assert_eq!(s.num_dims(), 4, "cuDNN convolution: a 4-d tensor, got {:?}", s);
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn strides(t: &Tensor) -> [usize; 4] {
+    let s = t.meta.strides();
+    [s[0], s[1], s[2], s[3]]
+}
+
+fn dense_strides([_, c, h, w]: [usize; 4]) -> [usize; 4] {
+    [c * h * w, h * w, w, 1]
+}
+
+/// Whether cuDNN can read `t` through a tensor descriptor: positive strides in NCHW order (any
+/// padding between rows or planes).
+fn describable(t: &Tensor) -> bool {
+    let (d, s) = (dims(t), strides(t));
+    s[3] == 1 && s[2] >= d[3] && s[1] >= d[2] * s[2] && s[0] >= d[1] * s[1]
+}
+
+/// A new dense (N, C, H, W) tensor of `dims` on `like`'s device; its contents are undefined.
+fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
+    let bytes = dims.iter().product::<usize>() * dtype.size();
+    let handle = like.client.empty(bytes.max(1));
+    Tensor::new_contiguous(like.client.clone(), like.device.clone(), dims.into(), handle, dtype)
+}
+
+fn ptr(t: &Tensor) -> (u64, impl Sized + use<>) {
+    let r = t
+        .client
+        .get_resource(t.handle.clone())
+        .unwrap_or_else(|e| panic!("cuDNN convolution: CubeCL buffer: {e:?}"));
+    (r.resource().ptr, r)
+}
+
+/// Runs `pass` of the convolution `geometry` in `dtype`: writes the pass's output (`y`, `dx` or
+/// `dw`, a dense tensor it allocates) from the two inputs. `a`, `b` are (`x`, `w`) for
+/// [`Pass::Forward`], (`w`, `dy`) for [`Pass::Data`], (`x`, `dy`) for [`Pass::Filter`].
+pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor {
+    let dtype = a.dtype;
+    assert_eq!(dtype, b.dtype, "cuDNN convolution: operands of one dtype");
+    let g = geometry;
+    let out_dims = match pass {
+        Pass::Forward => g.y,
+        Pass::Data => g.x,
+        Pass::Filter => g.w,
+    };
+    // Operands cuDNN cannot describe (a permuted view) are made contiguous by CubeCL first.
+    let fix = |t: Tensor| if describable(&t) { t } else { burn_cubecl::kernel::into_contiguous(t) };
+    let (a, b) = (fix(a), fix(b));
+    let out = empty(&a, out_dims, dtype);
+    // cuDNN's backward passes take packed operands only (its forward strided ones too, but
+    // packed runs the same kernels): operands with padded rows are packed into a copy first.
+    let (a_dims, b_dims) = match pass {
+        Pass::Forward => (g.x, g.w),
+        Pass::Data => (g.w, g.y),
+        Pass::Filter => (g.x, g.y),
+    };
+    let pack = |t: &Tensor, d: [usize; 4]| (strides(t) != dense_strides(d)).then(|| empty(t, d, dtype));
+    let (a_pack, b_pack) = (pack(&a, a_dims), pack(&b, b_dims));
+    let math = math(dtype);
+    let key = Key { pass, geometry: g, dtype, math: math as u32 };
+
+    // Device pointers (this orders the inputs' producers on CubeCL's stream), then wait for it.
+    let (pa, _ra) = ptr(&a);
+    let (pb, _rb) = ptr(&b);
+    let (po, _ro) = ptr(&out);
+    let a_pack_ptr = a_pack.as_ref().map(ptr);
+    let b_pack_ptr = b_pack.as_ref().map(ptr);
+    let index = a.device.index;
+    cubecl::future::block_on(a.client.sync()).unwrap_or_else(|e| panic!("cuDNN convolution: CubeCL sync: {e:?}"));
+
+    let gpu = gpu(index).lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the context is CubeCL's primary context of this device.
+    unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
+    let xd = TensorDesc::new(dtype, g.x, dense_strides(g.x));
+    let yd = TensorDesc::new(dtype, g.y, dense_strides(g.y));
+    let wd = FilterDesc::new(dtype, g.w);
+    let cd = ConvDesc::new(&g, math);
+    let h = gpu.handle;
+    let one = 1f32;
+    let zero = 0f32;
+    let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
+
+    // SAFETY: every pointer is a live CubeCL buffer of at least the described extent (held by the
+    // `_r*` guards and the tensors until the stream synchronisation below); descriptors match.
+    unsafe {
+        // `src` (of `t`'s strides) into the packed copy `dst`, whose pointer is returned.
+        let packed = |t: &Tensor, d: [usize; 4], src: u64, dst: &Option<(u64, _)>| -> u64 {
+            let Some((dst, _)) = dst else { return src };
+            let from = TensorDesc::new(dtype, d, strides(t));
+            let to = TensorDesc::new(dtype, d, dense_strides(d));
+            check(
+                sys::cudnnTransformTensor(h, alpha, from.0, src as *const c_void, beta, to.0, *dst as *mut c_void),
+                "packing an operand",
+                &g,
+                dtype,
+            );
+            *dst
+        };
+        let pa = packed(&a, a_dims, pa, &a_pack_ptr);
+        let pb = packed(&b, b_dims, pb, &b_pack_ptr);
+        let w_ptr = match pass {
+            Pass::Forward => pb,
+            Pass::Data => pa,
+            Pass::Filter => 0,
+        };
+        let choice = choose(h, &key, &xd, &wd, &cd, &yd);
+        let workspace = (choice.workspace > 0).then(|| empty(&a, [1, 1, 1, choice.workspace.div_ceil(dtype.size())], dtype));
+        let ws = workspace.as_ref().map(ptr);
+        let ws_ptr = ws.as_ref().map_or(std::ptr::null_mut(), |(p, _)| *p as *mut c_void);
+        let status = match choice.algo {
+            Algo::Forward(algo) => sys::cudnnConvolutionForward(
+                h, alpha, xd.0, pa as *const c_void, wd.0, w_ptr as *const c_void, cd.0, algo,
+                ws_ptr, choice.workspace, beta, yd.0, po as *mut c_void,
+            ),
+            Algo::Data(algo) => sys::cudnnConvolutionBackwardData(
+                h, alpha, wd.0, w_ptr as *const c_void, yd.0, pb as *const c_void, cd.0, algo,
+                ws_ptr, choice.workspace, beta, xd.0, po as *mut c_void,
+            ),
+            Algo::Filter(algo) => sys::cudnnConvolutionBackwardFilter(
+                h, alpha, xd.0, pa as *const c_void, yd.0, pb as *const c_void, cd.0, algo,
+                ws_ptr, choice.workspace, beta, wd.0, po as *mut c_void,
+            ),
+        };
+        check(status, &format!("{pass:?} convolution"), &g, dtype);
+        drv::stream::synchronize(gpu.stream).unwrap_or_else(|e| panic!("cuDNN convolution {pass:?} {g:?}: {e:?}"));
+    }
+    out
+}
+
+/// One algorithm as cuDNN reports it.
+#[derive(Debug, Clone, Copy)]
+struct Perf {
+    algo: Algo,
+    status: sys::cudnnStatus_t,
+    memory: usize,
+    deterministic: bool,
+}
+
+/// Lists `key.pass`'s algorithms, fastest first: timed by cuDNN (`cudnnFind*`) with `timed`,
+/// else ranked by its heuristics (`cudnnGet*_v7`).
+///
+/// # Safety
+/// Descriptors and handle valid, the handle's context current.
+unsafe fn list(
+    h: sys::cudnnHandle_t,
+    key: &Key,
+    [xd, yd]: [&TensorDesc; 2],
+    wd: &FilterDesc,
+    cd: &ConvDesc,
+    timed: bool,
+) -> (sys::cudnnStatus_t, Vec<Perf>) {
+    const N: usize = 16;
+    let mut count = 0i32;
+    let det = sys::cudnnDeterminism_t::CUDNN_DETERMINISTIC;
+    macro_rules! perfs {
+        ($ty:ty, $wrap:path, $find:path, $get:path, ($($args:expr),*)) => {{
+            let mut r = [unsafe { std::mem::zeroed::<$ty>() }; N];
+            let s = unsafe {
+                if timed {
+                    $find(h, $($args),*, N as i32, &mut count, r.as_mut_ptr())
+                } else {
+                    $get(h, $($args),*, N as i32, &mut count, r.as_mut_ptr())
+                }
+            };
+            let v = r[..count.clamp(0, N as i32) as usize]
+                .iter()
+                .map(|p| Perf { algo: $wrap(p.algo), status: p.status, memory: p.memory, deterministic: p.determinism == det })
+                .collect();
+            (s, v)
+        }};
+    }
+    match key.pass {
+        Pass::Forward => perfs!(
+            sys::cudnnConvolutionFwdAlgoPerf_t,
+            Algo::Forward,
+            sys::cudnnFindConvolutionForwardAlgorithm,
+            sys::cudnnGetConvolutionForwardAlgorithm_v7,
+            (xd.0, wd.0, cd.0, yd.0)
+        ),
+        Pass::Data => perfs!(
+            sys::cudnnConvolutionBwdDataAlgoPerf_t,
+            Algo::Data,
+            sys::cudnnFindConvolutionBackwardDataAlgorithm,
+            sys::cudnnGetConvolutionBackwardDataAlgorithm_v7,
+            (wd.0, yd.0, cd.0, xd.0)
+        ),
+        Pass::Filter => perfs!(
+            sys::cudnnConvolutionBwdFilterAlgoPerf_t,
+            Algo::Filter,
+            sys::cudnnFindConvolutionBackwardFilterAlgorithm,
+            sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7,
+            (xd.0, yd.0, cd.0, wd.0)
+        ),
+    }
+}
+
+/// The algorithm for `key`, chosen on first use: the fastest deterministic one within
+/// [`MAX_WORKSPACE`] as cuDNN times them (`cudnnFind*`), else as its heuristics rank them, else
+/// the fastest at all (said once on stderr: results may then differ in the last bits from run
+/// to run).
+///
+/// # Safety
+/// Descriptors and handle valid, the handle's context current.
+unsafe fn choose(
+    h: sys::cudnnHandle_t,
+    key: &Key,
+    xd: &TensorDesc,
+    wd: &FilterDesc,
+    cd: &ConvDesc,
+    yd: &TensorDesc,
+) -> Choice {
+    if let Some(c) = algorithms().lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+        return *c;
+    }
+    let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
+    let usable = |p: &&Perf| p.status == ok && p.memory <= MAX_WORKSPACE;
+    let timed = unsafe { list(h, key, [xd, yd], wd, cd, true) };
+    let ranked = unsafe { list(h, key, [xd, yd], wd, cd, false) };
+    let pick = [&timed.1, &ranked.1]
+        .into_iter()
+        .find_map(|v| v.iter().filter(usable).find(|p| p.deterministic))
+        .or_else(|| {
+            let p = [&timed.1, &ranked.1].into_iter().find_map(|v| v.iter().find(usable));
+            if p.is_some() {
+                eprintln!(
+                    "note: cuDNN has no deterministic {:?} algorithm for {:?}: a non-deterministic one runs",
+                    key.pass, key.geometry
+                );
+            }
+            p
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "cuDNN: no {:?} algorithm for {:?} within {MAX_WORKSPACE} bytes of workspace (timed: {:?}; heuristics: {:?})",
+                key.pass, key.geometry, timed, ranked
+            )
+        });
+    let c = Choice { algo: pick.algo, workspace: pick.memory };
+    algorithms().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, c);
+    c
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The CUDA backend with its convolutions on cuDNN (kernels/src/cube/cudnn.rs), in one device call:
+# the CubeCL CUDA tests (the vendor-convolution check and the training convolution among them),
+# then `vsr bench step --backend cuda` fp32 and fp16 at batch 3, then (MODE=full) batch 7 and
+# the same steps with VSR_CUDNN=0 for the CubeCL-only figure. Needs .gpu/{vsr,cuda} from
+# scripts/gpu/stage.sh; cuDNN from PyTorch's install (libcudnn.so.9 in site-packages/nvidia).
+# Carry .gpu/cache.tgz (CubeCL's tuning, from an earlier call's $OUT/cache) to skip re-tuning.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+if [ -f .gpu/cache.tgz ] && [ ! -d /tmp/vsr-cache ]; then mkdir -p /tmp/vsr-cache && tar -C /tmp/vsr-cache -xzf .gpu/cache.tgz; fi
+source scripts/gpu/common.sh
+cudnn=$(dirname "$(find /opt/torch/.venv -name 'libcudnn.so.9' | head -1)")
+cublas=$(dirname "$(find /opt/torch/.venv -name 'libcublasLt.so*' | head -1)")
+export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn:$cublas
+echo "cuDNN from $cudnn (cuBLASLt from $cublas)"; ls "$cudnn" | head
+row() { grep -E "^\| (cuda|tch|VSRNet|FlowNetSD|warp|degradation)|first step|memory|rror|panicked|note" "$1"; }
+step() {  # precision, batch, time limit, log name
+  timeout "$3" $V bench step --backend cuda --precision "$1" --batch "$2" --flownet $FLOWNET --iters 20 \
+    --json "$OUT/$4.json" >"$OUT/$4.log" 2>&1 || echo "   $4: exit $?"
+  row "$OUT/$4.log"
+}
+echo "== CubeCL CUDA tests (cuDNN convolutions)"
+timeout 200 .gpu/cuda --ignored --test-threads 1 ${TESTS:-} 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result|panicked" | head -60
+stamp
+echo "== vsr bench step --backend cuda (cuDNN)"
+step fp32 3 150 step_cuda_fp32_b3; stamp
+step fp16 3 150 step_cuda_fp16_b3; stamp
+if [ "${MODE:-}" = full ]; then
+  step fp32 7 100 step_cuda_fp32_b7; stamp
+  step fp16 7 100 step_cuda_fp16_b7; stamp
+fi
+# the cache as one file (the runner returns no deep trees): carry it back as .gpu/cache.tgz
+[ -d /tmp/vsr-cache ] && tar -C /tmp/vsr-cache -czf "$OUT/cache.tgz" . && ls -la "$OUT/cache.tgz"
