@@ -79,6 +79,29 @@ struct Gpu {
     ctx: dsys::CUcontext,
     stream: dsys::CUstream,
     handle: sys::cudnnHandle_t,
+    /// cuDNN's workspace, kept and grown as needed (up to [`MAX_WORKSPACE`]): taking it from
+    /// CubeCL's pool per call allocated and freed large blocks on every convolution.
+    workspace: dsys::CUdeviceptr,
+    workspace_size: usize,
+}
+
+impl Gpu {
+    /// A workspace of at least `size` bytes (null for 0). Every call has waited for its stream,
+    /// so the old one is free to go.
+    fn workspace(&mut self, size: usize) -> *mut c_void {
+        if size > self.workspace_size {
+            // SAFETY: the old block is ours and idle (see above); the context is current.
+            unsafe {
+                if self.workspace_size > 0 {
+                    drv::free_sync(self.workspace).expect("cuMemFree (cuDNN workspace)");
+                }
+                self.workspace = drv::malloc_sync(size)
+                    .unwrap_or_else(|e| panic!("cuDNN workspace of {size} bytes: {e:?}"));
+            }
+            self.workspace_size = size;
+        }
+        if size == 0 { std::ptr::null_mut() } else { self.workspace as *mut c_void }
+    }
 }
 
 // SAFETY: the handle and stream are used under the device's mutex only.
@@ -103,7 +126,7 @@ fn gpu(index: usize) -> &'static Mutex<Gpu> {
         let handle = cudarc::cudnn::result::create_handle().unwrap_or_else(|e| fail("cudnnCreate", &e));
         cudarc::cudnn::result::set_stream(handle, stream as sys::cudaStream_t)
             .unwrap_or_else(|e| fail("cudnnSetStream", &e));
-        Gpu { ctx, stream, handle }
+        Gpu { ctx, stream, handle, workspace: 0, workspace_size: 0 }
     };
     let g: &'static Mutex<Gpu> = Box::leak(Box::new(Mutex::new(g)));
     gpus.push((index, g));
@@ -149,11 +172,12 @@ enum Algo {
     Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
 }
 
-/// The chosen algorithm and the workspace it needs.
+/// The chosen algorithm and the math type it was timed with (which the descriptor must then
+/// carry: cuDNN reports per algorithm whether it ran on tensor cores).
 #[derive(Debug, Clone, Copy)]
 struct Choice {
     algo: Algo,
-    workspace: usize,
+    math: sys::cudnnMathType_t,
 }
 
 fn algorithms() -> &'static Mutex<HashMap<Key, Choice>> {
@@ -341,7 +365,7 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
     let index = a.device.index;
     cubecl::future::block_on(a.client.sync()).unwrap_or_else(|e| panic!("cuDNN convolution: CubeCL sync: {e:?}"));
 
-    let gpu = gpu(index).lock().unwrap_or_else(|e| e.into_inner());
+    let mut gpu = gpu(index).lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the context is CubeCL's primary context of this device.
     unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
     let xd = TensorDesc::new(dtype, g.x, dense_strides(g.x));
@@ -377,21 +401,30 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
             Pass::Filter => 0,
         };
         let choice = choose(h, &key, &xd, &wd, &cd, &yd);
-        let workspace = (choice.workspace > 0).then(|| empty(&a, [1, 1, 1, choice.workspace.div_ceil(dtype.size())], dtype));
-        let ws = workspace.as_ref().map(ptr);
-        let ws_ptr = ws.as_ref().map_or(std::ptr::null_mut(), |(p, _)| *p as *mut c_void);
+        // As PyTorch: the descriptor takes the math type the algorithm was timed with, and the
+        // workspace is asked for that combination.
+        check(sys::cudnnSetConvolutionMathType(cd.0, choice.math), "setting the math type", &g, dtype);
+        let mut size = 0usize;
+        let status = match choice.algo {
+            Algo::Forward(algo) => sys::cudnnGetConvolutionForwardWorkspaceSize(h, xd.0, wd.0, cd.0, yd.0, algo, &mut size),
+            Algo::Data(algo) => sys::cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd.0, yd.0, cd.0, xd.0, algo, &mut size),
+            Algo::Filter(algo) => sys::cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd.0, yd.0, cd.0, wd.0, algo, &mut size),
+        };
+        check(status, "workspace size", &g, dtype);
+        let workspace_size = size;
+        let ws_ptr = gpu.workspace(workspace_size);
         let status = match choice.algo {
             Algo::Forward(algo) => sys::cudnnConvolutionForward(
                 h, alpha, xd.0, pa as *const c_void, wd.0, w_ptr as *const c_void, cd.0, algo,
-                ws_ptr, choice.workspace, beta, yd.0, po as *mut c_void,
+                ws_ptr, workspace_size, beta, yd.0, po as *mut c_void,
             ),
             Algo::Data(algo) => sys::cudnnConvolutionBackwardData(
                 h, alpha, wd.0, w_ptr as *const c_void, yd.0, pb as *const c_void, cd.0, algo,
-                ws_ptr, choice.workspace, beta, xd.0, po as *mut c_void,
+                ws_ptr, workspace_size, beta, xd.0, po as *mut c_void,
             ),
             Algo::Filter(algo) => sys::cudnnConvolutionBackwardFilter(
                 h, alpha, xd.0, pa as *const c_void, yd.0, pb as *const c_void, cd.0, algo,
-                ws_ptr, choice.workspace, beta, wd.0, po as *mut c_void,
+                ws_ptr, workspace_size, beta, wd.0, po as *mut c_void,
             ),
         };
         check(status, &format!("{pass:?} convolution"), &g, dtype);
@@ -407,6 +440,7 @@ struct Perf {
     status: sys::cudnnStatus_t,
     memory: usize,
     deterministic: bool,
+    math: sys::cudnnMathType_t,
 }
 
 /// Lists `key.pass`'s algorithms, fastest first: timed by cuDNN (`cudnnFind*`) with `timed`,
@@ -437,7 +471,13 @@ unsafe fn list(
             };
             let v = r[..count.clamp(0, N as i32) as usize]
                 .iter()
-                .map(|p| Perf { algo: $wrap(p.algo), status: p.status, memory: p.memory, deterministic: p.determinism == det })
+                .map(|p| Perf {
+                    algo: $wrap(p.algo),
+                    status: p.status,
+                    memory: p.memory,
+                    deterministic: p.determinism == det,
+                    math: p.mathType,
+                })
                 .collect();
             (s, v)
         }};
@@ -508,7 +548,7 @@ unsafe fn choose(
                 key.pass, key.geometry, timed, ranked
             )
         });
-    let c = Choice { algo: pick.algo, workspace: pick.memory };
+    let c = Choice { algo: pick.algo, math: pick.math };
     algorithms().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, c);
     c
 }
