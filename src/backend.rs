@@ -420,6 +420,30 @@ pub fn device_memory_in_use<B: Backend>(device: &B::Device) -> Option<u64> {
     None
 }
 
+/// Starts (`true`) or stops CUDA's profiler capture (`cuProfilerStart` / `cuProfilerStop`) on
+/// GPU `index` for a run under `nsys profile --capture-range=cudaProfilerApi` or `ncu
+/// --profile-from-start off`; without a CUDA build an error says so.
+pub fn cuda_profiler(index: usize, start: bool) -> anyhow::Result<()> {
+    #[cfg(any(feature = "cuda", feature = "tch"))]
+    {
+        use cudarc::driver::{result, sys};
+        // SAFETY: plain driver calls; the device's primary context is the one the backends use.
+        let r = unsafe {
+            result::init()
+                .and_then(|_| result::device::get(index as i32))
+                .and_then(|d| result::primary_ctx::retain(d))
+                .and_then(|ctx| result::ctx::set_current(ctx))
+                .and_then(|_| if start { sys::cuProfilerStart() } else { sys::cuProfilerStop() }.result())
+        };
+        return r.map_err(|e| anyhow::anyhow!("cuProfiler{} on GPU {index}: {e:?}", if start { "Start" } else { "Stop" }));
+    }
+    #[allow(unreachable_code)]
+    {
+        let _ = (index, start);
+        anyhow::bail!("--profile needs a CUDA build of vsr")
+    }
+}
+
 /// LibTorch's peak of allocated bytes on its CUDA device `index` since the last reset, then a
 /// reset if `reset` ([`vsr_kernels::nvrtc::tch_peak_allocated`]); `None` for other backends and
 /// devices.

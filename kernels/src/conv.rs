@@ -147,7 +147,7 @@ pub trait ConvBackend: Backend {
     }
 
     /// Whether [`ConvBackend::batch_norm_train`] is implemented (autodiff over a backend with
-    /// [`ConvBackend::CONV_GRAPH`]).
+    /// [`ConvBackend::CONV_GRAPH`] or [`ConvBackend::vendor_batch_norm`]).
     fn fused_batch_norm() -> bool {
         false
     }
@@ -162,6 +162,43 @@ pub trait ConvBackend: Backend {
         _settings: BatchNormAct,
     ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2]) {
         unreachable!("batch_norm_train called where fused_batch_norm() is false")
+    }
+
+    /// Whether training BatchNorm runs on a vendor library on the backend's own buffers (cuDNN
+    /// on the CUDA backend, see `crate::cube`): then `Autodiff<B>` takes
+    /// [`ConvBackend::vendor_batch_norm_forward`] and [`ConvBackend::vendor_batch_norm_backward`]
+    /// for [`batch_norm_act`].
+    fn vendor_batch_norm() -> bool {
+        false
+    }
+
+    /// Training BatchNorm's forward by the vendor library: `x` (N, C, H, W) normalised with its
+    /// batch statistics and scaled and shifted by `gamma`, `beta` (f32, C), in the dtype of `x`
+    /// with f32 statistics; the running `[mean, var]` updated (momentum; unbiased variance; new
+    /// tensors); the batch `[mean, inverse standard deviation]` for the backward. Called only
+    /// where [`ConvBackend::vendor_batch_norm`].
+    fn vendor_batch_norm_forward(
+        _x: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _beta: FloatTensor<Self>,
+        _running: [FloatTensor<Self>; 2],
+        _momentum: f64,
+        _epsilon: f64,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
+        unreachable!("vendor_batch_norm_forward called on a backend without a vendor BatchNorm")
+    }
+
+    /// Training BatchNorm's `[dx, dgamma, dbeta]` by the vendor library, from `x`, the output
+    /// gradient, `gamma` and the forward's saved statistics. Called only where
+    /// [`ConvBackend::vendor_batch_norm`].
+    fn vendor_batch_norm_backward(
+        _x: FloatTensor<Self>,
+        _output_grad: FloatTensor<Self>,
+        _gamma: FloatTensor<Self>,
+        _saved: [FloatTensor<Self>; 2],
+        _epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        unreachable!("vendor_batch_norm_backward called on a backend without a vendor BatchNorm")
     }
 
     /// LeakyReLU(`slope`) of `x` ([`leaky_relu`]): Burn's, which is three passes over `x` (a
@@ -594,7 +631,7 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
     }
 
     fn fused_batch_norm() -> bool {
-        B::CONV_GRAPH
+        B::CONV_GRAPH || B::vendor_batch_norm()
     }
 
     fn bias_leaky_relu(x: FloatTensor<Self>, bias: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {

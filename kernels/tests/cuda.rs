@@ -53,6 +53,8 @@ on_both! {
     bias_leaky_relu => common::check_bias_leaky_relu;
     taps_f16 => common::check_taps_f16;
     vendor_conv => common::check_vendor_conv;
+    batch_norm_train => common::check_batch_norm_train;
+    batch_norm_train_f16 => common::check_batch_norm_train_f16;
 }
 
 #[test]

@@ -39,6 +39,11 @@ pub struct StepArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Bracket the timed steps with CUDA's profiler start and stop, so that a profiler records
+    /// those steps only: `nsys profile --capture-range=cudaProfilerApi ...` or `ncu
+    /// --profile-from-start off ...` (CUDA and LibTorch backends).
+    #[arg(long)]
+    pub profile: bool,
     /// Data-parallel scaling: numbers of workers, e.g. 1,2,4: N workers on GPUs --device ..
     /// --device + N - 1 (--backend cpu: N workers sharing the CPU), --batch windows each
     /// (per GPU); each against one worker of the same batch in the same process: ms/iter,
@@ -82,6 +87,8 @@ pub struct StepResult {
     pub iters: usize,
     /// Per-stage medians (each stage run alone, synchronised).
     pub stages_ms: Vec<(String, f64)>,
+    /// Per-stage medians of the host's time to queue the stage's work (the same runs).
+    pub stages_host_ms: Vec<(String, f64)>,
     /// Device memory in use after the timed steps (CUDA: the whole process, allocator pool
     /// included), bytes.
     pub device_memory_bytes: Option<u64>,
@@ -124,9 +131,9 @@ pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
         gib(r.device_memory_bytes),
         gib(r.peak_allocated_bytes),
     );
-    table += "\n| stage | median ms |\n|---|---|\n";
-    for (name, ms) in &r.stages_ms {
-        table += &format!("| {name} | {ms:.2} |\n");
+    table += "\n| stage | median ms | host ms |\n|---|---|---|\n";
+    for ((name, ms), (_, host)) in r.stages_ms.iter().zip(&r.stages_host_ms) {
+        table += &format!("| {name} | {ms:.2} | {host:.2} |\n");
     }
     super::bench::report(&table, &r, a.json.as_deref())
 }
@@ -184,16 +191,24 @@ fn copy_gradients<B: VsrAutodiffBackend>(model: &crate::model::VsrNet<B>, templa
 /// Median wall time of `f` over `iters` calls (at least one), each synchronised with `device`,
 /// after one untimed call; ms.
 pub(super) fn time_synced<B: Backend>(device: &B::Device, iters: usize, f: &mut dyn FnMut()) -> anyhow::Result<f64> {
+    Ok(time_stage::<B>(device, iters, f)?.0)
+}
+
+/// Medians of `f`'s time to the device's synchronisation and of its host time alone (until `f`
+/// returns, its work queued): where the two are close the stage is bound by the host's
+/// queueing, not by the GPU.
+fn time_stage<B: Backend>(device: &B::Device, iters: usize, f: &mut dyn FnMut()) -> anyhow::Result<(f64, f64)> {
     f();
     B::sync(device)?;
-    let mut v = Vec::new();
+    let (mut v, mut host) = (Vec::new(), Vec::new());
     for _ in 0..iters.max(1) {
         let t = Instant::now();
         f();
+        host.push(t.elapsed().as_secs_f64() * 1e3);
         B::sync(device)?;
         v.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(median(v))
+    Ok((median(v), median(host)))
 }
 
 impl BackendTask for Step {
@@ -231,7 +246,13 @@ impl BackendTask for Step {
         }
         let peak = |reset| crate::backend::tch_peak_allocated(a.backend.kind(), a.backend.device, reset);
         peak(true);
+        if a.profile {
+            crate::backend::cuda_profiler(a.backend.device, true)?;
+        }
         let mut times: Vec<f64> = (0..a.iters.max(1)).map(|_| step(&mut trainer)).collect::<anyhow::Result<_>>()?;
+        if a.profile {
+            crate::backend::cuda_profiler(a.backend.device, false)?;
+        }
         let peak_allocated_bytes = peak(false);
         times.sort_by(f64::total_cmp);
         let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
@@ -239,7 +260,7 @@ impl BackendTask for Step {
 
         // Per-stage breakdown: each stage alone, synchronised, on the same input.
         let n = a.iters.clamp(3, 10);
-        let time = |f: &mut dyn FnMut()| time_synced::<I<B>>(&device, n, f);
+        let time = |f: &mut dyn FnMut()| time_stage::<I<B>>(&device, n, f);
         let xi = x.clone().inner();
         let m = a.shape.frames / 2;
         let net = trainer.flownet.clone().expect("flownet");
@@ -290,7 +311,8 @@ impl BackendTask for Step {
             median_ms: pct(0.5),
             p90_ms: pct(0.9),
             iters: times.len(),
-            stages_ms: stages,
+            stages_host_ms: stages.iter().map(|(s, (_, host))| (s.clone(), *host)).collect(),
+            stages_ms: stages.into_iter().map(|(s, (ms, _))| (s, ms)).collect(),
             device_memory_bytes,
             peak_allocated_bytes,
         })

@@ -126,6 +126,57 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d_backward without the cuda feature: {x:?} {weight:?} {output_grad:?} {options:?} {need:?}")
     }
+
+    fn vendor_batch_norm() -> bool {
+        Self::vendor_conv()
+    }
+
+    fn vendor_batch_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        running: [FloatTensor<Self>; 2],
+        momentum: f64,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
+        #[cfg(feature = "cuda")]
+        {
+            let [rm, rv] = running.map(cuda::to_cuda);
+            let (y, new, saved) = super::cudnn::batch_norm_forward(
+                cuda::to_cuda(x),
+                cuda::to_cuda(gamma),
+                cuda::to_cuda(beta),
+                [rm, rv],
+                momentum,
+                epsilon,
+            );
+            (cuda::from_cuda(y), new.map(cuda::from_cuda), saved.map(cuda::from_cuda))
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_batch_norm_forward without the cuda feature: {x:?} {gamma:?} {beta:?} {running:?} {momentum} {epsilon}")
+    }
+
+    fn vendor_batch_norm_backward(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        saved: [FloatTensor<Self>; 2],
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        #[cfg(feature = "cuda")]
+        {
+            let gs = super::cudnn::batch_norm_backward(
+                cuda::to_cuda(x),
+                cuda::to_cuda(output_grad),
+                cuda::to_cuda(gamma),
+                saved.map(cuda::to_cuda),
+                epsilon,
+            );
+            gs.map(cuda::from_cuda)
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_batch_norm_backward without the cuda feature: {x:?} {output_grad:?} {gamma:?} {saved:?} {epsilon}")
+    }
 }
 
 /// The convolution of `x` by `w` as cuDNN describes it.
@@ -218,6 +269,16 @@ mod cuda {
         let out = cudnn_convolve(pass, g, cast::<_, CubeTensor<CudaRuntime>>(a), cast(b));
         cast(out)
     }
+
+    /// `R`'s tensor as CUDA's (`R` being CUDA's runtime).
+    pub(super) fn to_cuda<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<CudaRuntime> {
+        cast(t)
+    }
+
+    /// CUDA's tensor as `R`'s (`R` being CUDA's runtime).
+    pub(super) fn from_cuda<R: CubeRuntime>(t: CubeTensor<CudaRuntime>) -> CubeTensor<R> {
+        cast(t)
+    }
 }
 
 /// What a custom operation computes, with its options.
@@ -234,6 +295,12 @@ enum Kind {
     /// [`ConvBackend::vendor_conv2d_backward`] (inputs x, weight, output gradient; one output per
     /// gradient needed).
     VendorBackward(ConvOptions<2>, [bool; 2]),
+    /// [`ConvBackend::vendor_batch_norm_forward`] (inputs x, gamma, beta, running mean and
+    /// variance; outputs y, the running statistics, the saved ones) with momentum and epsilon.
+    VendorBatchNorm(f64, f64),
+    /// [`ConvBackend::vendor_batch_norm_backward`] (inputs x, output gradient, gamma, the saved
+    /// statistics; outputs dx, dgamma, dbeta) with epsilon.
+    VendorBatchNormBackward(f64),
 }
 
 #[derive(Clone, Debug)]
@@ -254,13 +321,33 @@ impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvOp<B> {
             .iter()
             .map(|t| handles.get_float_tensor::<B>(t))
             .collect();
+        let outs: Vec<_> = match (&self.kind, <[_; 5]>::try_from(inputs)) {
+            (Kind::VendorBatchNorm(momentum, epsilon), Ok([x, gamma, beta, rm, rv])) => {
+                let (y, [m, v], [sm, si]) = B::vendor_batch_norm_forward(x, gamma, beta, [rm, rv], *momentum, *epsilon);
+                vec![y, m, v, sm, si]
+            }
+            (Kind::VendorBatchNormBackward(epsilon), Ok([x, dy, gamma, sm, si])) => {
+                B::vendor_batch_norm_backward(x, dy, gamma, [sm, si], *epsilon).into()
+            }
+            (kind, inputs) => self.execute_conv(kind, inputs.map(Vec::from).unwrap_or_else(|v| v)),
+        };
+        for (desc, out) in self.desc.outputs.iter().zip(outs) {
+            handles.register_float_tensor::<B>(&desc.id, out);
+        }
+    }
+}
+
+impl<B: FusionBackend + ConvBackend> ConvOp<B> {
+    /// The convolution kinds' outputs from `inputs` (x, weight, then the bias or the output
+    /// gradient).
+    fn execute_conv(&self, kind: &Kind, inputs: Vec<FloatTensor<B>>) -> Vec<FloatTensor<B>> {
         let mut inputs = inputs.into_iter();
         let (x, weight, third) = (
             inputs.next().expect("x"),
             inputs.next().expect("weight"),
             inputs.next(),
         );
-        let outs: Vec<_> = match &self.kind {
+        match kind {
             Kind::Conv(options) => vec![B::conv2d_f32(x, weight, third, options.clone())],
             Kind::Transpose(options) => vec![B::conv_transpose2d_f32(x, weight, third, options.clone())],
             Kind::VendorConv(options) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
@@ -269,9 +356,9 @@ impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvOp<B> {
                 let dy = third.expect("output gradient");
                 B::vendor_conv2d_backward(x, weight, dy, options.clone(), *need).into_iter().flatten().collect()
             }
-        };
-        for (desc, out) in self.desc.outputs.iter().zip(outs) {
-            handles.register_float_tensor::<B>(&desc.id, out);
+            Kind::VendorBatchNorm(..) | Kind::VendorBatchNormBackward(..) => {
+                unreachable!("{kind:?} with {} inputs", 3 + inputs.len())
+            }
         }
     }
 }
@@ -284,12 +371,23 @@ fn register<B: FusionBackend + ConvBackend>(
     shapes: Vec<[usize; 4]>,
     kind: Kind,
 ) -> Vec<FloatTensor<Fusion<B>>> {
-    let client = inputs[0].client.clone();
     let dtype = inputs[0].dtype;
+    let outs = shapes.into_iter().map(|s| (burn::tensor::Shape::new(s), dtype)).collect();
+    register_typed::<B>(name, inputs, outs, kind)
+}
+
+/// Registers `kind` on `inputs` with outputs of these shapes and dtypes.
+fn register_typed<B: FusionBackend + ConvBackend>(
+    name: &'static str,
+    inputs: Vec<FloatTensor<Fusion<B>>>,
+    outs: Vec<(burn::tensor::Shape, burn::tensor::DType)>,
+    kind: Kind,
+) -> Vec<FloatTensor<Fusion<B>>> {
+    let client = inputs[0].client.clone();
     let streams = OperationStreams::with_inputs(inputs.iter());
-    let outs: Vec<_> = shapes
+    let outs: Vec<_> = outs
         .into_iter()
-        .map(|s| TensorIr::uninit(client.create_empty_handle(), burn::tensor::Shape::new(s), dtype))
+        .map(|(s, dtype)| TensorIr::uninit(client.create_empty_handle(), s, dtype))
         .collect();
     let inputs: Vec<_> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let desc = CustomOpIr::new(name, &inputs, &outs);
@@ -382,5 +480,48 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
         )
         .into_iter();
         need.map(|n| if n { outs.next() } else { None })
+    }
+
+    fn vendor_batch_norm() -> bool {
+        B::vendor_batch_norm()
+    }
+
+    fn vendor_batch_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        [rm, rv]: [FloatTensor<Self>; 2],
+        momentum: f64,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
+        use burn::tensor::{DType, Shape};
+        let c = Shape::new([x.shape.dims::<4>()[1]]);
+        let mut outs = vec![(x.shape.clone(), x.dtype)];
+        outs.extend(std::iter::repeat_n((c, DType::F32), 4));
+        let out = register_typed::<B>(
+            "vsr_vendor_batch_norm",
+            vec![x, gamma, beta, rm, rv],
+            outs,
+            Kind::VendorBatchNorm(momentum, epsilon),
+        );
+        let [y, m, v, sm, si] = <[_; 5]>::try_from(out).unwrap_or_else(|_| unreachable!("five outputs"));
+        (y, [m, v], [sm, si])
+    }
+
+    fn vendor_batch_norm_backward(
+        x: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        [sm, si]: [FloatTensor<Self>; 2],
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3] {
+        let outs = vec![(x.shape.clone(), x.dtype), (gamma.shape.clone(), gamma.dtype), (gamma.shape.clone(), gamma.dtype)];
+        let out = register_typed::<B>(
+            "vsr_vendor_batch_norm_backward",
+            vec![x, output_grad, gamma, sm, si],
+            outs,
+            Kind::VendorBatchNormBackward(epsilon),
+        );
+        <[_; 3]>::try_from(out).unwrap_or_else(|_| unreachable!("three outputs"))
     }
 }

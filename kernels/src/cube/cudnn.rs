@@ -9,11 +9,14 @@
 //! convolutions stay on Burn's kernels.
 //!
 //! How it meets CubeCL: `ComputeClient::get_resource` gives a buffer's device pointer (offset
-//! included), in CubeCL's primary context. CubeCL's streams are private, so a call first makes
-//! CubeCL's stream wait for everything queued (the inputs' producers included: `get_resource`
-//! orders other streams' writes before the current one's), runs cuDNN on a stream of its own,
-//! and waits for that stream before handing the result back; the cost is a host round trip per
-//! call. Results are dense NCHW buffers. Inputs of other layouts (CubeCL pads the rows of 4-d
+//! included), in CubeCL's primary context, and (vsr's patch of cubecl-cuda, vendor/README.md) the
+//! stream on which the calling thread's CubeCL work is queued, the inputs' producers ordered
+//! before it. cuDNN runs on that stream: it follows the kernels that made its inputs and precedes
+//! those that read its output, with no host synchronisation, so the host keeps queueing ahead of
+//! the GPU as it does between CubeCL's own kernels. (Session 13 ran cuDNN on a stream of its own
+//! and waited on the host before and after each call: FlowNetSD's forward took 31-37 ms in fp32
+//! and fp16 alike, against 3-4 ms on LibTorch.) Buffers freed after a call (packed copies) go
+//! back to the same stream's pool, so their reuse is ordered after it too. Results are dense NCHW buffers. Inputs of other layouts (CubeCL pads the rows of 4-d
 //! allocations to an alignment: widths such as FlowNetSD's 15 or 30) are packed into a copy
 //! first (`cudnnTransformTensor`): cuDNN's backward passes reject padded rows (every algorithm
 //! `NOT_SUPPORTED`, measured), and its filters are packed by definition.
@@ -74,7 +77,7 @@ pub fn version() -> Option<usize> {
     available().then(cudarc::cudnn::result::get_version)
 }
 
-/// One device's cuDNN handle and stream, in CubeCL's (primary) context.
+/// One device's cuDNN handle, in CubeCL's (primary) context, and the stream it was last set to.
 struct Gpu {
     ctx: dsys::CUcontext,
     stream: dsys::CUstream,
@@ -86,13 +89,31 @@ struct Gpu {
 }
 
 impl Gpu {
-    /// A workspace of at least `size` bytes (null for 0). Every call has waited for its stream,
-    /// so the old one is free to go.
+    /// Points the handle at `stream`. The workspace is shared by the calls of every stream: when
+    /// the stream changes (another thread's CubeCL stream), the last one's calls are waited for.
+    fn use_stream(&mut self, stream: dsys::CUstream) {
+        if stream == self.stream {
+            return;
+        }
+        // SAFETY: a stream of this context (CubeCL's), or null before the first call.
+        unsafe {
+            if !self.stream.is_null() {
+                drv::stream::synchronize(self.stream).expect("cuStreamSynchronize (cuDNN's last stream)");
+            }
+            cudarc::cudnn::result::set_stream(self.handle, stream as sys::cudaStream_t).expect("cudnnSetStream");
+        }
+        self.stream = stream;
+    }
+
+    /// A workspace of at least `size` bytes (null for 0). Calls on the stream may still be
+    /// using the old one, so a larger one first waits for them (rare: sizes settle in the first
+    /// step).
     fn workspace(&mut self, size: usize) -> *mut c_void {
         if size > self.workspace_size {
-            // SAFETY: the old block is ours and idle (see above); the context is current.
+            // SAFETY: the old block is ours and idle once its stream is; the context is current.
             unsafe {
                 if self.workspace_size > 0 {
+                    drv::stream::synchronize(self.stream).expect("cuStreamSynchronize (cuDNN workspace)");
                     drv::free_sync(self.workspace).expect("cuMemFree (cuDNN workspace)");
                 }
                 self.workspace = drv::malloc_sync(size)
@@ -121,12 +142,8 @@ fn gpu(index: usize) -> &'static Mutex<Gpu> {
         let dev = drv::device::get(index as i32).unwrap_or_else(|e| fail("cuDeviceGet", &e));
         let ctx = drv::primary_ctx::retain(dev).unwrap_or_else(|e| fail("cuDevicePrimaryCtxRetain", &e));
         drv::ctx::set_current(ctx).unwrap_or_else(|e| fail("cuCtxSetCurrent", &e));
-        let stream = drv::stream::create(drv::stream::StreamKind::NonBlocking)
-            .unwrap_or_else(|e| fail("cuStreamCreate", &e));
         let handle = cudarc::cudnn::result::create_handle().unwrap_or_else(|e| fail("cudnnCreate", &e));
-        cudarc::cudnn::result::set_stream(handle, stream as sys::cudaStream_t)
-            .unwrap_or_else(|e| fail("cudnnSetStream", &e));
-        Gpu { ctx, stream, handle, workspace: 0, workspace_size: 0 }
+        Gpu { ctx, stream: std::ptr::null_mut(), handle, workspace: 0, workspace_size: 0 }
     };
     let g: &'static Mutex<Gpu> = Box::leak(Box::new(Mutex::new(g)));
     gpus.push((index, g));
@@ -172,12 +189,14 @@ enum Algo {
     Filter(sys::cudnnConvolutionBwdFilterAlgo_t),
 }
 
-/// The chosen algorithm and the math type it was timed with (which the descriptor must then
-/// carry: cuDNN reports per algorithm whether it ran on tensor cores).
+/// The chosen algorithm, the math type it was timed with (which the descriptor must then
+/// carry: cuDNN reports per algorithm whether it ran on tensor cores) and the workspace it needs
+/// with that math type.
 #[derive(Debug, Clone, Copy)]
 struct Choice {
     algo: Algo,
     math: sys::cudnnMathType_t,
+    workspace: usize,
 }
 
 fn algorithms() -> &'static Mutex<HashMap<Key, Choice>> {
@@ -320,12 +339,16 @@ fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
     Tensor::new_contiguous(like.client.clone(), like.device.clone(), dims.into(), handle, dtype)
 }
 
-fn ptr(t: &Tensor) -> (u64, impl Sized + use<>) {
+/// `t`'s device pointer, the stream on which its producers (and the caller's next kernels) are
+/// queued, and a guard that keeps the buffer.
+fn ptr(t: &Tensor) -> (u64, dsys::CUstream, impl Sized + use<>) {
     let r = t
         .client
         .get_resource(t.handle.clone())
         .unwrap_or_else(|e| panic!("cuDNN convolution: CubeCL buffer: {e:?}"));
-    (r.resource().ptr, r)
+    let (ptr, stream) = (r.resource().ptr, r.resource().stream);
+    assert!(!stream.is_null(), "cuDNN convolution: cubecl-cuda without vsr's stream patch (vendor/README.md)");
+    (ptr, stream, r)
 }
 
 /// Runs `pass` of the convolution `geometry` in `dtype`: writes the pass's output (`y`, `dx` or
@@ -356,18 +379,18 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
     let math = math(dtype);
     let key = Key { pass, geometry: g, dtype, math: math as u32 };
 
-    // Device pointers (this orders the inputs' producers on CubeCL's stream), then wait for it.
-    let (pa, _ra) = ptr(&a);
-    let (pb, _rb) = ptr(&b);
-    let (po, _ro) = ptr(&out);
-    let a_pack_ptr = a_pack.as_ref().map(ptr);
-    let b_pack_ptr = b_pack.as_ref().map(ptr);
+    // Device pointers, and CubeCL's stream with the inputs' producers ordered on it.
+    let (pa, stream, _ra) = ptr(&a);
+    let (pb, _, _rb) = ptr(&b);
+    let (po, _, _ro) = ptr(&out);
+    let a_pack_ptr = a_pack.as_ref().map(|t| { let (p, _, r) = ptr(t); (p, r) });
+    let b_pack_ptr = b_pack.as_ref().map(|t| { let (p, _, r) = ptr(t); (p, r) });
     let index = a.device.index;
-    cubecl::future::block_on(a.client.sync()).unwrap_or_else(|e| panic!("cuDNN convolution: CubeCL sync: {e:?}"));
 
     let mut gpu = gpu(index).lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: the context is CubeCL's primary context of this device.
     unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
+    gpu.use_stream(stream);
     let xd = TensorDesc::new(dtype, g.x, dense_strides(g.x));
     let yd = TensorDesc::new(dtype, g.y, dense_strides(g.y));
     let wd = FilterDesc::new(dtype, g.w);
@@ -377,8 +400,10 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
     let zero = 0f32;
     let (alpha, beta) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
 
-    // SAFETY: every pointer is a live CubeCL buffer of at least the described extent (held by the
-    // `_r*` guards and the tensors until the stream synchronisation below); descriptors match.
+    // SAFETY: every pointer is a live CubeCL buffer of at least the described extent; descriptors
+    // match. The work is queued on the buffers' own stream: a buffer released after this call
+    // (the operands, the packed copies) is reused by CubeCL's pool only for work queued later on
+    // that stream.
     unsafe {
         // `src` (of `t`'s strides) into the packed copy `dst`, whose pointer is returned.
         let packed = |t: &Tensor, d: [usize; 4], src: u64, dst: &Option<(u64, _)>| -> u64 {
@@ -401,17 +426,9 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
             Pass::Filter => 0,
         };
         let choice = choose(h, &key, &xd, &wd, &cd, &yd);
-        // As PyTorch: the descriptor takes the math type the algorithm was timed with, and the
-        // workspace is asked for that combination.
+        // As PyTorch: the descriptor takes the math type the algorithm was timed with.
         check(sys::cudnnSetConvolutionMathType(cd.0, choice.math), "setting the math type", &g, dtype);
-        let mut size = 0usize;
-        let status = match choice.algo {
-            Algo::Forward(algo) => sys::cudnnGetConvolutionForwardWorkspaceSize(h, xd.0, wd.0, cd.0, yd.0, algo, &mut size),
-            Algo::Data(algo) => sys::cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd.0, yd.0, cd.0, xd.0, algo, &mut size),
-            Algo::Filter(algo) => sys::cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd.0, yd.0, cd.0, wd.0, algo, &mut size),
-        };
-        check(status, "workspace size", &g, dtype);
-        let workspace_size = size;
+        let workspace_size = choice.workspace;
         let ws_ptr = gpu.workspace(workspace_size);
         let status = match choice.algo {
             Algo::Forward(algo) => sys::cudnnConvolutionForward(
@@ -428,7 +445,6 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
             ),
         };
         check(status, &format!("{pass:?} convolution"), &g, dtype);
-        drv::stream::synchronize(gpu.stream).unwrap_or_else(|e| panic!("cuDNN convolution {pass:?} {g:?}: {e:?}"));
     }
     out
 }
@@ -528,12 +544,16 @@ unsafe fn choose(
     let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
     let usable = |p: &&Perf| p.status == ok && p.memory <= MAX_WORKSPACE;
     let timed = unsafe { list(h, key, [xd, yd], wd, cd, true) };
-    let ranked = unsafe { list(h, key, [xd, yd], wd, cd, false) };
-    let pick = [&timed.1, &ranked.1]
-        .into_iter()
-        .find_map(|v| v.iter().filter(usable).find(|p| p.deterministic))
+    let deterministic = |v: &[Perf]| v.iter().filter(usable).find(|p| p.deterministic).copied();
+    // The heuristics only where timing found no deterministic algorithm.
+    let mut ranked = (ok, Vec::new());
+    let pick = deterministic(&timed.1)
         .or_else(|| {
-            let p = [&timed.1, &ranked.1].into_iter().find_map(|v| v.iter().find(usable));
+            ranked = unsafe { list(h, key, [xd, yd], wd, cd, false) };
+            deterministic(&ranked.1)
+        })
+        .or_else(|| {
+            let p = [&timed.1, &ranked.1].into_iter().find_map(|v| v.iter().find(usable)).copied();
             if p.is_some() {
                 eprintln!(
                     "note: cuDNN has no deterministic {:?} algorithm for {:?}: a non-deterministic one runs",
@@ -548,7 +568,151 @@ unsafe fn choose(
                 key.pass, key.geometry, timed, ranked
             )
         });
-    let c = Choice { algo: pick.algo, math: pick.math };
+    // The workspace of the algorithm with the math type it was timed with.
+    check(unsafe { sys::cudnnSetConvolutionMathType(cd.0, pick.math) }, "setting the math type", &key.geometry, key.dtype);
+    let mut workspace = 0usize;
+    let status = unsafe {
+        match pick.algo {
+            Algo::Forward(algo) => sys::cudnnGetConvolutionForwardWorkspaceSize(h, xd.0, wd.0, cd.0, yd.0, algo, &mut workspace),
+            Algo::Data(algo) => sys::cudnnGetConvolutionBackwardDataWorkspaceSize(h, wd.0, yd.0, cd.0, xd.0, algo, &mut workspace),
+            Algo::Filter(algo) => sys::cudnnGetConvolutionBackwardFilterWorkspaceSize(h, xd.0, yd.0, cd.0, wd.0, algo, &mut workspace),
+        }
+    };
+    check(status, "workspace size", &key.geometry, key.dtype);
+    let c = Choice { algo: pick.algo, math: pick.math, workspace };
     algorithms().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, c);
     c
+}
+
+/// BatchNorm's statistics per channel: cuDNN's spatial mode (over N, H, W), as PyTorch's
+/// `cudnn_batch_norm` runs it for NCHW inputs.
+const BN_MODE: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
+
+/// `t` as a dense NCHW tensor (a copy where it is a view of another layout).
+fn dense(t: Tensor) -> Tensor {
+    let d = dims(&t);
+    if strides(&t) == dense_strides(d) { t } else { burn_cubecl::kernel::into_contiguous(t) }
+}
+
+/// A per-channel f32 vector of `like`'s device, `c` long, contents undefined.
+fn channels(like: &Tensor, c: usize) -> Tensor {
+    let handle = like.client.empty(c * 4);
+    Tensor::new_contiguous(like.client.clone(), like.device.clone(), [c].into(), handle, DType::F32)
+}
+
+fn check_vector(t: &Tensor, c: usize, what: &str) {
+    assert!(
+        t.dtype == DType::F32 && t.meta.shape().dims::<1>() == [c],
+        "cuDNN BatchNorm: {what} must be f32 of {c} channels, got {:?} {:?}",
+        t.dtype,
+        t.meta.shape()
+    );
+}
+
+/// Training BatchNorm's forward, by cuDNN (`cudnnBatchNormalizationForwardTraining`): `x` (N, C,
+/// H, W; f32, f16 or bf16) normalised with its batch statistics, scaled by `gamma` and shifted by
+/// `beta` (f32, C), in the dtype of `x` with f32 statistics (PyTorch's autocast). Returns that,
+/// the running `[mean, var]` updated as `(1 - momentum) * running + momentum * batch` (the
+/// variance unbiased; new buffers: `running` is left as it was), and the batch mean and inverse
+/// standard deviation that [`batch_norm_backward`] takes.
+pub fn batch_norm_forward(
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    running: [Tensor; 2],
+    momentum: f64,
+    epsilon: f64,
+) -> (Tensor, [Tensor; 2], [Tensor; 2]) {
+    let x = dense(x);
+    let d = dims(&x);
+    let c = d[1];
+    for (t, what) in [(&gamma, "gamma"), (&beta, "beta"), (&running[0], "the running mean"), (&running[1], "the running variance")] {
+        check_vector(t, c, what);
+    }
+    let dtype = x.dtype;
+    let y = empty(&x, d, dtype);
+    let [rm, rv] = running;
+    let (new_mean, new_var) = (channels(&x, c), channels(&x, c));
+    let (save_mean, save_inv) = (channels(&x, c), channels(&x, c));
+    let (px, stream, _rx) = ptr(&x);
+    let [py, pg, pb, prm, prv, pnm, pnv, psm, psi] = [&y, &gamma, &beta, &rm, &rv, &new_mean, &new_var, &save_mean, &save_inv]
+        .map(|t| {
+            let (p, _, r) = ptr(t);
+            (p, r)
+        });
+    let mut gpu = gpu(x.device.index).lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the context is CubeCL's primary context of this device.
+    unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
+    gpu.use_stream(stream);
+    let xd = TensorDesc::new(dtype, d, dense_strides(d));
+    let bd = TensorDesc::new(DType::F32, [1, c, 1, 1], dense_strides([1, c, 1, 1]));
+    let (one, zero) = (1f32, 0f32);
+    let (alpha, beta_) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
+    let g = bn_geometry(d);
+    // SAFETY: live CubeCL buffers of the described extents, all queued on `stream` (see
+    // `convolve`); the running statistics are copied into the new buffers cuDNN updates in place.
+    unsafe {
+        for ((src, _), (dst, _)) in [(&prm, &pnm), (&prv, &pnv)] {
+            drv::memcpy_dtod_async(*dst, *src, c * 4, stream).expect("cuMemcpyDtoDAsync (running statistics)");
+        }
+        check(
+            sys::cudnnBatchNormalizationForwardTraining(
+                gpu.handle, BN_MODE, alpha, beta_, xd.0, px as *const c_void, xd.0, py.0 as *mut c_void, bd.0,
+                pg.0 as *const c_void, pb.0 as *const c_void, momentum, pnm.0 as *mut c_void, pnv.0 as *mut c_void,
+                epsilon, psm.0 as *mut c_void, psi.0 as *mut c_void,
+            ),
+            "BatchNorm forward",
+            &g,
+            dtype,
+        );
+    }
+    (y, [new_mean, new_var], [save_mean, save_inv])
+}
+
+/// Training BatchNorm's backward, by cuDNN (`cudnnBatchNormalizationBackward`): from `x`, the
+/// output gradient `dy` (same shape and dtype), `gamma` and [`batch_norm_forward`]'s saved batch
+/// mean and inverse standard deviation, the gradients `[dx, dgamma, dbeta]` (dx in the dtype of
+/// `x`, the others f32).
+pub fn batch_norm_backward(x: Tensor, dy: Tensor, gamma: Tensor, saved: [Tensor; 2], epsilon: f64) -> [Tensor; 3] {
+    let (x, dy) = (dense(x), dense(dy));
+    let d = dims(&x);
+    let c = d[1];
+    assert_eq!(dims(&dy), d, "cuDNN BatchNorm backward: the output gradient's shape");
+    assert_eq!(dy.dtype, x.dtype, "cuDNN BatchNorm backward: the output gradient's dtype");
+    check_vector(&gamma, c, "gamma");
+    let dtype = x.dtype;
+    let dx = empty(&x, d, dtype);
+    let (dgamma, dbeta) = (channels(&x, c), channels(&x, c));
+    let (px, stream, _rx) = ptr(&x);
+    let [pdy, pg, psm, psi, pdx, pdg, pdb] = [&dy, &gamma, &saved[0], &saved[1], &dx, &dgamma, &dbeta].map(|t| {
+        let (p, _, r) = ptr(t);
+        (p, r)
+    });
+    let mut gpu = gpu(x.device.index).lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: the context is CubeCL's primary context of this device.
+    unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
+    gpu.use_stream(stream);
+    let xd = TensorDesc::new(dtype, d, dense_strides(d));
+    let bd = TensorDesc::new(DType::F32, [1, c, 1, 1], dense_strides([1, c, 1, 1]));
+    let (one, zero) = (1f32, 0f32);
+    let (one, zero) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
+    // SAFETY: as in `batch_norm_forward`.
+    unsafe {
+        check(
+            sys::cudnnBatchNormalizationBackward(
+                gpu.handle, BN_MODE, one, zero, one, zero, xd.0, px as *const c_void, xd.0, pdy.0 as *const c_void,
+                xd.0, pdx.0 as *mut c_void, bd.0, pg.0 as *const c_void, pdg.0 as *mut c_void, pdb.0 as *mut c_void,
+                epsilon, psm.0 as *const c_void, psi.0 as *const c_void,
+            ),
+            "BatchNorm backward",
+            &bn_geometry(d),
+            dtype,
+        );
+    }
+    [dx, dgamma, dbeta]
+}
+
+/// A BatchNorm's shape in the error messages' terms.
+fn bn_geometry(x: [usize; 4]) -> Geometry {
+    Geometry { x, w: [0; 4], y: x, padding: [0; 2], stride: [1; 2], dilation: [1; 2], groups: 1 }
 }

@@ -605,6 +605,45 @@ pub fn check_batch_norm_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Dev
     });
 }
 
+/// The fused training BatchNorm + LeakyReLU on an f16 input (f32 statistics and affine
+/// parameters, as PyTorch's autocast) against the same on the input's f32 values: output (f16),
+/// input gradient (f16), gamma and beta gradients (f32) and the running statistics.
+pub fn check_batch_norm_train_f16<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::nn::BatchNormConfig;
+    let shape = [3, 8, 17, 30];
+    let x = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.5, 2.5), device).cast(DType::F16).cast(DType::F32);
+    let r = Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), device).cast(DType::F16).cast(DType::F32);
+    let mut outs = Vec::new();
+    for dtype in [DType::F32, DType::F16] {
+        let bn = BatchNormConfig::new(shape[1]).init::<Autodiff<B>>(device);
+        let xa = Tensor::<Autodiff<B>, 4>::from_inner(x.clone().cast(dtype)).require_grad();
+        let y = vsr_kernels::conv::batch_norm_act(&bn, xa.clone(), Some(0.1))
+            .unwrap_or_else(|_| panic!("no fused BatchNorm on this backend"));
+        assert_eq!(y.dtype(), dtype, "the output keeps the input's dtype");
+        let g = (y.clone() * Tensor::from_inner(r.clone().cast(dtype))).sum().backward();
+        let gx = xa.grad(&g).expect("input gradient");
+        assert_eq!(gx.dtype(), dtype, "the input gradient keeps the input's dtype");
+        let f = |t: Tensor<B, 4>| values(t.cast(DType::F32));
+        let v = |t: Tensor<B, 1>| t.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+        outs.push((
+            f(y.inner()),
+            f(gx),
+            v(bn.gamma.val().grad(&g).expect("gamma gradient")),
+            v(bn.beta.val().grad(&g).expect("beta gradient")),
+            v(bn.running_mean.value_sync().inner()),
+            v(bn.running_var.value_sync().inner()),
+        ));
+    }
+    let (a, b) = (&outs[0], &outs[1]);
+    assert_close("f16 BatchNorm output", &b.0, &a.0, 1e-2, 1e-2);
+    assert_close("f16 BatchNorm input gradient", &b.1, &a.1, 2e-2, 2e-3);
+    // gamma's and beta's gradients sum 1530 f16 products per channel
+    assert_close("f16 BatchNorm gamma gradient", &b.2, &a.2, 1e-2, 0.5);
+    assert_close("f16 BatchNorm beta gradient", &b.3, &a.3, 1e-2, 0.5);
+    assert_close("f16 BatchNorm running mean", &b.4, &a.4, 1e-3, 1e-3);
+    assert_close("f16 BatchNorm running variance", &b.5, &a.5, 1e-3, 1e-3);
+}
+
 /// `vsr_kernels::conv::leaky_relu` (one pass where the backend has it) against the definition,
 /// in f32 and f16, values on both sides of 0 and 0 itself; and its gradient under autodiff.
 pub fn check_leaky_relu<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
