@@ -146,9 +146,9 @@ pub trait ConvBackend: Backend {
         unreachable!("graph_backward called on a backend without CONV_GRAPH")
     }
 
-    /// Whether [`ConvBackend::batch_norm_train`] is implemented (autodiff over a backend with
-    /// [`ConvBackend::CONV_GRAPH`] or [`ConvBackend::vendor_batch_norm`]).
-    fn fused_batch_norm() -> bool {
+    /// Whether [`ConvBackend::batch_norm_train`] is implemented for an input of `shape` (autodiff
+    /// over a backend with [`ConvBackend::CONV_GRAPH`] or [`ConvBackend::own_batch_norm`]).
+    fn fused_batch_norm(_shape: [usize; 4]) -> bool {
         false
     }
 
@@ -164,41 +164,38 @@ pub trait ConvBackend: Backend {
         unreachable!("batch_norm_train called where fused_batch_norm() is false")
     }
 
-    /// Whether training BatchNorm runs on a vendor library on the backend's own buffers (cuDNN
-    /// on the CUDA backend, see `crate::cube`): then `Autodiff<B>` takes
-    /// [`ConvBackend::vendor_batch_norm_forward`] and [`ConvBackend::vendor_batch_norm_backward`]
-    /// for [`batch_norm_act`].
-    fn vendor_batch_norm() -> bool {
+    /// Whether training BatchNorm + LeakyReLU of an input of `shape` runs on kernels of the
+    /// backend's own beside Burn's (vsr's CUDA C BatchNorm on the CUDA backend, see `crate::cube`):
+    /// then `Autodiff<B>` takes [`ConvBackend::own_batch_norm_forward`] and
+    /// [`ConvBackend::own_batch_norm_backward`] for [`batch_norm_act`].
+    fn own_batch_norm(_shape: [usize; 4]) -> bool {
         false
     }
 
-    /// Training BatchNorm's forward by the vendor library: `x` (N, C, H, W) normalised with its
-    /// batch statistics and scaled and shifted by `gamma`, `beta` (f32, C), in the dtype of `x`
-    /// with f32 statistics; the running `[mean, var]` updated (momentum; unbiased variance; new
-    /// tensors); the batch `[mean, inverse standard deviation]` for the backward. Called only
-    /// where [`ConvBackend::vendor_batch_norm`].
-    fn vendor_batch_norm_forward(
+    /// Training BatchNorm's forward: `x` (N, C, H, W) normalised with its batch statistics,
+    /// scaled and shifted by `gamma`, `beta` (f32, C), then LeakyReLU(`settings.slope`) if given,
+    /// in the dtype of `x` with f32 statistics; the running `[mean, var]` updated (momentum;
+    /// unbiased variance; new tensors); four f32 (C) tensors for the backward. Called only where
+    /// [`ConvBackend::own_batch_norm`].
+    fn own_batch_norm_forward(
         _x: FloatTensor<Self>,
         _gamma: FloatTensor<Self>,
         _beta: FloatTensor<Self>,
         _running: [FloatTensor<Self>; 2],
-        _momentum: f64,
-        _epsilon: f64,
-    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
-        unreachable!("vendor_batch_norm_forward called on a backend without a vendor BatchNorm")
+        _settings: BatchNormAct,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 4]) {
+        unreachable!("own_batch_norm_forward called on a backend without its own BatchNorm")
     }
 
-    /// Training BatchNorm's `[dx, dgamma, dbeta]` by the vendor library, from `x`, the output
-    /// gradient, `gamma` and the forward's saved statistics. Called only where
-    /// [`ConvBackend::vendor_batch_norm`].
-    fn vendor_batch_norm_backward(
+    /// Training BatchNorm + LeakyReLU's `[dx, dgamma, dbeta]` from `x`, the output gradient and
+    /// the forward's saved tensors. Called only where [`ConvBackend::own_batch_norm`].
+    fn own_batch_norm_backward(
         _x: FloatTensor<Self>,
         _output_grad: FloatTensor<Self>,
-        _gamma: FloatTensor<Self>,
-        _saved: [FloatTensor<Self>; 2],
-        _epsilon: f64,
+        _saved: [FloatTensor<Self>; 4],
+        _settings: BatchNormAct,
     ) -> [FloatTensor<Self>; 3] {
-        unreachable!("vendor_batch_norm_backward called on a backend without a vendor BatchNorm")
+        unreachable!("own_batch_norm_backward called on a backend without its own BatchNorm")
     }
 
     /// LeakyReLU(`slope`) of `x` ([`leaky_relu`]): Burn's, which is three passes over `x` (a
@@ -630,8 +627,8 @@ impl<B: ConvBackend, C: burn::backend::autodiff::checkpoint::strategy::Checkpoin
         crate::conv_grad::conv2d_autodiff::<B, C>(x, weight, bias, options)
     }
 
-    fn fused_batch_norm() -> bool {
-        B::CONV_GRAPH || B::vendor_batch_norm()
+    fn fused_batch_norm(shape: [usize; 4]) -> bool {
+        B::CONV_GRAPH || B::own_batch_norm(shape)
     }
 
     fn bias_leaky_relu(x: FloatTensor<Self>, bias: FloatTensor<Self>, slope: f64) -> FloatTensor<Self> {
@@ -721,7 +718,7 @@ pub fn batch_norm_act<B: ConvBackend>(
     x: Tensor<B, 4>,
     slope: Option<f64>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    if !B::fused_batch_norm() {
+    if !B::fused_batch_norm(x.dims()) {
         return Err(x);
     }
     // (data-parallel workers share the running state across devices: bring it here, as Burn does)

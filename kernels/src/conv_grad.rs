@@ -291,35 +291,23 @@ fn conv2d_autodiff_with<B: ConvBackend, C: CheckpointStrategy>(
 }
 
 #[derive(Debug)]
-struct VendorBatchNormBackward;
+struct OwnBatchNormBackward;
 
-/// What [`VendorBatchNormBackward`] keeps: the input, gamma, the batch statistics the vendor
-/// saved, and the activation's output with its slope (if any).
+/// What [`OwnBatchNormBackward`] keeps: the input, the forward's saved tensors, the settings.
 #[derive(Debug, Clone)]
-struct VendorBatchNormState<B: Backend> {
+struct OwnBatchNormState<B: Backend> {
     x: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    saved: [FloatTensor<B>; 2],
-    activation: Option<(FloatTensor<B>, f64)>,
-    epsilon: f64,
+    saved: [FloatTensor<B>; 4],
+    settings: BatchNormAct,
 }
 
-impl<B: ConvBackend> Backward<B, 3> for VendorBatchNormBackward {
-    type State = VendorBatchNormState<B>;
+impl<B: ConvBackend> Backward<B, 3> for OwnBatchNormBackward {
+    type State = OwnBatchNormState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
         let s = ops.state;
-        // LeakyReLU's gradient, told from its output: the sign of its input (slope > 0), with
-        // PyTorch's choice at 0 (the slope).
-        let dy = match s.activation {
-            Some((y, slope)) => {
-                let (dy, y) = (tensor::<B, 4>(dy), tensor::<B, 4>(y));
-                dy.clone().mask_where(y.lower_equal_elem(0.0), dy * slope).into_primitive().tensor()
-            }
-            None => dy,
-        };
-        let gs = B::vendor_batch_norm_backward(s.x, dy, s.gamma, s.saved, s.epsilon);
+        let gs = B::own_batch_norm_backward(s.x, dy, s.saved, s.settings);
         for (node, g) in ops.parents.into_iter().zip(gs) {
             if let Some(node) = node {
                 grads.register::<B>(node.id, g);
@@ -329,9 +317,8 @@ impl<B: ConvBackend> Backward<B, 3> for VendorBatchNormBackward {
 }
 
 /// Training-mode BatchNorm + LeakyReLU under autodiff on a backend with its own graph
-/// ([`ConvBackend::batch_norm_graph`]) or with a vendor's BatchNorm
-/// ([`ConvBackend::vendor_batch_norm`]: its forward, LeakyReLU in one pass, and its backward);
-/// see [`crate::conv::batch_norm_act`].
+/// ([`ConvBackend::batch_norm_graph`]) or with kernels of its own
+/// ([`ConvBackend::own_batch_norm`]); see [`crate::conv::batch_norm_act`].
 pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     gamma: FloatTensor<Autodiff<B, C>>,
@@ -345,23 +332,15 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
         Tensor::<Autodiff<B, C>, 1>::from_inner(tensor(t)).into_primitive().tensor()
     };
     if !B::CONV_GRAPH {
-        let BatchNormAct { momentum, epsilon, slope } = settings;
-        let prep = VendorBatchNormBackward
+        let prep = OwnBatchNormBackward
             .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
             .compute_bound()
             .stateful();
-        let (x, gamma) = (x.primitive, gamma.primitive);
-        let (z, [mean, var], saved) =
-            B::vendor_batch_norm_forward(x.clone(), gamma.clone(), beta.primitive, running, momentum, epsilon);
-        let y = match slope {
-            Some(s) => B::leaky_relu_one_pass(z, s),
-            None => z,
-        };
+        let x = x.primitive;
+        let (y, [mean, var], saved) =
+            B::own_batch_norm_forward(x.clone(), gamma.primitive, beta.primitive, running, settings);
         let out = match prep {
-            OpsKind::Tracked(prep) => {
-                let activation = slope.map(|s| (y.clone(), s));
-                prep.finish(VendorBatchNormState { x, gamma, saved, activation, epsilon }, y)
-            }
+            OpsKind::Tracked(prep) => prep.finish(OwnBatchNormState { x, saved, settings }, y),
             OpsKind::UnTracked(prep) => prep.finish(y),
         };
         return (out, [constant(mean), constant(var)]);

@@ -23,7 +23,7 @@ use burn::tensor::{
 
 pub mod adam;
 mod autodiff;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod batch_norm;
 #[cfg(feature = "tch")]
 mod bias_act;
@@ -39,7 +39,7 @@ mod few_input_channel_conv;
 pub mod fixed_point;
 #[cfg(feature = "tch")]
 mod libtorch;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 pub mod nvrtc;
 #[cfg(feature = "tch")]
 mod one_channel_conv;

@@ -1,7 +1,8 @@
 //! Our CUDA C kernels on LibTorch's CUDA tensors: compiled by NVRTC for the device's
 //! architecture when first used, launched on LibTorch's current stream of the device (so that
 //! they are ordered with LibTorch's own kernels and with its caching allocator's reuse of
-//! memory), on raw pointers of contiguous tensors.
+//! memory), on raw pointers of contiguous tensors. The CUDA (CubeCL) backend launches some of
+//! them too ([`Kernels::launch_on`]), on the stream of CubeCL's queue.
 //!
 //! Each program's source is `storage.cuh` (the f32 / f16 storage types all of them use) followed
 //! by its own `.cu` file.
@@ -125,6 +126,7 @@ impl Program {
     }
 }
 
+#[cfg(feature = "tch")]
 unsafe extern "C" {
     /// csrc/cuda.cpp: LibTorch's current CUDA stream of `device`; non-zero with a message in
     /// `error` on failure.
@@ -137,6 +139,7 @@ unsafe extern "C" {
 /// LibTorch's peak of allocated bytes on CUDA device `device` since the last reset (what
 /// PyTorch's `torch.cuda.max_memory_allocated` reports: tensors only, not the allocator's cached
 /// blocks nor the CUDA context); with `reset`, a new period starts from the current allocation.
+#[cfg(feature = "tch")]
 pub fn tch_peak_allocated(device: usize, reset: bool) -> Result<u64, String> {
     let mut bytes = 0u64;
     let mut error = [0 as std::ffi::c_char; 512];
@@ -150,6 +153,7 @@ pub fn tch_peak_allocated(device: usize, reset: bool) -> Result<u64, String> {
     Ok(bytes)
 }
 
+#[cfg(feature = "tch")]
 fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {
     let mut stream = std::ptr::null_mut();
     let mut error = [0 as std::ffi::c_char; 512];
@@ -164,6 +168,7 @@ fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String
 }
 
 /// One launch argument, in the kernel's order.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg {
     Ptr(u64),
     I32(i32),
@@ -173,11 +178,13 @@ pub(crate) enum Arg {
 }
 
 /// Whether the data of `t` starts at a multiple of `bytes`.
+#[cfg(feature = "tch")]
 pub(crate) fn aligned(t: &tch::Tensor, bytes: usize) -> bool {
     (t.data_ptr() as usize) % bytes == 0
 }
 
 /// The device pointer of a (contiguous) tensor.
+#[cfg(feature = "tch")]
 pub(crate) fn ptr(t: &tch::Tensor) -> Arg {
     Arg::Ptr(t.data_ptr() as u64)
 }
@@ -207,6 +214,7 @@ impl Kernels {
     ///
     /// # Panics
     /// On a launch error (as tch's infallible calls do).
+    #[cfg(feature = "tch")]
     pub(crate) fn launch(&self, device: usize, block: (u32, u32, u32), name: &str, grid: (u32, u32, u32), args: &[Arg]) {
         self.launch_shared(device, block, name, grid, 0, args);
     }
@@ -216,6 +224,7 @@ impl Kernels {
     ///
     /// # Panics
     /// On a launch error (as tch's infallible calls do).
+    #[cfg(feature = "tch")]
     pub(crate) fn launch_shared(
         &self,
         device: usize,
@@ -225,10 +234,31 @@ impl Kernels {
         shared: u32,
         args: &[Arg],
     ) {
-        count_launch(name);
         let stream = current_stream(device).unwrap_or_else(|e| panic!("kernel {name}: {e}"));
         // SAFETY: LibTorch keeps its streams alive for the process; work is ordered with
         // LibTorch's by running on its current stream.
+        unsafe { self.launch_on(stream, block, name, grid, shared, args) }
+    }
+
+    /// Launches `name` on `stream` (see [`Kernels::launch_shared`]).
+    ///
+    /// # Safety
+    /// `stream` is a live stream of this device's primary context, and the arguments are what
+    /// the kernel takes: pointers to live buffers of the extents it indexes, ordered on `stream`.
+    ///
+    /// # Panics
+    /// On a launch error.
+    pub(crate) unsafe fn launch_on(
+        &self,
+        stream: cudarc::driver::sys::CUstream,
+        block: (u32, u32, u32),
+        name: &str,
+        grid: (u32, u32, u32),
+        shared: u32,
+        args: &[Arg],
+    ) {
+        count_launch(name);
+        // SAFETY: the caller's.
         let stream = unsafe { self.ctx.wrap_borrowed_stream(stream) };
         let f = &self.functions[name];
         if shared > 48 * 1024 {
@@ -248,8 +278,8 @@ impl Kernels {
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: block, shared_mem_bytes: shared };
         // SAFETY: the callers pass the arguments of the kernel's signature (types and order),
-        // pointers of live contiguous LibTorch tensors of the sizes the kernel indexes, and the
-        // grid and block the kernel expects.
+        // pointers of live contiguous tensors of the sizes the kernel indexes, and the grid and
+        // block the kernel expects.
         unsafe { b.launch(cfg) }.unwrap_or_else(|e| panic!("kernel {name}: {e}"));
     }
 }

@@ -13,7 +13,7 @@
 //! backward 427.7 -> 325.7 ms); first step with every other shape already tuned 99.8 s against
 //! 47.3 s (Burn's weight-gradient candidates timed at conv1-3's shapes).
 
-use crate::conv::ConvBackend;
+use crate::conv::{BatchNormAct, ConvBackend};
 use crate::conv_grad::WeightGrad;
 use burn::tensor::ops::{
     ConvOptions, ConvTransposeOptions, FloatTensor,
@@ -127,55 +127,58 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         unreachable!("vendor_conv2d_backward without the cuda feature: {x:?} {weight:?} {output_grad:?} {options:?} {need:?}")
     }
 
-    fn vendor_batch_norm() -> bool {
-        Self::vendor_conv()
+    fn own_batch_norm(shape: [usize; 4]) -> bool {
+        #[cfg(feature = "cuda")]
+        return cuda::is_cuda::<R>() && crate::batch_norm::cube::takes(shape);
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = shape;
+            false
+        }
     }
 
-    fn vendor_batch_norm_forward(
+    fn own_batch_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         running: [FloatTensor<Self>; 2],
-        momentum: f64,
-        epsilon: f64,
-    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
+        settings: BatchNormAct,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 4]) {
         #[cfg(feature = "cuda")]
         {
-            let [rm, rv] = running.map(cuda::to_cuda);
-            let (y, new, saved) = super::cudnn::batch_norm_forward(
+            let (y, new, saved) = crate::batch_norm::cube::forward(
                 cuda::to_cuda(x),
                 cuda::to_cuda(gamma),
                 cuda::to_cuda(beta),
-                [rm, rv],
-                momentum,
-                epsilon,
+                running.map(cuda::to_cuda),
+                settings.momentum,
+                settings.epsilon,
+                settings.slope,
             );
             (cuda::from_cuda(y), new.map(cuda::from_cuda), saved.map(cuda::from_cuda))
         }
         #[cfg(not(feature = "cuda"))]
-        unreachable!("vendor_batch_norm_forward without the cuda feature: {x:?} {gamma:?} {beta:?} {running:?} {momentum} {epsilon}")
+        unreachable!("own_batch_norm_forward without the cuda feature: {x:?} {gamma:?} {beta:?} {running:?} {settings:?}")
     }
 
-    fn vendor_batch_norm_backward(
+    fn own_batch_norm_backward(
         x: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        saved: [FloatTensor<Self>; 2],
-        epsilon: f64,
+        saved: [FloatTensor<Self>; 4],
+        settings: BatchNormAct,
     ) -> [FloatTensor<Self>; 3] {
         #[cfg(feature = "cuda")]
         {
-            let gs = super::cudnn::batch_norm_backward(
+            let gs = crate::batch_norm::cube::backward(
                 cuda::to_cuda(x),
                 cuda::to_cuda(output_grad),
-                cuda::to_cuda(gamma),
                 saved.map(cuda::to_cuda),
-                epsilon,
+                settings.slope,
             );
             gs.map(cuda::from_cuda)
         }
         #[cfg(not(feature = "cuda"))]
-        unreachable!("vendor_batch_norm_backward without the cuda feature: {x:?} {output_grad:?} {gamma:?} {saved:?} {epsilon}")
+        unreachable!("own_batch_norm_backward without the cuda feature: {x:?} {output_grad:?} {saved:?} {settings:?}")
     }
 }
 
@@ -295,12 +298,12 @@ enum Kind {
     /// [`ConvBackend::vendor_conv2d_backward`] (inputs x, weight, output gradient; one output per
     /// gradient needed).
     VendorBackward(ConvOptions<2>, [bool; 2]),
-    /// [`ConvBackend::vendor_batch_norm_forward`] (inputs x, gamma, beta, running mean and
-    /// variance; outputs y, the running statistics, the saved ones) with momentum and epsilon.
-    VendorBatchNorm(f64, f64),
-    /// [`ConvBackend::vendor_batch_norm_backward`] (inputs x, output gradient, gamma, the saved
-    /// statistics; outputs dx, dgamma, dbeta) with epsilon.
-    VendorBatchNormBackward(f64),
+    /// [`ConvBackend::own_batch_norm_forward`] (inputs x, gamma, beta, running mean and
+    /// variance; outputs y, the running statistics, the four saved tensors).
+    OwnBatchNorm(BatchNormAct),
+    /// [`ConvBackend::own_batch_norm_backward`] (inputs x, output gradient, the four saved
+    /// tensors; outputs dx, dgamma, dbeta).
+    OwnBatchNormBackward(BatchNormAct),
 }
 
 #[derive(Clone, Debug)]
@@ -321,15 +324,17 @@ impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvOp<B> {
             .iter()
             .map(|t| handles.get_float_tensor::<B>(t))
             .collect();
-        let outs: Vec<_> = match (&self.kind, <[_; 5]>::try_from(inputs)) {
-            (Kind::VendorBatchNorm(momentum, epsilon), Ok([x, gamma, beta, rm, rv])) => {
-                let (y, [m, v], [sm, si]) = B::vendor_batch_norm_forward(x, gamma, beta, [rm, rv], *momentum, *epsilon);
-                vec![y, m, v, sm, si]
+        let outs: Vec<_> = match (&self.kind, inputs.len()) {
+            (Kind::OwnBatchNorm(settings), 5) => {
+                let [x, gamma, beta, rm, rv] = <[_; 5]>::try_from(inputs).unwrap_or_else(|_| unreachable!());
+                let (y, [m, v], saved) = B::own_batch_norm_forward(x, gamma, beta, [rm, rv], *settings);
+                [y, m, v].into_iter().chain(saved).collect()
             }
-            (Kind::VendorBatchNormBackward(epsilon), Ok([x, dy, gamma, sm, si])) => {
-                B::vendor_batch_norm_backward(x, dy, gamma, [sm, si], *epsilon).into()
+            (Kind::OwnBatchNormBackward(settings), 6) => {
+                let [x, dy, s0, s1, s2, s3] = <[_; 6]>::try_from(inputs).unwrap_or_else(|_| unreachable!());
+                B::own_batch_norm_backward(x, dy, [s0, s1, s2, s3], *settings).into()
             }
-            (kind, inputs) => self.execute_conv(kind, inputs.map(Vec::from).unwrap_or_else(|v| v)),
+            (kind, _) => self.execute_conv(kind, inputs),
         };
         for (desc, out) in self.desc.outputs.iter().zip(outs) {
             handles.register_float_tensor::<B>(&desc.id, out);
@@ -356,8 +361,8 @@ impl<B: FusionBackend + ConvBackend> ConvOp<B> {
                 let dy = third.expect("output gradient");
                 B::vendor_conv2d_backward(x, weight, dy, options.clone(), *need).into_iter().flatten().collect()
             }
-            Kind::VendorBatchNorm(..) | Kind::VendorBatchNormBackward(..) => {
-                unreachable!("{kind:?} with {} inputs", 3 + inputs.len())
+            Kind::OwnBatchNorm(..) | Kind::OwnBatchNormBackward(..) => {
+                unreachable!("{kind:?} with {} inputs", 2 + third.is_some() as usize + inputs.len())
             }
         }
     }
@@ -482,45 +487,40 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
         need.map(|n| if n { outs.next() } else { None })
     }
 
-    fn vendor_batch_norm() -> bool {
-        B::vendor_batch_norm()
+    fn own_batch_norm(shape: [usize; 4]) -> bool {
+        B::own_batch_norm(shape)
     }
 
-    fn vendor_batch_norm_forward(
+    fn own_batch_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         [rm, rv]: [FloatTensor<Self>; 2],
-        momentum: f64,
-        epsilon: f64,
-    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 2]) {
+        settings: BatchNormAct,
+    ) -> (FloatTensor<Self>, [FloatTensor<Self>; 2], [FloatTensor<Self>; 4]) {
         use burn::tensor::{DType, Shape};
         let c = Shape::new([x.shape.dims::<4>()[1]]);
         let mut outs = vec![(x.shape.clone(), x.dtype)];
-        outs.extend(std::iter::repeat_n((c, DType::F32), 4));
-        let out = register_typed::<B>(
-            "vsr_vendor_batch_norm",
-            vec![x, gamma, beta, rm, rv],
-            outs,
-            Kind::VendorBatchNorm(momentum, epsilon),
-        );
-        let [y, m, v, sm, si] = <[_; 5]>::try_from(out).unwrap_or_else(|_| unreachable!("five outputs"));
-        (y, [m, v], [sm, si])
+        outs.extend(std::iter::repeat_n((c, DType::F32), 6));
+        let out =
+            register_typed::<B>("vsr_batch_norm", vec![x, gamma, beta, rm, rv], outs, Kind::OwnBatchNorm(settings));
+        let [y, m, v, s0, s1, s2, s3] = <[_; 7]>::try_from(out).unwrap_or_else(|_| unreachable!("seven outputs"));
+        (y, [m, v], [s0, s1, s2, s3])
     }
 
-    fn vendor_batch_norm_backward(
+    fn own_batch_norm_backward(
         x: FloatTensor<Self>,
         output_grad: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        [sm, si]: [FloatTensor<Self>; 2],
-        epsilon: f64,
+        [s0, s1, s2, s3]: [FloatTensor<Self>; 4],
+        settings: BatchNormAct,
     ) -> [FloatTensor<Self>; 3] {
-        let outs = vec![(x.shape.clone(), x.dtype), (gamma.shape.clone(), gamma.dtype), (gamma.shape.clone(), gamma.dtype)];
+        let c = s0.shape.clone();
+        let outs = vec![(x.shape.clone(), x.dtype), (c.clone(), s0.dtype), (c, s0.dtype)];
         let out = register_typed::<B>(
-            "vsr_vendor_batch_norm_backward",
-            vec![x, output_grad, gamma, sm, si],
+            "vsr_batch_norm_backward",
+            vec![x, output_grad, s0, s1, s2, s3],
             outs,
-            Kind::VendorBatchNormBackward(epsilon),
+            Kind::OwnBatchNormBackward(settings),
         );
         <[_; 3]>::try_from(out).unwrap_or_else(|_| unreachable!("three outputs"))
     }

@@ -310,7 +310,7 @@ impl Drop for ConvDesc {
     }
 }
 
-fn dims(t: &Tensor) -> [usize; 4] {
+pub(crate) fn dims(t: &Tensor) -> [usize; 4] {
     let s = t.meta.shape();
     assert_eq!(s.num_dims(), 4, "cuDNN convolution: a 4-d tensor, got {:?}", s);
     [s[0], s[1], s[2], s[3]]
@@ -333,7 +333,7 @@ fn describable(t: &Tensor) -> bool {
 }
 
 /// A new dense (N, C, H, W) tensor of `dims` on `like`'s device; its contents are undefined.
-fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
+pub(crate) fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
     let bytes = dims.iter().product::<usize>() * dtype.size();
     let handle = like.client.empty(bytes.max(1));
     Tensor::new_contiguous(like.client.clone(), like.device.clone(), dims.into(), handle, dtype)
@@ -341,7 +341,7 @@ fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
 
 /// `t`'s device pointer, the stream on which its producers (and the caller's next kernels) are
 /// queued, and a guard that keeps the buffer.
-fn ptr(t: &Tensor) -> (u64, dsys::CUstream, impl Sized + use<>) {
+pub(crate) fn ptr(t: &Tensor) -> (u64, dsys::CUstream, impl Sized + use<>) {
     let r = t
         .client
         .get_resource(t.handle.clone())
@@ -584,135 +584,14 @@ unsafe fn choose(
     c
 }
 
-/// BatchNorm's statistics per channel: cuDNN's spatial mode (over N, H, W), as PyTorch's
-/// `cudnn_batch_norm` runs it for NCHW inputs.
-const BN_MODE: sys::cudnnBatchNormMode_t = sys::cudnnBatchNormMode_t::CUDNN_BATCHNORM_SPATIAL;
-
 /// `t` as a dense NCHW tensor (a copy where it is a view of another layout).
-fn dense(t: Tensor) -> Tensor {
+pub(crate) fn dense(t: Tensor) -> Tensor {
     let d = dims(&t);
     if strides(&t) == dense_strides(d) { t } else { burn_cubecl::kernel::into_contiguous(t) }
 }
 
-/// A per-channel f32 vector of `like`'s device, `c` long, contents undefined.
-fn channels(like: &Tensor, c: usize) -> Tensor {
+/// An f32 vector of `like`'s device, `c` long, contents undefined.
+pub(crate) fn channels(like: &Tensor, c: usize) -> Tensor {
     let handle = like.client.empty(c * 4);
     Tensor::new_contiguous(like.client.clone(), like.device.clone(), [c].into(), handle, DType::F32)
-}
-
-fn check_vector(t: &Tensor, c: usize, what: &str) {
-    assert!(
-        t.dtype == DType::F32 && t.meta.shape().dims::<1>() == [c],
-        "cuDNN BatchNorm: {what} must be f32 of {c} channels, got {:?} {:?}",
-        t.dtype,
-        t.meta.shape()
-    );
-}
-
-/// Training BatchNorm's forward, by cuDNN (`cudnnBatchNormalizationForwardTraining`): `x` (N, C,
-/// H, W; f32, f16 or bf16) normalised with its batch statistics, scaled by `gamma` and shifted by
-/// `beta` (f32, C), in the dtype of `x` with f32 statistics (PyTorch's autocast). Returns that,
-/// the running `[mean, var]` updated as `(1 - momentum) * running + momentum * batch` (the
-/// variance unbiased; new buffers: `running` is left as it was), and the batch mean and inverse
-/// standard deviation that [`batch_norm_backward`] takes.
-pub fn batch_norm_forward(
-    x: Tensor,
-    gamma: Tensor,
-    beta: Tensor,
-    running: [Tensor; 2],
-    momentum: f64,
-    epsilon: f64,
-) -> (Tensor, [Tensor; 2], [Tensor; 2]) {
-    let x = dense(x);
-    let d = dims(&x);
-    let c = d[1];
-    for (t, what) in [(&gamma, "gamma"), (&beta, "beta"), (&running[0], "the running mean"), (&running[1], "the running variance")] {
-        check_vector(t, c, what);
-    }
-    let dtype = x.dtype;
-    let y = empty(&x, d, dtype);
-    let [rm, rv] = running;
-    let (new_mean, new_var) = (channels(&x, c), channels(&x, c));
-    let (save_mean, save_inv) = (channels(&x, c), channels(&x, c));
-    let (px, stream, _rx) = ptr(&x);
-    let [py, pg, pb, prm, prv, pnm, pnv, psm, psi] = [&y, &gamma, &beta, &rm, &rv, &new_mean, &new_var, &save_mean, &save_inv]
-        .map(|t| {
-            let (p, _, r) = ptr(t);
-            (p, r)
-        });
-    let mut gpu = gpu(x.device.index).lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: the context is CubeCL's primary context of this device.
-    unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
-    gpu.use_stream(stream);
-    let xd = TensorDesc::new(dtype, d, dense_strides(d));
-    let bd = TensorDesc::new(DType::F32, [1, c, 1, 1], dense_strides([1, c, 1, 1]));
-    let (one, zero) = (1f32, 0f32);
-    let (alpha, beta_) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
-    let g = bn_geometry(d);
-    // SAFETY: live CubeCL buffers of the described extents, all queued on `stream` (see
-    // `convolve`); the running statistics are copied into the new buffers cuDNN updates in place.
-    unsafe {
-        for ((src, _), (dst, _)) in [(&prm, &pnm), (&prv, &pnv)] {
-            drv::memcpy_dtod_async(*dst, *src, c * 4, stream).expect("cuMemcpyDtoDAsync (running statistics)");
-        }
-        check(
-            sys::cudnnBatchNormalizationForwardTraining(
-                gpu.handle, BN_MODE, alpha, beta_, xd.0, px as *const c_void, xd.0, py.0 as *mut c_void, bd.0,
-                pg.0 as *const c_void, pb.0 as *const c_void, momentum, pnm.0 as *mut c_void, pnv.0 as *mut c_void,
-                epsilon, psm.0 as *mut c_void, psi.0 as *mut c_void,
-            ),
-            "BatchNorm forward",
-            &g,
-            dtype,
-        );
-    }
-    (y, [new_mean, new_var], [save_mean, save_inv])
-}
-
-/// Training BatchNorm's backward, by cuDNN (`cudnnBatchNormalizationBackward`): from `x`, the
-/// output gradient `dy` (same shape and dtype), `gamma` and [`batch_norm_forward`]'s saved batch
-/// mean and inverse standard deviation, the gradients `[dx, dgamma, dbeta]` (dx in the dtype of
-/// `x`, the others f32).
-pub fn batch_norm_backward(x: Tensor, dy: Tensor, gamma: Tensor, saved: [Tensor; 2], epsilon: f64) -> [Tensor; 3] {
-    let (x, dy) = (dense(x), dense(dy));
-    let d = dims(&x);
-    let c = d[1];
-    assert_eq!(dims(&dy), d, "cuDNN BatchNorm backward: the output gradient's shape");
-    assert_eq!(dy.dtype, x.dtype, "cuDNN BatchNorm backward: the output gradient's dtype");
-    check_vector(&gamma, c, "gamma");
-    let dtype = x.dtype;
-    let dx = empty(&x, d, dtype);
-    let (dgamma, dbeta) = (channels(&x, c), channels(&x, c));
-    let (px, stream, _rx) = ptr(&x);
-    let [pdy, pg, psm, psi, pdx, pdg, pdb] = [&dy, &gamma, &saved[0], &saved[1], &dx, &dgamma, &dbeta].map(|t| {
-        let (p, _, r) = ptr(t);
-        (p, r)
-    });
-    let mut gpu = gpu(x.device.index).lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: the context is CubeCL's primary context of this device.
-    unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
-    gpu.use_stream(stream);
-    let xd = TensorDesc::new(dtype, d, dense_strides(d));
-    let bd = TensorDesc::new(DType::F32, [1, c, 1, 1], dense_strides([1, c, 1, 1]));
-    let (one, zero) = (1f32, 0f32);
-    let (one, zero) = (&one as *const f32 as *const c_void, &zero as *const f32 as *const c_void);
-    // SAFETY: as in `batch_norm_forward`.
-    unsafe {
-        check(
-            sys::cudnnBatchNormalizationBackward(
-                gpu.handle, BN_MODE, one, zero, one, zero, xd.0, px as *const c_void, xd.0, pdy.0 as *const c_void,
-                xd.0, pdx.0 as *mut c_void, bd.0, pg.0 as *const c_void, pdg.0 as *mut c_void, pdb.0 as *mut c_void,
-                epsilon, psm.0 as *const c_void, psi.0 as *const c_void,
-            ),
-            "BatchNorm backward",
-            &bn_geometry(d),
-            dtype,
-        );
-    }
-    [dx, dgamma, dbeta]
-}
-
-/// A BatchNorm's shape in the error messages' terms.
-fn bn_geometry(x: [usize; 4]) -> Geometry {
-    Geometry { x, w: [0; 4], y: x, padding: [0; 2], stride: [1; 2], dilation: [1; 2], groups: 1 }
 }
