@@ -346,7 +346,7 @@ pub(crate) mod cube {
     use cubecl::cuda::CudaRuntime;
 
     use super::{PROGRAM, THREADS, entry, grad_entry, shape_of};
-    use crate::cube::cudnn::{channels, dense, dims, empty, ptr};
+    use crate::cube::cudnn::{channels, dense, dims, empty, on_device_thread, ptr};
     use crate::nvrtc::{Arg, Kernels};
 
     type Tensor = CubeTensor<CudaRuntime>;
@@ -389,6 +389,20 @@ pub(crate) mod cube {
     /// buffers); and what [`backward`] takes: the batch mean, the inverse standard deviation,
     /// `gamma` times it, and `beta`.
     pub(crate) fn forward(
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        running: [Tensor; 2],
+        momentum: f64,
+        epsilon: f64,
+        slope: Option<f64>,
+    ) -> (Tensor, [Tensor; 2], [Tensor; 4]) {
+        let client = x.client.clone();
+        on_device_thread(&client, move || forward_here(x, gamma, beta, running, momentum, epsilon, slope))
+    }
+
+    /// [`forward`] on the calling thread (CubeCL's device thread: see [`on_device_thread`]).
+    fn forward_here(
         x: Tensor,
         gamma: Tensor,
         beta: Tensor,
@@ -442,6 +456,12 @@ pub(crate) mod cube {
     /// Training backward: `[dx, dgamma, dbeta]` of `sum(y * dy)` from `x`, the output gradient
     /// and [`forward`]'s saved tensors (dx in the dtype of `x`, the others f32).
     pub(crate) fn backward(x: Tensor, dy: Tensor, saved: [Tensor; 4], slope: Option<f64>) -> [Tensor; 3] {
+        let client = x.client.clone();
+        on_device_thread(&client, move || backward_here(x, dy, saved, slope))
+    }
+
+    /// [`backward`] on the calling thread (CubeCL's device thread).
+    fn backward_here(x: Tensor, dy: Tensor, saved: [Tensor; 4], slope: Option<f64>) -> [Tensor; 3] {
         let x = dense(x);
         let d = dims(&x);
         let dy = dense(if dy.dtype == x.dtype { dy } else { burn_cubecl::kernel::cast(dy, x.dtype) });

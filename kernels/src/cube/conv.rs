@@ -73,8 +73,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         {
             let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
             let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
-            let y = cuda::convolve::<R>(super::cudnn::Pass::Forward, g, x, weight);
-            with_bias::<R, F, I, BT>(y, bias)
+            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
         }
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
@@ -101,8 +100,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
                 dilation: options.dilation,
                 groups: options.groups,
             };
-            let y = cuda::convolve::<R>(super::cudnn::Pass::Data, g, weight, x);
-            with_bias::<R, F, I, BT>(y, bias)
+            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
         }
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv_transpose2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
@@ -233,14 +231,18 @@ fn same_dtype<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     CubeBackend::<R, F, I, BT>::float_cast(t, dtype.into())
 }
 
-/// `y` plus `bias` per channel, if any.
+/// cuDNN's `pass` of `g` on the operands `[a, b]` (see [`super::cudnn::convolve`]) plus `bias`
+/// per channel, if any.
 #[cfg(feature = "cuda")]
-fn with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
-    y: FloatTensor<CubeBackend<R, F, I, BT>>,
+fn convolve_with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    pass: super::cudnn::Pass,
+    g: super::cudnn::Geometry,
+    [a, b]: [FloatTensor<CubeBackend<R, F, I, BT>>; 2],
     bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
 ) -> FloatTensor<CubeBackend<R, F, I, BT>> {
     use burn::tensor::ops::FloatTensorOps;
     type B<R, F, I, BT> = CubeBackend<R, F, I, BT>;
+    let y = cuda::convolve::<R>(pass, g, a, b);
     let Some(bias) = bias else { return y };
     let c = bias.meta.shape()[0];
     let bias = same_dtype::<R, F, I, BT>(bias, y.dtype);

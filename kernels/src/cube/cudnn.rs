@@ -15,11 +15,13 @@
 //! those that read its output, with no host synchronisation, so the host keeps queueing ahead of
 //! the GPU as it does between CubeCL's own kernels. (Session 13 ran cuDNN on a stream of its own
 //! and waited on the host before and after each call: FlowNetSD's forward took 31-37 ms in fp32
-//! and fp16 alike, against 3-4 ms on LibTorch.) Buffers freed after a call (packed copies) go
-//! back to the same stream's pool, so their reuse is ordered after it too. Results are dense NCHW buffers. Inputs of other layouts (CubeCL pads the rows of 4-d
-//! allocations to an alignment: widths such as FlowNetSD's 15 or 30) are packed into a copy
-//! first (`cudnnTransformTensor`): cuDNN's backward passes reject padded rows (every algorithm
-//! `NOT_SUPPORTED`, measured), and its filters are packed by definition.
+//! and fp16 alike, against 3-4 ms on LibTorch.) Buffers freed after a call go back to the same
+//! stream's pool, so their reuse is ordered after it too.
+//!
+//! Operands and results are dense NCHW buffers: the patched runtime allocates dense tensors (it
+//! padded rows to 512-byte pitches, and cuDNN's backward passes reject padded rows: every
+//! algorithm `NOT_SUPPORTED`, measured), and views of another layout (a permutation, a slice)
+//! are copied by CubeCL first.
 //!
 //! Arithmetic follows PyTorch: f32 under [`ConvPrecision::Tf32`] with `CUDNN_DEFAULT_MATH`
 //! (TF32 allowed, `allow_tf32`), under [`ConvPrecision::F32`] with `CUDNN_FMA_MATH`; f16 and
@@ -41,6 +43,7 @@ use cudarc::driver::{result as drv, sys as dsys};
 use crate::conv::{ConvPrecision, conv_precision};
 
 type Tensor = CubeTensor<CudaRuntime>;
+type ComputeClient = cubecl::client::ComputeClient<CudaRuntime>;
 
 /// Most workspace an algorithm may ask for (bytes).
 pub const MAX_WORKSPACE: usize = 1 << 30;
@@ -325,13 +328,6 @@ fn dense_strides([_, c, h, w]: [usize; 4]) -> [usize; 4] {
     [c * h * w, h * w, w, 1]
 }
 
-/// Whether cuDNN can read `t` through a tensor descriptor: positive strides in NCHW order (any
-/// padding between rows or planes).
-fn describable(t: &Tensor) -> bool {
-    let (d, s) = (dims(t), strides(t));
-    s[3] == 1 && s[2] >= d[3] && s[1] >= d[2] * s[2] && s[0] >= d[1] * s[1]
-}
-
 /// A new dense (N, C, H, W) tensor of `dims` on `like`'s device; its contents are undefined.
 pub(crate) fn empty(like: &Tensor, dims: [usize; 4], dtype: DType) -> Tensor {
     let bytes = dims.iter().product::<usize>() * dtype.size();
@@ -355,6 +351,34 @@ pub(crate) fn ptr(t: &Tensor) -> (u64, dsys::CUstream, impl Sized + use<>) {
 /// `dw`, a dense tensor it allocates) from the two inputs. `a`, `b` are (`x`, `w`) for
 /// [`Pass::Forward`], (`w`, `dy`) for [`Pass::Data`], (`x`, `dy`) for [`Pass::Filter`].
 pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor {
+    let client = a.client.clone();
+    on_device_thread(&client, move || convolve_here(pass, geometry, a, b))
+}
+
+/// Runs `f` on CubeCL's device thread of `client` (CubeCL queues its work to one thread per
+/// device), after the work queued there before it, and raises its panic on this thread.
+/// `ComputeClient::get_resource` called from another thread is a round trip to that thread,
+/// which first drains its queue: a convolution's three pointers cost about 165 us of host time
+/// that way (FlowNetSD's forward: 9.5 of its 18 ms, measured on an H100); called on the device
+/// thread itself, it runs inline. cuDNN is called there too.
+pub(crate) fn on_device_thread<T: Send + 'static>(client: &ComputeClient, f: impl FnOnce() -> T + Send) -> T {
+    let run = move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into())
+        })
+    };
+    match client.exclusive(run) {
+        Ok(Ok(t)) => t,
+        Ok(Err(message)) => panic!("{message}"),
+        Err(e) => panic!("CubeCL's device thread: {e:?}"),
+    }
+}
+
+/// [`convolve`] on the calling thread (CubeCL's device thread).
+fn convolve_here(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor {
     let dtype = a.dtype;
     assert_eq!(dtype, b.dtype, "cuDNN convolution: operands of one dtype");
     let g = geometry;
@@ -363,19 +387,10 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
         Pass::Data => g.x,
         Pass::Filter => g.w,
     };
-    // Operands cuDNN cannot describe (a permuted view) are made contiguous by CubeCL first.
-    let fix = |t: Tensor| if describable(&t) { t } else { burn_cubecl::kernel::into_contiguous(t) };
-    let (a, b) = (fix(a), fix(b));
+    // cuDNN's backward passes take packed operands only (every algorithm `NOT_SUPPORTED`
+    // otherwise, measured): a view of another layout is copied by CubeCL first.
+    let (a, b) = (dense(a), dense(b));
     let out = empty(&a, out_dims, dtype);
-    // cuDNN's backward passes take packed operands only (its forward strided ones too, but
-    // packed runs the same kernels): operands with padded rows are packed into a copy first.
-    let (a_dims, b_dims) = match pass {
-        Pass::Forward => (g.x, g.w),
-        Pass::Data => (g.w, g.y),
-        Pass::Filter => (g.x, g.y),
-    };
-    let pack = |t: &Tensor, d: [usize; 4]| (strides(t) != dense_strides(d)).then(|| empty(t, d, dtype));
-    let (a_pack, b_pack) = (pack(&a, a_dims), pack(&b, b_dims));
     let math = math(dtype);
     let key = Key { pass, geometry: g, dtype, math: math as u32 };
 
@@ -383,8 +398,6 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
     let (pa, stream, _ra) = ptr(&a);
     let (pb, _, _rb) = ptr(&b);
     let (po, _, _ro) = ptr(&out);
-    let a_pack_ptr = a_pack.as_ref().map(|t| { let (p, _, r) = ptr(t); (p, r) });
-    let b_pack_ptr = b_pack.as_ref().map(|t| { let (p, _, r) = ptr(t); (p, r) });
     let index = a.device.index;
 
     let mut gpu = gpu(index).lock().unwrap_or_else(|e| e.into_inner());
@@ -402,24 +415,8 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
 
     // SAFETY: every pointer is a live CubeCL buffer of at least the described extent; descriptors
     // match. The work is queued on the buffers' own stream: a buffer released after this call
-    // (the operands, the packed copies) is reused by CubeCL's pool only for work queued later on
-    // that stream.
+    // is reused by CubeCL's pool only for work queued later on that stream.
     unsafe {
-        // `src` (of `t`'s strides) into the packed copy `dst`, whose pointer is returned.
-        let packed = |t: &Tensor, d: [usize; 4], src: u64, dst: &Option<(u64, _)>| -> u64 {
-            let Some((dst, _)) = dst else { return src };
-            let from = TensorDesc::new(dtype, d, strides(t));
-            let to = TensorDesc::new(dtype, d, dense_strides(d));
-            check(
-                sys::cudnnTransformTensor(h, alpha, from.0, src as *const c_void, beta, to.0, *dst as *mut c_void),
-                "packing an operand",
-                &g,
-                dtype,
-            );
-            *dst
-        };
-        let pa = packed(&a, a_dims, pa, &a_pack_ptr);
-        let pb = packed(&b, b_dims, pb, &b_pack_ptr);
         let w_ptr = match pass {
             Pass::Forward => pb,
             Pass::Data => pa,
@@ -542,7 +539,15 @@ unsafe fn choose(
         return *c;
     }
     let ok = sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS;
-    let usable = |p: &&Perf| p.status == ok && p.memory <= MAX_WORKSPACE;
+    // Full f32 (`ConvPrecision::F32`, FMA math) admits no algorithm that cuDNN timed on tensor
+    // cores, and runs the chosen one with FMA math (below): the descriptor would otherwise carry
+    // the reported math type, and TF32 with it.
+    let fma = key.math == sys::cudnnMathType_t::CUDNN_FMA_MATH as u32;
+    let tensor_op = |m| {
+        matches!(m, sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH | sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)
+    };
+    let math_ok = |p: &Perf| !fma || !tensor_op(p.math);
+    let usable = |p: &&Perf| p.status == ok && p.memory <= MAX_WORKSPACE && math_ok(p);
     let timed = unsafe { list(h, key, [xd, yd], wd, cd, true) };
     let deterministic = |v: &[Perf]| v.iter().filter(usable).find(|p| p.deterministic).copied();
     // The heuristics only where timing found no deterministic algorithm.
@@ -568,8 +573,9 @@ unsafe fn choose(
                 key.pass, key.geometry, timed, ranked
             )
         });
-    // The workspace of the algorithm with the math type it was timed with.
-    check(unsafe { sys::cudnnSetConvolutionMathType(cd.0, pick.math) }, "setting the math type", &key.geometry, key.dtype);
+    let math = if fma { sys::cudnnMathType_t::CUDNN_FMA_MATH } else { pick.math };
+    // The workspace of the algorithm with the math type it runs with.
+    check(unsafe { sys::cudnnSetConvolutionMathType(cd.0, math) }, "setting the math type", &key.geometry, key.dtype);
     let mut workspace = 0usize;
     let status = unsafe {
         match pick.algo {
@@ -579,7 +585,7 @@ unsafe fn choose(
         }
     };
     check(status, "workspace size", &key.geometry, key.dtype);
-    let c = Choice { algo: pick.algo, math: pick.math, workspace };
+    let c = Choice { algo: pick.algo, math, workspace };
     algorithms().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, c);
     c
 }

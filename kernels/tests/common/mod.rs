@@ -544,8 +544,11 @@ pub fn check_conv_f32<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
 /// The training convolution (`vsr_kernels::conv::conv2d` under `Autodiff<B>`: LibTorch's own graph,
 /// else Burn's or the tap products as `conv_grad::weight_grad_for` says) against Burn's convolution
 /// under autodiff on the CPU backend: output and the gradients of input, weight and bias; with and
-/// without an input gradient; padding, dilation, stride, groups. The tolerance allows TF32 on GPUs
-/// (1e-3 relative per product); a wrong gradient is off by O(1).
+/// without an input gradient; padding, dilation, stride, groups. The tolerance allows TF32 on GPUs:
+/// a sum of K products of values in [-1, 1], each rounded to TF32 (2^-11), is off by about
+/// sqrt(K) * 1.2e-4 (K up to 405 here: 2.5e-3), and the worst of a few hundred outputs by 4-5 times
+/// that; 2e-2 failed about one run in ten on cuDNN (H100, errors of 2.0-2.3e-2). A wrong gradient
+/// is off by O(1).
 pub fn check_conv_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     use burn::tensor::Tolerance;
     use burn::tensor::ops::ConvOptions;
@@ -555,7 +558,7 @@ pub fn check_conv_train<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     };
     type Cpu = Autodiff<burn::backend::Flex>;
     let cpu = Default::default();
-    let tol = Tolerance::<f32>::rel_abs(1e-2, 2e-2);
+    let tol = Tolerance::<f32>::rel_abs(1e-2, 5e-2);
     for (x_shape, w_shape, x_grad, options) in [
         ([2, 3, 9, 11], [4, 3, 5, 5], true, ConvOptions::new([1, 1], [2, 2], [1, 1], 1)),
         ([3, 1, 12, 10], [5, 1, 9, 9], false, ConvOptions::new([1, 1], [4, 4], [1, 1], 1)),
