@@ -7,11 +7,7 @@
 # Carry .gpu/cache.tgz (CubeCL's tuning, from an earlier call's $OUT/cache) to skip re-tuning.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-if [ -f .gpu/cache.tgz ] && [ ! -d /tmp/vsr-cache ]; then mkdir -p /tmp/vsr-cache && tar -C /tmp/vsr-cache -xzf .gpu/cache.tgz; fi
-source scripts/gpu/common.sh
-cudnn=$(dirname "$(find /opt/torch/.venv -name 'libcudnn.so.9' | head -1)")
-cublas=$(dirname "$(find /opt/torch/.venv -name 'libcublasLt.so*' | head -1)")
-export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn:$cublas
+source scripts/gpu/cudnn_env.sh
 echo "cuDNN from $cudnn (cuBLASLt from $cublas)"; ls "$cudnn" | head
 row() { grep -E "^\| (cuda|tch|VSRNet|FlowNetSD|warp|degradation)|first step|memory|rror|panicked|note" "$1"; }
 step() {  # precision, batch, time limit, log name

@@ -8,11 +8,7 @@
 # if carried.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-if [ -f .gpu/cache.tgz ] && [ ! -d /tmp/vsr-cache ]; then mkdir -p /tmp/vsr-cache && tar -C /tmp/vsr-cache -xzf .gpu/cache.tgz; fi
-source scripts/gpu/common.sh
-cudnn=$(dirname "$(find /opt/torch/.venv -name 'libcudnn.so.9' | head -1)")
-cublas=$(dirname "$(find /opt/torch/.venv -name 'libcublasLt.so*' | head -1)")
-export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn:$cublas
+source scripts/gpu/cudnn_env.sh
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 for p in ${PRECISIONS:-fp16 fp32}; do
 timeout 200 "$NCU" --profile-from-start off --clock-control none --metrics gpu__time_duration.sum --print-units base --csv --log-file "$OUT/ncu_$p.csv" \
