@@ -326,7 +326,6 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
     [mean, var]: [FloatTensor<Autodiff<B, C>>; 2],
     settings: BatchNormAct,
 ) -> (FloatTensor<Autodiff<B, C>>, [FloatTensor<Autodiff<B, C>>; 2]) {
-    let need = [&x, &gamma, &beta].map(|t| !t.node.requirement.is_none());
     let running = [mean.primitive, var.primitive];
     let constant = |t: FloatTensor<B>| -> FloatTensor<Autodiff<B, C>> {
         Tensor::<Autodiff<B, C>, 1>::from_inner(tensor(t)).into_primitive().tensor()
@@ -345,6 +344,7 @@ pub(crate) fn batch_norm_autodiff<B: ConvBackend, C: CheckpointStrategy>(
         };
         return (out, [constant(mean), constant(var)]);
     }
+    let need = [&x, &gamma, &beta].map(|t| !t.node.requirement.is_none());
     let prep = GraphBackward.prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()]).compute_bound().stateful();
     let (out, [mean, var], graph) =
         B::batch_norm_graph(x.primitive, gamma.primitive, beta.primitive, running, settings, need);

@@ -233,10 +233,11 @@ fn check(status: sys::cudnnStatus_t, what: &str, geometry: &Geometry, dtype: DTy
 struct TensorDesc(sys::cudnnTensorDescriptor_t);
 
 impl TensorDesc {
-    fn new(dtype: DType, dims: [usize; 4], strides: [usize; 4]) -> Self {
+    /// A dense NCHW tensor of `dims` (every operand is: see [`dense`]).
+    fn new(dtype: DType, dims: [usize; 4]) -> Self {
         let d = cudarc::cudnn::result::create_tensor_descriptor().expect("cudnnCreateTensorDescriptor");
+        let strides = dense_strides(dims).map(|v| v as i32);
         let dims = dims.map(|v| v as i32);
-        let strides = strides.map(|v| v as i32);
         // SAFETY: `d` was just created; four dims and strides.
         unsafe { cudarc::cudnn::result::set_tensornd_descriptor(d, data_type(dtype), 4, dims.as_ptr(), strides.as_ptr()) }
             .unwrap_or_else(|e| panic!("cudnnSetTensorNdDescriptor({dims:?}, {strides:?}): {e:?}"));
@@ -404,8 +405,8 @@ fn convolve_here(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor
     // SAFETY: the context is CubeCL's primary context of this device.
     unsafe { drv::ctx::set_current(gpu.ctx) }.expect("cuCtxSetCurrent");
     gpu.use_stream(stream);
-    let xd = TensorDesc::new(dtype, g.x, dense_strides(g.x));
-    let yd = TensorDesc::new(dtype, g.y, dense_strides(g.y));
+    let xd = TensorDesc::new(dtype, g.x);
+    let yd = TensorDesc::new(dtype, g.y);
     let wd = FilterDesc::new(dtype, g.w);
     let cd = ConvDesc::new(&g, math);
     let h = gpu.handle;
