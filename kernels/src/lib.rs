@@ -30,7 +30,7 @@ mod bias_act;
 pub mod bench;
 pub mod conv;
 pub mod conv_grad;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod conv_shape;
 #[cfg(feature = "cubecl")]
 pub mod cube;
@@ -41,11 +41,11 @@ pub mod fixed_point;
 mod libtorch;
 #[cfg(any(feature = "tch", feature = "cuda"))]
 pub mod nvrtc;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod one_channel_conv;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod one_input_channel_conv;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod tensor_core_conv;
 mod setting;
 

@@ -34,15 +34,24 @@
 //! [`ConvPrecision::Tf32`]: crate::conv::ConvPrecision::Tf32
 //! [`ConvPrecision::F32`]: crate::conv::ConvPrecision::F32
 
+#[cfg(feature = "tch")]
 use std::sync::Arc;
 
+#[cfg(feature = "tch")]
 use burn::backend::libtorch::TchTensor;
+#[cfg(feature = "tch")]
 use burn::tensor::ops::ConvOptions;
+#[cfg(feature = "tch")]
 use tch::{Kind, Tensor};
 
+#[cfg(feature = "tch")]
 use crate::conv_grad::ConvGraph;
-use crate::conv_shape::{ConvShape, add_bias, bias_fits, contiguous};
-use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
+use crate::conv_shape::ConvShape;
+#[cfg(feature = "tch")]
+use crate::conv_shape::{add_bias, bias_fits, contiguous};
+use crate::nvrtc::Program;
+#[cfg(feature = "tch")]
+use crate::nvrtc::{Arg, Kernels, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("one_input_channel_conv.cu"));
 /// `OI_TC`, `OI_TR`, `OI_TPB`, `OI_RC`, `OI_THREADS` and `OI_CMAX` of one_input_channel_conv.cu.
@@ -78,10 +87,10 @@ static PROGRAM: Program = Program::new(
     "LibTorch's convolution (cuDNN)",
 );
 
-/// x (n, 1, h, w), w (c, 1, k, k), both of `kind` (f16 or f32).
+/// x (n, 1, h, w), w (c, 1, k, k), both f16 (`half`) or f32.
 #[derive(Clone, Copy)]
 struct Shape {
-    kind: Kind,
+    half: bool,
     n: i64,
     c: i64,
     h: i64,
@@ -90,6 +99,20 @@ struct Shape {
 }
 
 impl Shape {
+    /// `g` in f16 (`half`) or f32 where our kernels take it (see the module docs).
+    fn of(g: &ConvShape, half: bool) -> Option<Self> {
+        let shape = Shape { half, n: g.n, c: g.co, h: g.h, w: g.w, k: g.k };
+        let fits = g.ci == 1
+            && SIZES.contains(&g.k)
+            && shape.c % 16 == 0
+            && shape.c >= 16
+            && shape.c <= CMAX
+            && shape.n <= 65535
+            && shape.grid().1 <= 65535
+            && shape.items() <= i32::MAX as i64;
+        fits.then_some(shape)
+    }
+
     /// The forward's: tiles of TC x TR, TPB of them stacked per block.
     fn grid(&self) -> (u32, u32, u32) {
         (ceil(self.w, TC), ceil(self.h, TR * TPB), self.n as u32)
@@ -107,12 +130,24 @@ impl Shape {
 
     /// `f16` or `f32`: the entries' storage suffix.
     fn storage(&self) -> &'static str {
-        if self.kind == Kind::Half { "f16" } else { "f32" }
+        if self.half { "f16" } else { "f32" }
     }
 
     /// `oicv_<pass>_<f16|f32>_k<K>`.
     fn entry(&self, pass: &str) -> String {
         format!("oicv_{pass}_{}_k{}", self.storage(), self.k)
+    }
+
+    /// Whether the weight gradient's 16-byte loads of dy's rows apply (rows start aligned).
+    fn vectorised(&self, dy_ptr: u64) -> bool {
+        let per_row = if self.half { 8 } else { 4 };
+        self.w % per_row == 0 && dy_ptr % 16 == 0
+    }
+
+    /// The storage kind.
+    #[cfg(feature = "tch")]
+    fn kind(&self) -> Kind {
+        if self.half { Kind::Half } else { Kind::Float }
     }
 }
 
@@ -120,6 +155,7 @@ fn ceil(v: i64, by: u32) -> u32 {
     (v as u32).div_ceil(by)
 }
 
+#[cfg(feature = "tch")]
 /// What the backward needs of the forward.
 pub(crate) struct Saved {
     device: usize,
@@ -130,6 +166,7 @@ pub(crate) struct Saved {
     need: [bool; 2],
 }
 
+#[cfg(feature = "tch")]
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
 /// they do not apply (see the module docs: f32 only where `allow_tf32`); the graph's backward is
 /// [`backward`].
@@ -148,6 +185,7 @@ pub(crate) fn forward(
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
+#[cfg(feature = "tch")]
 /// The convolution of `x` by `weight` outside autodiff (inference, frozen layers) with the
 /// forward kernel, plus `bias` (C, of the input's kind) if given, or `None` where the kernels do
 /// not apply (f32 only where `allow_tf32`).
@@ -165,6 +203,7 @@ pub(crate) fn inference(
     Some(add_bias(y, bias))
 }
 
+#[cfg(feature = "tch")]
 /// Checks that the kernels take `x` and `w` (see the module docs; f32 only where `allow_tf32`)
 /// and launches the forward: the device, kernels, shape, the input as the backward keeps it
 /// ([`contiguous`]) and the output.
@@ -172,40 +211,33 @@ fn launch_forward(x: &TchTensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf
     let t = &x.tensor;
     let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
     let g = ConvShape::same_padding(t, wt, options, kinds, &SIZES)?;
-    let (device, shape) = (g.device, Shape { kind: t.kind(), n: g.n, c: g.co, h: g.h, w: g.w, k: g.k });
-    if g.ci != 1
-        || shape.c % 16 != 0
-        || shape.c < 16
-        || shape.c > CMAX
-        || shape.n > 65535
-        || shape.grid().1 > 65535
-        || shape.items() > i32::MAX as i64
-        // (a channels-last input keeps LibTorch's path, whose output follows its layout)
-        || crate::conv::tch_is_channels_last(t)
-    {
+    let (device, shape) = (g.device, Shape::of(&g, t.kind() == Kind::Half)?);
+    // (a channels-last input keeps LibTorch's path, whose output follows its layout)
+    if crate::conv::tch_is_channels_last(t) {
         return None;
     }
     let kernels = PROGRAM.kernels(device).ok()?;
     let (xc, wc) = (contiguous(x), wt.contiguous());
-    let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (shape.kind, t.device()));
+    let y = Tensor::empty([shape.n, shape.c, shape.h, shape.w], (shape.kind(), t.device()));
     let args = [ptr(&xc.tensor), ptr(&wc), ptr(&y), Arg::I32(shape.c as i32), Arg::I32(shape.h as i32), Arg::I32(shape.w as i32)];
     kernels.launch(device, (THREADS, 1, 1), &shape.entry("forward"), shape.grid(), &args);
     Some((device, kernels, shape, xc, y))
 }
 
+#[cfg(feature = "tch")]
 /// Gradients for `[x, weight]` of `sum(y * dy)`: no input gradient (the forward runs only where
 /// none is needed), the weight gradient where the forward's `need` says.
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let x = &s.x.tensor;
     let sh = s.shape;
-    let dy = dy.tensor.to_kind(sh.kind).contiguous();
+    let dy = dy.tensor.to_kind(sh.kind()).contiguous();
     assert_eq!(dy.size(), [sh.n, sh.c, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
     let dw = s.need[1].then(|| {
         let blocks = sh.weight_blocks();
         let count = sh.c * sh.k * sh.k;
         let part = Tensor::empty([blocks * count], (Kind::Float, x.device()));
         // (16-byte loads of dy's rows where they start aligned)
-        let vec = sh.w % (16 / sh.kind.elt_size_in_bytes() as i64) == 0 && aligned(&dy, 16);
+        let vec = sh.vectorised(dy.data_ptr() as u64);
         s.kernels.launch(s.device, (THREADS, 1, 1), &sh.entry("grad_weight"), (blocks as u32, 1, 1), &[
             ptr(x),
             ptr(&dy),
@@ -216,7 +248,7 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
             Arg::I32(sh.w as i32),
             Arg::I32(vec as i32),
         ]);
-        let dw = Tensor::empty([sh.c, 1, sh.k, sh.k], (sh.kind, x.device()));
+        let dw = Tensor::empty([sh.c, 1, sh.k, sh.k], (sh.kind(), x.device()));
         let finish = format!("oicv_grad_weight_finish_{}", sh.storage());
         s.kernels.launch(s.device, (32, 8, 1), &finish, ((count as u32).div_ceil(32), 1, 1), &[
             ptr(&part),
@@ -227,4 +259,67 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
         TchTensor::new(dw)
     });
     vec![None, dw]
+}
+
+/// The same kernels on the CUDA (CubeCL) backend's dense buffers, launched on the stream of
+/// CubeCL's queue from its device thread (see `crate::cube::own_conv`): the forward and the weight
+/// gradient, f16, or f32 where TF32 is allowed.
+#[cfg(feature = "cuda")]
+pub(crate) mod cube {
+    use burn::tensor::DType;
+
+    use super::{PROGRAM, Shape, THREADS};
+    use crate::conv_shape::ConvShape;
+    use crate::cube::cudnn::{channels, empty};
+    use crate::cube::own_conv::{Tensor, pointers};
+    use crate::nvrtc::Arg;
+
+    /// `g` in the dtype of `t` where our kernels take it (f32 only with `tf32`).
+    fn shape(g: &ConvShape, t: &Tensor, tf32: bool) -> Option<Shape> {
+        match t.dtype {
+            DType::F16 => Shape::of(g, true),
+            DType::F32 if tf32 => Shape::of(g, false),
+            _ => None,
+        }
+    }
+
+    /// The forward of `x` by `weight`, or `None` where our kernels do not take it.
+    pub(crate) fn forward(x: &Tensor, weight: &Tensor, g: &ConvShape, tf32: bool) -> Option<Tensor> {
+        let sh = shape(g, x, tf32)?;
+        let kernels = PROGRAM.kernels(g.device).ok()?;
+        let y = empty(x, [sh.n, sh.c, sh.h, sh.w].map(|v| v as usize), x.dtype);
+        let ([px, pw, py], stream, _guards) = pointers([x, weight, &y]);
+        // SAFETY: CubeCL's stream of these dense buffers, kept (guards) until the launch is
+        // queued; the arguments as the LibTorch path passes them.
+        unsafe {
+            kernels.launch_on(stream, (THREADS, 1, 1), &sh.entry("forward"), sh.grid(), 0, &[
+                Arg::Ptr(px), Arg::Ptr(pw), Arg::Ptr(py), Arg::I32(sh.c as i32), Arg::I32(sh.h as i32), Arg::I32(sh.w as i32),
+            ]);
+        }
+        Some(y)
+    }
+
+    /// The weight gradient from `x` and the output gradient `dy`, or `None` where our kernels do
+    /// not take it.
+    pub(crate) fn weight_grad(x: &Tensor, dy: &Tensor, g: &ConvShape, tf32: bool) -> Option<Tensor> {
+        let sh = shape(g, x, tf32)?;
+        let kernels = PROGRAM.kernels(g.device).ok()?;
+        let blocks = sh.weight_blocks();
+        let count = sh.c * sh.k * sh.k;
+        let part = channels(x, (blocks * count) as usize);
+        let dw = empty(x, [sh.c, 1, sh.k, sh.k].map(|v| v as usize), x.dtype);
+        let ([px, pdy, ppart, pdw], stream, _guards) = pointers([x, dy, &part, &dw]);
+        let finish = format!("oicv_grad_weight_finish_{}", sh.storage());
+        // SAFETY: as in `forward`.
+        unsafe {
+            kernels.launch_on(stream, (THREADS, 1, 1), &sh.entry("grad_weight"), (blocks as u32, 1, 1), 0, &[
+                Arg::Ptr(px), Arg::Ptr(pdy), Arg::Ptr(ppart), Arg::I32(sh.n as i32), Arg::I32(sh.c as i32),
+                Arg::I32(sh.h as i32), Arg::I32(sh.w as i32), Arg::I32(sh.vectorised(pdy) as i32),
+            ]);
+            kernels.launch_on(stream, (32, 8, 1), &finish, ((count as u32).div_ceil(32), 1, 1), 0, &[
+                Arg::Ptr(ppart), Arg::I32(blocks as i32), Arg::I32(count as i32), Arg::Ptr(pdw),
+            ]);
+        }
+        Some(dw)
+    }
 }

@@ -48,15 +48,23 @@
 //! convolution under its autograd. The f16 forward and input gradient further need grids that
 //! fit (ceil(H / 16) and N at most 65535), else cuDNN computes them as for f32.
 
+#[cfg(feature = "tch")]
 use std::sync::Arc;
 
+#[cfg(feature = "tch")]
 use burn::backend::libtorch::TchTensor;
+#[cfg(feature = "tch")]
 use burn::tensor::ops::ConvOptions;
+#[cfg(feature = "tch")]
 use tch::{Kind, Tensor};
 
+#[cfg(feature = "tch")]
 use crate::conv_grad::ConvGraph;
+#[cfg(feature = "tch")]
 use crate::conv_shape::{ConvShape, add_bias, bias_fits, contiguous};
-use crate::nvrtc::{Arg, Kernels, Program, aligned, ptr};
+use crate::nvrtc::Program;
+#[cfg(feature = "tch")]
+use crate::nvrtc::{Arg, Kernels, aligned, ptr};
 
 const SOURCE: &str = concat!(include_str!("storage.cuh"), include_str!("partials.cuh"), include_str!("mma.cuh"), include_str!("tensor_core_conv.cu"));
 /// `TCC_TC`, `TCC_RC` (f32), `TCC_RC16` (f16), `TCC_CIB` and `TCC_CO` of tensor_core_conv.cu.
@@ -110,18 +118,27 @@ fn conv_shared(k: i64) -> u32 {
     (2 * (8 * cs * 4 + k * k * 2 * 32 * 16)) as u32
 }
 
-/// Our f16 convolution (`tcc_conv_f16_k*`) of `input` (n, ci, h, w; contiguous, ci a multiple of
-/// 16) to `co` channels, stride 1, "same" padding: by `weight` (co, ci, k, k), or with `flip` by
-/// the transposed, flipped `weight` (ci, co, k, k): the input gradient of a convolution by it.
-/// `None` where the grid would not fit.
-fn conv_f16(kernels: &Kernels, device: usize, input: &Tensor, weight: &Tensor, co: i64, k: i64, flip: bool) -> Option<Tensor> {
-    let [n, ci, h, w] = input.size()[..] else { return None };
+/// The launch of our f16 convolution (`tcc_conv_f16_k*`) of an input (n, ci, h, w) to `co`
+/// channels with k x k taps: the reordered weight's 32-bit words and the grid, or `None` where
+/// the kernel does not take it (ci not a multiple of 16) or the grid would not fit.
+fn conv_f16_plan([n, ci, h, w]: [i64; 4], co: i64, k: i64) -> Option<(i64, (u32, u32, u32))> {
     let groups = (co + 31) / 32;
     let words = groups * (ci / 16) * k * k * 256;
     let grid = (groups * ((w + FW - 1) / FW), (h + FH - 1) / FH, n);
     if ci % 16 != 0 || words > i32::MAX as i64 || grid.0 > i32::MAX as i64 || grid.1 > 65535 || grid.2 > 65535 {
         return None;
     }
+    Some((words, (grid.0 as u32, grid.1 as u32, grid.2 as u32)))
+}
+
+/// Our f16 convolution (`tcc_conv_f16_k*`) of `input` (n, ci, h, w; contiguous, ci a multiple of
+/// 16) to `co` channels, stride 1, "same" padding: by `weight` (co, ci, k, k), or with `flip` by
+/// the transposed, flipped `weight` (ci, co, k, k): the input gradient of a convolution by it.
+/// `None` where the grid would not fit.
+#[cfg(feature = "tch")]
+fn conv_f16(kernels: &Kernels, device: usize, input: &Tensor, weight: &Tensor, co: i64, k: i64, flip: bool) -> Option<Tensor> {
+    let [n, ci, h, w] = input.size()[..] else { return None };
+    let (words, grid) = conv_f16_plan([n, ci, h, w], co, k)?;
     let wf = Tensor::empty([words], (Kind::Int, input.device()));
     kernels.launch(device, (256, 1, 1), "tcc_conv_weights", ((words as u32).div_ceil(256), 1, 1), &[
         ptr(weight),
@@ -135,7 +152,6 @@ fn conv_f16(kernels: &Kernels, device: usize, input: &Tensor, weight: &Tensor, c
     let out = Tensor::empty([n, co, h, w], (Kind::Half, input.device()));
     // (16-byte loads where rows start aligned)
     let vec = w % 8 == 0 && aligned(input, 16);
-    let grid = (grid.0 as u32, grid.1 as u32, grid.2 as u32);
     kernels.launch_shared(device, (CONV_THREADS, 1, 1), &format!("tcc_conv_f16_k{k}"), grid, conv_shared(k), &[
         ptr(input),
         ptr(&wf),
@@ -149,10 +165,10 @@ fn conv_f16(kernels: &Kernels, device: usize, input: &Tensor, weight: &Tensor, c
     Some(out)
 }
 
-/// x (n, ci, h, w), w (32, ci, k, k), in f16 or f32 (`kind`).
+/// x (n, ci, h, w), w (32, ci, k, k), in f32 (`f32`) or f16.
 #[derive(Clone, Copy)]
 struct Shape {
-    kind: Kind,
+    f32: bool,
     n: i64,
     ci: i64,
     h: i64,
@@ -191,15 +207,45 @@ impl Shape {
     }
 
     fn f32(&self) -> bool {
-        self.kind == Kind::Float
+        self.f32
     }
 
+    /// The storage kind.
+    #[cfg(feature = "tch")]
+    fn kind(&self) -> Kind {
+        if self.f32 { Kind::Float } else { Kind::Half }
+    }
+
+    /// Whether our weight-gradient kernel takes it (with `CO` output channels).
+    fn weight_grad_fits(&self) -> bool {
+        self.ci % CIB == 0
+            && self.ci / CIB <= 65535
+            && self.items() <= i32::MAX as i64 / 2
+            && CO * self.ci * self.k * self.k <= i32::MAX as i64
+    }
+
+    /// The weight gradient's finish kernel, its partial sets' count and the values of the
+    /// gradient.
+    fn finish(&self) -> (&'static str, i64, i64) {
+        let finish = if self.f32() { "tcc_grad_weight_finish_f32" } else { "tcc_grad_weight_finish" };
+        let sets = self.grid().0 as i64 * if self.f32() { RG_F32 } else { RG_F16 };
+        (finish, sets, CO * self.ci * self.k * self.k)
+    }
+
+    /// The weight gradient's entry, and the values per row its 16-byte loads need.
+    fn weight_grad_entry(&self) -> (String, i64) {
+        let (name, per_row) = if self.f32() { ("f32", 4) } else { ("f16", 8) };
+        (format!("tcc_grad_weight_{name}_k{}", self.k), per_row)
+    }
+
+    #[cfg(feature = "tch")]
     fn padding(&self) -> i64 {
         (self.k - 1) / 2
     }
 }
 
 /// What the backward needs of the forward.
+#[cfg(feature = "tch")]
 pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
@@ -210,6 +256,7 @@ pub(crate) struct Saved {
     need: [bool; 2],
 }
 
+#[cfg(feature = "tch")]
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] (LibTorch's convolution, outside
 /// autograd) for a backward with our weight-gradient kernel, or `None` where it does not apply
 /// (see the module docs); the graph's backward is [`backward`]. `allow_tf32`: the precision is
@@ -227,13 +274,8 @@ pub(crate) fn forward(
     }
     let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
     let g = ConvShape::same_padding(t, wt, options, kinds, &SIZES)?;
-    let (device, shape) = (g.device, Shape { kind: t.kind(), n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k });
-    if g.co != CO
-        || shape.ci % CIB != 0
-        || shape.ci / CIB > 65535
-        || shape.items() > i32::MAX as i64 / 2
-        || CO * shape.ci * shape.k * shape.k > i32::MAX as i64
-        || crate::conv::tch_is_channels_last(t)
+    let (device, shape) = (g.device, Shape { f32: t.kind() == Kind::Float, n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k });
+    if g.co != CO || !shape.weight_grad_fits() || crate::conv::tch_is_channels_last(t)
     {
         return None;
     }
@@ -245,6 +287,7 @@ pub(crate) fn forward(
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
+#[cfg(feature = "tch")]
 /// The convolution of `x` by `weight` outside autodiff (inference: `vsr upscale`, evaluation)
 /// on our f16 kernel, plus `bias` (C, of the input's kind) if given, or `None` where it does not
 /// apply: f16 only, 32 output channels, the input as the training forward takes it (see the
@@ -265,6 +308,7 @@ pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTens
     Some(add_bias(y, bias))
 }
 
+#[cfg(feature = "tch")]
 /// LibTorch's (transposed, for the input gradient) convolution of `x` by `w` with stride 1 and
 /// padding `p`, as the other training convolutions run ([`crate::conv::tch_convolution`]); TF32
 /// allowed for f32 (which runs here only under [`crate::conv::ConvPrecision::Tf32`]), moot for f16.
@@ -272,12 +316,13 @@ fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool, allow_tf32: boo
     crate::conv::tch_convolution(x, w, None, &[1, 1], &[p as usize; 2], &[1, 1], transposed, &[0, 0], 1, allow_tf32)
 }
 
+#[cfg(feature = "tch")]
 /// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`: the input
 /// gradient by LibTorch (the transposed convolution), the weight gradient by our kernel.
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let (x, w) = (&s.x.tensor, &s.weight.tensor);
     let sh = s.shape;
-    let dy = dy.tensor.to_kind(sh.kind).contiguous();
+    let dy = dy.tensor.to_kind(sh.kind()).contiguous();
     assert_eq!(dy.size(), [sh.n, CO, sh.h, sh.w], "convolution backward: the output gradient is shaped unlike the output");
     let p = sh.padding();
     let dx = s.need[0].then(|| {
@@ -286,14 +331,11 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     });
     let dw = s.need[1].then(|| {
         let grid = sh.grid();
-        let (name, finish, per_row) =
-            if sh.f32() { ("f32", "tcc_grad_weight_finish_f32", 4) } else { ("f16", "tcc_grad_weight_finish", 8) };
-        let sets = grid.0 as i64 * if sh.f32() { RG_F32 } else { RG_F16 };
-        let count = CO * sh.ci * sh.k * sh.k;
+        let (finish, sets, count) = sh.finish();
+        let (name, per_row) = sh.weight_grad_entry();
         let part = Tensor::empty([sets * count], (Kind::Float, x.device()));
         // (16-byte loads where rows start aligned)
         let vec = sh.w % per_row == 0 && aligned(x, 16) && aligned(&dy, 16);
-        let name = format!("tcc_grad_weight_{name}_k{}", sh.k);
         s.kernels.launch_shared(s.device, (sh.threads(), 1, 1), &name, grid, sh.wg_shared(), &[
             ptr(x),
             ptr(&dy),
@@ -304,7 +346,7 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
             Arg::I32(sh.w as i32),
             Arg::I32(vec as i32),
         ]);
-        let dw = Tensor::empty([CO, sh.ci, sh.k, sh.k], (sh.kind, x.device()));
+        let dw = Tensor::empty([CO, sh.ci, sh.k, sh.k], (sh.kind(), x.device()));
         s.kernels.launch(s.device, (32, 8, 1), finish, ((count as u32).div_ceil(32), 1, 1), &[
             ptr(&part),
             Arg::I32(sets as i32),
@@ -314,4 +356,92 @@ pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
         TchTensor::new(dw)
     });
     vec![dx, dw]
+}
+
+/// The same kernels on the CUDA (CubeCL) backend's dense buffers, launched on the stream of
+/// CubeCL's queue from its device thread (see `crate::cube::own_conv`): the f16 forward and input
+/// gradient, and the weight gradient in f16 and (TF32 allowed) f32. The f32 forward and input
+/// gradient stay on cuDNN, as on LibTorch.
+#[cfg(feature = "cuda")]
+pub(crate) mod cube {
+    use burn::tensor::DType;
+
+    use super::{CO, CONV_THREADS, PROGRAM, SIZES, Shape, conv_f16_plan, conv_shared};
+    use crate::conv_shape::ConvShape;
+    use crate::cube::cudnn::{channels, dims, empty};
+    use crate::cube::own_conv::{Tensor, pointers};
+    use crate::nvrtc::Arg;
+
+    /// `g` as our kernels take it (32 output channels, a kernel of 3 or 5), in f32 (`f32`) or f16.
+    fn shape(g: &ConvShape, f32: bool) -> Option<Shape> {
+        let s = Shape { f32, n: g.n, ci: g.ci, h: g.h, w: g.w, k: g.k };
+        (g.co == CO && SIZES.contains(&g.k) && s.weight_grad_fits()).then_some(s)
+    }
+
+    /// Our f16 convolution of `input` to `co` channels by `weight`, or by its transposed and
+    /// flipped self with `flip` (see the LibTorch path's `conv_f16`).
+    fn conv_f16(input: &Tensor, weight: &Tensor, co: i64, k: i64, flip: bool) -> Option<Tensor> {
+        let d = dims(input).map(|v| v as i64);
+        let (words, grid) = conv_f16_plan(d, co, k)?;
+        let kernels = PROGRAM.kernels(input.device.index).ok()?;
+        let wf = channels(input, words as usize);
+        let out = empty(input, [d[0], co, d[2], d[3]].map(|v| v as usize), DType::F16);
+        let ([pin, pw, pwf, pout], stream, _guards) = pointers([input, weight, &wf, &out]);
+        let vec = d[3] % 8 == 0 && pin % 16 == 0;
+        let [ci, h, w] = [d[1], d[2], d[3]].map(|v| Arg::I32(v as i32));
+        // SAFETY: CubeCL's stream of these dense buffers, kept (guards) until the launches are
+        // queued; the arguments as the LibTorch path passes them.
+        unsafe {
+            kernels.launch_on(stream, (256, 1, 1), "tcc_conv_weights", ((words as u32).div_ceil(256), 1, 1), 0, &[
+                Arg::Ptr(pw), Arg::Ptr(pwf), Arg::I32(co as i32), ci, Arg::I32(k as i32), Arg::I32(flip as i32), Arg::I32(words as i32),
+            ]);
+            kernels.launch_on(stream, (CONV_THREADS, 1, 1), &format!("tcc_conv_f16_k{k}"), grid, conv_shared(k), &[
+                Arg::Ptr(pin), Arg::Ptr(pwf), Arg::Ptr(pout), ci, Arg::I32(co as i32), h, w, Arg::I32(vec as i32),
+            ]);
+        }
+        Some(out)
+    }
+
+    /// The f16 forward of `x` by `weight`, or `None` where our kernel does not take it.
+    pub(crate) fn forward(x: &Tensor, weight: &Tensor, g: &ConvShape) -> Option<Tensor> {
+        shape(g, false).filter(|_| x.dtype == DType::F16)?;
+        conv_f16(x, weight, CO, g.k, false)
+    }
+
+    /// The f16 input gradient of the convolution by `weight` from the output gradient `dy`, or
+    /// `None` where our kernel does not take it.
+    pub(crate) fn input_grad(weight: &Tensor, dy: &Tensor, g: &ConvShape) -> Option<Tensor> {
+        shape(g, false).filter(|_| dy.dtype == DType::F16)?;
+        conv_f16(dy, weight, g.ci, g.k, true)
+    }
+
+    /// The weight gradient from `x` and the output gradient `dy`, f16 or (`tf32`: TF32 allowed)
+    /// f32, or `None` where our kernel does not take it.
+    pub(crate) fn weight_grad(x: &Tensor, dy: &Tensor, g: &ConvShape, tf32: bool) -> Option<Tensor> {
+        let f32 = match x.dtype {
+            DType::F16 => false,
+            DType::F32 if tf32 => true,
+            _ => return None,
+        };
+        let sh = shape(g, f32)?;
+        let kernels = PROGRAM.kernels(g.device).ok()?;
+        let grid = sh.grid();
+        let (finish, sets, count) = sh.finish();
+        let (name, per_row) = sh.weight_grad_entry();
+        let part = channels(x, (sets * count) as usize);
+        let dw = empty(x, [CO, sh.ci, sh.k, sh.k].map(|v| v as usize), x.dtype);
+        let ([px, pdy, ppart, pdw], stream, _guards) = pointers([x, dy, &part, &dw]);
+        let vec = sh.w % per_row == 0 && px % 16 == 0 && pdy % 16 == 0;
+        // SAFETY: as in `conv_f16`.
+        unsafe {
+            kernels.launch_on(stream, (sh.threads(), 1, 1), &name, grid, sh.wg_shared(), &[
+                Arg::Ptr(px), Arg::Ptr(pdy), Arg::Ptr(ppart), Arg::I32(sh.n as i32), Arg::I32(sh.ci as i32),
+                Arg::I32(sh.h as i32), Arg::I32(sh.w as i32), Arg::I32(vec as i32),
+            ]);
+            kernels.launch_on(stream, (32, 8, 1), finish, ((count as u32).div_ceil(32), 1, 1), 0, &[
+                Arg::Ptr(ppart), Arg::I32(sets as i32), Arg::I32(count as i32), Arg::Ptr(pdw),
+            ]);
+        }
+        Some(dw)
+    }
 }

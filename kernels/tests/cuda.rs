@@ -62,3 +62,82 @@ on_both! {
 fn passes_against_model() {
     common::stages::check_passes_against_model::<cubecl::cuda::CudaRuntime, u8>(&device());
 }
+
+/// vsr's own convolution kernels on the CUDA backend (`vsr_kernels::cube::own_conv`, the default
+/// `VSR_CUDA_KERNELS=own`): each of VSRNet's three convolutions, smaller, through the backend's
+/// `vendor_conv2d` and `vendor_conv2d_backward` (what the training step runs), against Burn's
+/// convolution and its gradients on the CPU, in f16 and in f32 (TF32 allowed, the default
+/// precision); widths that are and are not a multiple of 8 (the 16-byte load paths). Each case
+/// checks that the kernels it means to test ran: the launch counts of their entries grew.
+fn check_own_conv<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+    use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+    use vsr_kernels::nvrtc::launches_anywhere;
+    type Cpu = burn::backend::Flex;
+    assert!(B::vendor_conv(), "no vendor convolutions on this backend: is libcudnn.so.9 on the library path?");
+    let cpu = Default::default();
+    let data = |shape: [usize; 4]| Tensor::<Cpu, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), &cpu).into_data();
+    let prim = |d: &burn::tensor::TensorData, dtype: DType| -> FloatTensor<B> {
+        Tensor::<B, 4>::from_data(d.clone(), device).cast(dtype).into_primitive().tensor()
+    };
+    let values = |t: FloatTensor<B>| -> Vec<f32> {
+        Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(t)).cast(DType::F32).into_data().to_vec().unwrap()
+    };
+    let cpu_values = |t: FloatTensor<Cpu>| -> Vec<f32> {
+        Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec().unwrap()
+    };
+    // (x, w, padding, the entries that must run per pass: forward, input and weight gradient)
+    let cases: [([usize; 4], [usize; 4], usize, [&str; 3]); 5] = [
+        ([3, 1, 20, 70], [32, 1, 9, 9], 4, ["oicv_forward", "", "oicv_grad_weight"]),
+        ([2, 1, 19, 64], [64, 1, 5, 5], 2, ["oicv_forward", "", "oicv_grad_weight"]),
+        ([2, 32, 19, 40], [32, 32, 5, 5], 2, ["tcc_conv_f16", "tcc_conv_f16", "tcc_grad_weight"]),
+        ([2, 48, 13, 37], [32, 48, 3, 3], 1, ["tcc_conv_f16", "tcc_conv_f16", "tcc_grad_weight"]),
+        ([2, 32, 19, 37], [1, 32, 5, 5], 2, ["ocv_forward", "ocv_grad_input", "ocv_grad_weight"]),
+    ];
+    for (dtype, rtol, atol) in [(DType::F32, 1e-2, 2e-2), (DType::F16, 2e-2, 5e-2)] {
+        for (xs, ws, p, entries) in cases {
+            let name = format!("{dtype:?} x {xs:?} w {ws:?}");
+            let options = ConvOptions::new([1, 1], [p, p], [1, 1], 1);
+            let (xd, wd) = (data(xs), data(ws));
+            let yd = data([xs[0], ws[0], xs[2], xs[3]]);
+            // f32's forward and input gradient of 32-channel outputs stay on cuDNN (TF32).
+            let ours = |pass: usize| !entries[pass].is_empty() && (dtype == DType::F16 || !entries[pass].starts_with("tcc_conv"));
+            let before = entries.map(|e| if e.is_empty() { 0 } else { launches_anywhere(e) });
+            let got_y = B::vendor_conv2d(prim(&xd, dtype), prim(&wd, dtype), None, options.clone());
+            let need_x = !entries[1].is_empty();
+            let [gx, gw] = B::vendor_conv2d_backward(prim(&xd, dtype), prim(&wd, dtype), prim(&yd, dtype), options.clone(), [need_x, true]);
+            let (got_y, gw) = (values(got_y), values(gw.expect("weight gradient")));
+            let gx = gx.map(values);
+            for (pass, e) in entries.iter().enumerate() {
+                if ours(pass) {
+                    assert!(launches_anywhere(e) > before[pass], "{name}: {e} did not run");
+                }
+            }
+            let c = |d: &burn::tensor::TensorData| -> FloatTensor<Cpu> { Tensor::<Cpu, 4>::from_data(d.clone(), &cpu).into_primitive().tensor() };
+            let want_y = cpu_values(Cpu::conv2d(c(&xd), c(&wd), None, options.clone()));
+            common::assert_close(&format!("{name}: forward"), &got_y, &want_y, rtol, atol);
+            if let Some(gx) = gx {
+                let want = cpu_values(Cpu::conv2d_x_backward(c(&xd), c(&wd), c(&yd), options.clone()));
+                common::assert_close(&format!("{name}: input gradient"), &gx, &want, rtol, atol);
+            }
+            // A weight gradient sums up to 3 * 20 * 70 products: scale the tolerance.
+            let want = cpu_values(Cpu::conv2d_weight_backward(c(&xd), c(&wd), c(&yd), options.clone()));
+            let scale = want.iter().fold(1f32, |m, v| m.max(v.abs())) / 8.0;
+            common::assert_close(&format!("{name}: weight gradient"), &gw, &want, rtol, atol * scale.max(1.0));
+        }
+    }
+}
+
+mod own_conv {
+    use super::*;
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cube() {
+        check_own_conv::<Cube>(&device());
+    }
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn fused() {
+        check_own_conv::<Fused>(&device());
+    }
+}

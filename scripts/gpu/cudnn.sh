@@ -2,7 +2,8 @@
 # The CUDA backend with its convolutions on cuDNN (kernels/src/cube/cudnn.rs), in one device call:
 # the CubeCL CUDA tests (the vendor-convolution check and the training convolution among them),
 # then `vsr bench step --backend cuda` fp32 and fp16 at batch 3, then (MODE=full) batch 7 and
-# the same steps with VSR_CUDNN=0 for the CubeCL-only figure. Needs .gpu/{vsr,cuda} from
+# the same steps with VSR_CUDNN=0 for the CubeCL-only figure. MODE=ab also runs fp32 and fp16 at
+# batch 3 with VSR_CUDA_KERNELS=cudnn (every convolution on cuDNN, none of vsr's own kernels). Needs .gpu/{vsr,cuda} from
 # scripts/gpu/stage.sh; cuDNN from PyTorch's install (libcudnn.so.9 in site-packages/nvidia).
 # Carry .gpu/cache.tgz (CubeCL's tuning, from an earlier call's $OUT/cache) to skip re-tuning.
 set -uo pipefail
@@ -10,8 +11,8 @@ cd "$(dirname "$0")/../.."
 source scripts/gpu/cudnn_env.sh
 echo "cuDNN from $cudnn (cuBLASLt from $cublas)"; ls "$cudnn" | head
 row() { grep -E "^\| (cuda|tch|VSRNet|FlowNetSD|warp|degradation)|first step|memory|rror|panicked|note" "$1"; }
-step() {  # precision, batch, time limit, log name
-  timeout "$3" $V bench step --backend cuda --precision "$1" --batch "$2" --flownet $FLOWNET --iters 20 \
+step() {  # precision, batch, time limit, log name (environment in $STEP_ENV)
+  env ${STEP_ENV:-} timeout "$3" $V bench step --backend cuda --precision "$1" --batch "$2" --flownet $FLOWNET --iters 20 \
     --json "$OUT/$4.json" >"$OUT/$4.log" 2>&1 || echo "   $4: exit $?"
   row "$OUT/$4.log"
 }
@@ -21,6 +22,11 @@ stamp
 echo "== vsr bench step --backend cuda (cuDNN)"
 step fp32 3 150 step_cuda_fp32_b3; stamp
 step fp16 3 150 step_cuda_fp16_b3; stamp
+if [ "${MODE:-}" = ab ]; then
+  echo "== the same, VSR_CUDA_KERNELS=cudnn"
+  STEP_ENV=VSR_CUDA_KERNELS=cudnn step fp32 3 150 step_cudnn_fp32_b3; stamp
+  STEP_ENV=VSR_CUDA_KERNELS=cudnn step fp16 3 150 step_cudnn_fp16_b3; stamp
+fi
 if [ "${MODE:-}" = full ]; then
   step fp32 7 100 step_cuda_fp32_b7; stamp
   step fp16 7 100 step_cuda_fp16_b7; stamp

@@ -257,7 +257,8 @@ mod cuda {
     use burn_cubecl::{CubeRuntime, tensor::CubeTensor};
     use cubecl::cuda::CudaRuntime;
 
-    use crate::cube::cudnn::{Geometry, Pass, convolve as cudnn_convolve};
+    use crate::cube::cudnn::{Geometry, Pass};
+    use crate::cube::own_conv::convolve as own_or_cudnn;
 
     pub(super) fn is_cuda<R: CubeRuntime>() -> bool {
         std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
@@ -269,9 +270,9 @@ mod cuda {
         })
     }
 
-    /// [`cudnn_convolve`] on `R`'s tensors, `R` being CUDA's runtime.
+    /// [`own_or_cudnn`] on `R`'s tensors, `R` being CUDA's runtime.
     pub(super) fn convolve<R: CubeRuntime>(pass: Pass, g: Geometry, a: CubeTensor<R>, b: CubeTensor<R>) -> CubeTensor<R> {
-        let out = cudnn_convolve(pass, g, cast::<_, CubeTensor<CudaRuntime>>(a), cast(b));
+        let out = own_or_cudnn(pass, g, cast::<_, CubeTensor<CudaRuntime>>(a), cast(b));
         cast(out)
     }
 

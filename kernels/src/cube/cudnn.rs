@@ -379,7 +379,7 @@ pub(crate) fn on_device_thread<T: Send + 'static>(client: &ComputeClient, f: imp
 }
 
 /// [`convolve`] on the calling thread (CubeCL's device thread).
-fn convolve_here(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor {
+pub(crate) fn convolve_here(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor {
     let dtype = a.dtype;
     assert_eq!(dtype, b.dtype, "cuDNN convolution: operands of one dtype");
     let g = geometry;
@@ -455,6 +455,8 @@ struct Perf {
     memory: usize,
     deterministic: bool,
     math: sys::cudnnMathType_t,
+    /// Milliseconds, as cuDNN timed it (`cudnnFind*`; the heuristics report -1).
+    time: f32,
 }
 
 /// Lists `key.pass`'s algorithms, fastest first: timed by cuDNN (`cudnnFind*`) with `timed`,
@@ -491,6 +493,7 @@ unsafe fn list(
                     memory: p.memory,
                     deterministic: p.determinism == det,
                     math: p.mathType,
+                    time: p.time,
                 })
                 .collect();
             (s, v)
@@ -587,8 +590,30 @@ unsafe fn choose(
     };
     check(status, "workspace size", &key.geometry, key.dtype);
     let c = Choice { algo: pick.algo, math, workspace };
+    if log_choices() {
+        let fastest = timed.1.iter().find(|p| p.status == ok);
+        eprintln!(
+            "cuDNN {:?} {:?} x {:?} w {:?} y {:?}: {:?} ({:?}) {:.3} ms; fastest timed: {:?}",
+            key.pass,
+            key.dtype,
+            key.geometry.x,
+            key.geometry.w,
+            key.geometry.y,
+            pick.algo,
+            math,
+            pick.time,
+            fastest.map(|p| (p.algo, p.math, p.time, p.deterministic)),
+        );
+    }
     algorithms().lock().unwrap_or_else(|e| e.into_inner()).insert(*key, c);
     c
+}
+
+/// Whether each algorithm choice is said on stderr (`VSR_CUDNN_LOG=1`): the convolution, the
+/// algorithm, its math type and time as cuDNN timed it, and the fastest timed at all.
+fn log_choices() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| matches!(std::env::var("VSR_CUDNN_LOG").as_deref(), Ok("1" | "on" | "true")))
 }
 
 /// `t` as a dense NCHW tensor (a copy where it is a view of another layout).

@@ -7,11 +7,14 @@
 //! * `conv`: `impl ConvBackend` for both (f32 convolutions through Burn's direct kernels; on
 //!   CUDA every convolution through cuDNN where it loads).
 //! * [`cudnn`]: cuDNN's convolutions on CubeCL's CUDA buffers.
+//! * [`own_conv`]: vsr's own convolution kernels on those buffers, where they beat cuDNN.
 
 mod backend;
 mod conv;
 #[cfg(feature = "cuda")]
 pub mod cudnn;
+#[cfg(feature = "cuda")]
+pub mod own_conv;
 mod fusion;
 pub mod kernel;
 
