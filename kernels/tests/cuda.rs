@@ -141,3 +141,55 @@ mod own_conv {
         check_own_conv::<Fused>(&device());
     }
 }
+
+/// The channels-last vendor convolutions (`ConvBackend::vendor_conv2d_nhwc`,
+/// `vendor_conv_transpose2d_nhwc`: cuDNN on NHWC buffers, what FlowNetSD runs on the CUDA
+/// backend) against the NCHW ones on the same values, in f32 and f16, with and without bias:
+/// FlowNetSD's strided 3x3 encoder convolution, a 6-channel first layer, and its 4x4 / 2
+/// transposed convolutions.
+fn check_vendor_nhwc<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
+    use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+    assert!(B::vendor_nhwc(), "no channels-last vendor convolutions on this backend: is libcudnn.so.9 on the library path?");
+    let t = |f: FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(f));
+    let f = |t: Tensor<B, 4>| -> FloatTensor<B> { t.into_primitive().tensor() };
+    let values = |t: Tensor<B, 4>| -> Vec<f32> { t.cast(DType::F32).into_data().to_vec().unwrap() };
+    let nhwc = |t: Tensor<B, 4>| t.permute([0, 2, 3, 1]);
+    for dtype in [DType::F32, DType::F16] {
+        let random = |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), device).cast(dtype);
+        for (xs, ws, stride, p, bias) in [([2, 16, 12, 20], [24, 16, 3, 3], 2, 1, true), ([3, 6, 16, 24], [8, 6, 3, 3], 1, 1, false)] {
+            let name = format!("{dtype:?} conv x {xs:?} w {ws:?}");
+            let (x, w) = (random(xs), random(ws));
+            let b = bias.then(|| Tensor::<B, 1>::random([ws[0]], Distribution::Uniform(-1.0, 1.0), device).cast(dtype));
+            let options = ConvOptions::new([stride, stride], [p, p], [1, 1], 1);
+            let want = t(B::vendor_conv2d(f(x.clone()), f(w.clone()), b.clone().map(|b| b.into_primitive().tensor()), options.clone()));
+            let got = t(B::vendor_conv2d_nhwc(f(nhwc(x)), f(nhwc(w)), b.map(|b| b.into_primitive().tensor()), options));
+            assert_eq!(got.dims(), nhwc(want.clone()).dims(), "{name}: shape");
+            common::assert_close(&name, &values(got.permute([0, 3, 1, 2])), &values(want), 1e-2, 2e-2);
+        }
+        for (xs, ws, bias) in [([2, 16, 6, 10], [16, 8, 4, 4], true), ([1, 8, 5, 7], [8, 8, 4, 4], false)] {
+            let name = format!("{dtype:?} transposed conv x {xs:?} w {ws:?}");
+            let (x, w) = (random(xs), random(ws));
+            let b = bias.then(|| Tensor::<B, 1>::random([ws[1]], Distribution::Uniform(-1.0, 1.0), device).cast(dtype));
+            let options = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+            let want = t(B::vendor_conv_transpose2d(f(x.clone()), f(w.clone()), b.clone().map(|b| b.into_primitive().tensor()), options.clone()));
+            let got = t(B::vendor_conv_transpose2d_nhwc(f(nhwc(x)), f(nhwc(w)), b.map(|b| b.into_primitive().tensor()), options));
+            assert_eq!(got.dims(), nhwc(want.clone()).dims(), "{name}: shape");
+            common::assert_close(&name, &values(got.permute([0, 3, 1, 2])), &values(want), 1e-2, 2e-2);
+        }
+    }
+}
+
+mod vendor_nhwc {
+    use super::*;
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cube() {
+        check_vendor_nhwc::<Cube>(&device());
+    }
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn fused() {
+        check_vendor_nhwc::<Fused>(&device());
+    }
+}

@@ -2,7 +2,8 @@
 # The CUDA backend with its convolutions on cuDNN (kernels/src/cube/cudnn.rs), in one device call:
 # the CubeCL CUDA tests (the vendor-convolution check and the training convolution among them),
 # then `vsr bench step --backend cuda` fp32 and fp16 at batch 3, then (MODE=full) batch 7 and
-# the same steps with VSR_CUDNN=0 for the CubeCL-only figure. MODE=ab also runs fp32 and fp16 at
+# the same steps with VSR_CUDNN=0 for the CubeCL-only figure. With a staged .gpu/parity, the
+# models' parity tests on CUDA run after the kernel tests. MODE=ab also runs fp32 and fp16 at
 # batch 3 with VSR_CUDA_KERNELS=cudnn (every convolution on cuDNN, none of vsr's own kernels). Needs .gpu/{vsr,cuda} from
 # scripts/gpu/stage.sh; cuDNN from PyTorch's install (libcudnn.so.9 in site-packages/nvidia).
 # Carry .gpu/cache.tgz (CubeCL's tuning, from an earlier call's $OUT/cache) to skip re-tuning.
@@ -19,6 +20,11 @@ step() {  # precision, batch, time limit, log name (environment in $STEP_ENV)
 echo "== CubeCL CUDA tests (cuDNN convolutions)"
 timeout 200 .gpu/cuda --ignored --test-threads 1 ${TESTS:-} 2>&1 | tee "$OUT/cuda_tests.log" | grep -E "^test |test result|panicked" | head -60
 stamp
+if [ -e .gpu/parity ]; then
+  echo "== parity with PyTorch's golden outputs on the CUDA backend (TF32, then f32 convolutions)"
+  timeout 200 .gpu/parity parity_on_requested_gpu --ignored --test-threads 1 2>&1 | tee "$OUT/parity.log" | grep -E "^test |test result|panicked|max abs" | head -20
+  stamp
+fi
 echo "== vsr bench step --backend cuda (cuDNN)"
 step fp32 3 150 step_cuda_fp32_b3; stamp
 step fp16 3 150 step_cuda_fp16_b3; stamp

@@ -13,7 +13,8 @@ use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 
 use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, predict_flow, upsample_x2};
 use vsr_kernels::conv::{
-    ConvBackend, conv_transpose2d_module as deconv, conv2d_module as conv, to_conv_layout,
+    ConvBackend, conv_transpose2d_module as deconv, conv_transpose2d_nhwc, conv2d_module as conv,
+    conv2d_nhwc, to_conv_layout,
 };
 
 /// FlowNetSD's configuration: the published network has no free settings, so this only
@@ -60,6 +61,11 @@ pub struct FlowNetSD<B: Backend> {
     pub upsampled_flow5_to_4: ConvTranspose2d<B>,
     pub upsampled_flow4_to_3: ConvTranspose2d<B>,
     pub upsampled_flow3_to_2: ConvTranspose2d<B>,
+    /// Whether [`FlowNetSD::for_inference`] made the network channels-last: every tensor (N, H,
+    /// W, C), every weight (A, R, S, B) for its (A, B, R, S), conv0's input widened to 8
+    /// channels (see [`Layout`]).
+    #[module(skip)]
+    pub channels_last: bool,
 }
 
 /// All flows of one forward pass, finest first (flownet2-pytorch's training-mode output).
@@ -107,6 +113,7 @@ impl FlowNetSDConfig {
             upsampled_flow5_to_4: upsample_x2(2, 2, device),
             upsampled_flow4_to_3: upsample_x2(2, 2, device),
             upsampled_flow3_to_2: upsample_x2(2, 2, device),
+            channels_last: false,
         })
     }
 }
@@ -128,39 +135,29 @@ impl<B: ConvBackend> FlowNetSD<B> {
     /// - x: `[batch, 6, h, w]`, h and w multiples of 64
     /// - flows: `[batch, 2, h/4, w/4]` ... `[batch, 2, h/64, w/64]`
     pub fn forward_pyramid(&self, x: Tensor<B, 4>) -> FlowPyramid<B> {
-        // (in the layout the backend's convolutions prefer: channels-last on LibTorch's CUDA)
-        let x = self.conv0.forward(to_conv_layout(x)); //                     [b, 64, h, w]
-        let c1 = self.conv1_1.forward(self.conv1.forward(x)); //            [b, 128, h/2, w/2]
-        let c2 = self.conv2_1.forward(self.conv2.forward(c1)); //           [b, 128, h/4, w/4]
-        let c3 = self.conv3_1.forward(self.conv3.forward(c2.clone())); //   [b, 256, h/8, w/8]
-        let c4 = self.conv4_1.forward(self.conv4.forward(c3.clone())); //   [b, 512, h/16, w/16]
-        let c5 = self.conv5_1.forward(self.conv5.forward(c4.clone())); //   [b, 512, h/32, w/32]
-        let c6 = self.conv6_1.forward(self.conv6.forward(c5.clone())); //   [b, 1024, h/64, w/64]
+        let l = Layout::<B>::for_net(self);
+        let x = l.block(&self.conv0, l.input(x)); //                         [b, 64, h, w]
+        let c1 = l.block(&self.conv1_1, l.block(&self.conv1, x)); //         [b, 128, h/2, w/2]
+        let c2 = l.block(&self.conv2_1, l.block(&self.conv2, c1)); //        [b, 128, h/4, w/4]
+        let c3 = l.block(&self.conv3_1, l.block(&self.conv3, c2.clone())); // [b, 256, h/8, w/8]
+        let c4 = l.block(&self.conv4_1, l.block(&self.conv4, c3.clone())); // [b, 512, h/16, w/16]
+        let c5 = l.block(&self.conv5_1, l.block(&self.conv5, c4.clone())); // [b, 512, h/32, w/32]
+        let c6 = l.block(&self.conv6_1, l.block(&self.conv6, c5.clone())); // [b, 1024, h/64, w/64]
 
-        let flow6 = conv(&self.predict_flow6, c6.clone());
-        let cat5 = Tensor::cat(
-            vec![c5, self.deconv5.forward(c6), deconv(&self.upsampled_flow6_to_5, flow6.clone())],
-            1,
-        ); //                                                                [b, 1026, h/32, w/32]
-        let flow5 = conv(&self.predict_flow5, self.inter_conv5.forward(cat5.clone()));
-        let cat4 = Tensor::cat(
-            vec![c4, self.deconv4.forward(cat5), deconv(&self.upsampled_flow5_to_4, flow5.clone())],
-            1,
-        ); //                                                                [b, 770, h/16, w/16]
-        let flow4 = conv(&self.predict_flow4, self.inter_conv4.forward(cat4.clone()));
-        let cat3 = Tensor::cat(
-            vec![c3, self.deconv3.forward(cat4), deconv(&self.upsampled_flow4_to_3, flow4.clone())],
-            1,
-        ); //                                                                [b, 386, h/8, w/8]
-        let flow3 = conv(&self.predict_flow3, self.inter_conv3.forward(cat3.clone()));
-        let cat2 = Tensor::cat(
-            vec![c2, self.deconv2.forward(cat3), deconv(&self.upsampled_flow3_to_2, flow3.clone())],
-            1,
-        ); //                                                                [b, 194, h/4, w/4]
-        let flow2 = conv(&self.predict_flow2, self.inter_conv2.forward(cat2));
-        // (the flows' own 2 channels of a network widened by [`FlowNetSD::for_inference`])
-        let flows = [flow2, flow3, flow4, flow5, flow6].map(|f| f.narrow(1, 0, 2));
-        FlowPyramid { flows }
+        let flow6 = l.conv(&self.predict_flow6, c6.clone());
+        let cat5 = l.cat(vec![c5, l.up(&self.deconv5, c6), l.deconv(&self.upsampled_flow6_to_5, flow6.clone())]);
+        //                                                                   [b, 1026, h/32, w/32]
+        let flow5 = l.conv(&self.predict_flow5, l.block(&self.inter_conv5, cat5.clone()));
+        let cat4 = l.cat(vec![c4, l.up(&self.deconv4, cat5), l.deconv(&self.upsampled_flow5_to_4, flow5.clone())]);
+        //                                                                   [b, 770, h/16, w/16]
+        let flow4 = l.conv(&self.predict_flow4, l.block(&self.inter_conv4, cat4.clone()));
+        let cat3 = l.cat(vec![c3, l.up(&self.deconv3, cat4), l.deconv(&self.upsampled_flow4_to_3, flow4.clone())]);
+        //                                                                   [b, 386, h/8, w/8]
+        let flow3 = l.conv(&self.predict_flow3, l.block(&self.inter_conv3, cat3.clone()));
+        let cat2 = l.cat(vec![c2, l.up(&self.deconv2, cat3), l.deconv(&self.upsampled_flow3_to_2, flow3.clone())]);
+        //                                                                   [b, 194, h/4, w/4]
+        let flow2 = l.conv(&self.predict_flow2, l.block(&self.inter_conv2, cat2));
+        FlowPyramid { flows: [flow2, flow3, flow4, flow5, flow6].map(|f| l.flow(f)) }
     }
 
     /// The network as frozen inference runs it: weights cast once to `dtype`, every flow layer
@@ -194,6 +191,9 @@ impl<B: ConvBackend> FlowNetSD<B> {
             upsampled_flow3_to_2: widen_flow_upsampling(net.upsampled_flow3_to_2),
             ..net
         };
+        if B::vendor_nhwc() && net.conv0.bn.is_none() {
+            return channels_last(net);
+        }
         struct ConvLayout;
         impl<B: ConvBackend> ModuleMapper<B> for ConvLayout {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
@@ -207,9 +207,108 @@ impl<B: ConvBackend> FlowNetSD<B> {
     }
 }
 
+/// How [`FlowNetSD::forward_pyramid`] runs its layers: on (N, C, H, W) tensors in the layout the
+/// backend's convolutions prefer ([`to_conv_layout`]: channels-last strides on LibTorch's CUDA),
+/// or, in a network [`FlowNetSD::for_inference`] made channels-last (backends with channels-last
+/// vendor convolutions, [`ConvBackend::vendor_nhwc`]: cuDNN on the CUDA backend), on (N, H, W, C)
+/// tensors through them, with (A, R, S, B) weights. CubeCL's element-wise kernels write their outputs in logical order, so channels-last
+/// strides do not survive a bias add there: the tensors themselves are (N, H, W, C). cuDNN's
+/// tensor-core kernels convert NCHW operands to NHWC and back on every call: 2.3 ms of an fp16
+/// training step's 16 ms of kernels (H100, batch 3, Nsight Compute).
+struct Layout<B> {
+    nhwc: bool,
+    _b: std::marker::PhantomData<B>,
+}
+
+impl<B: ConvBackend> Layout<B> {
+    fn for_net(net: &FlowNetSD<B>) -> Self {
+        Self { nhwc: net.channels_last, _b: std::marker::PhantomData }
+    }
+
+    /// The (N, 6, H, W) input as the layers take it: channels-last, widened to conv0's 8.
+    fn input(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.nhwc { pad_to_8(x, 1).permute([0, 2, 3, 1]) } else { to_conv_layout(x) }
+    }
+
+    fn block(&self, b: &ConvBlock<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !self.nhwc {
+            return b.forward(x);
+        }
+        conv2d_nhwc(&b.conv, x, b.activation.then_some(super::blocks::LEAKY_SLOPE))
+    }
+
+    fn up(&self, d: &DeconvBlock<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !self.nhwc {
+            return d.forward(x);
+        }
+        conv_transpose2d_nhwc(&d.conv, x, Some(super::blocks::LEAKY_SLOPE))
+    }
+
+    fn conv(&self, c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !self.nhwc {
+            return conv(c, x);
+        }
+        conv2d_nhwc(c, x, None)
+    }
+
+    fn deconv(&self, c: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if !self.nhwc {
+            return deconv(c, x);
+        }
+        conv_transpose2d_nhwc(c, x, None)
+    }
+
+    /// Concatenation along the channels.
+    fn cat(&self, parts: Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
+        Tensor::cat(parts, if self.nhwc { 3 } else { 1 })
+    }
+
+    /// A flow's own 2 channels (of a network widened by [`FlowNetSD::for_inference`]), as an
+    /// (N, 2, H, W) tensor.
+    fn flow(&self, f: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.nhwc { f.narrow(3, 0, 2).permute([0, 3, 1, 2]) } else { f.narrow(1, 0, 2) }
+    }
+}
+
 /// Channels of every flow inside a network prepared by [`FlowNetSD::for_inference`]: 2 (x, y)
 /// and 6 zero channels.
 pub const FLOW_CHANNELS: usize = 8;
+
+/// `net` channels-last ([`Layout`]): every 4-d weight (A, B, R, S) stored as a dense (A, R, S, B)
+/// tensor, conv0's widened to 8 input channels (zero weights) first: cuDNN ran the 6-channel
+/// layer on a generic kernel, 1.2 ms of a 14 ms fp16 step (H100, Nsight Compute). Copied once
+/// through the host: Burn has no operation that makes a permuted view dense.
+fn channels_last<B: ConvBackend>(net: FlowNetSD<B>) -> FlowNetSD<B> {
+    struct Krsc;
+    impl<B: Backend> ModuleMapper<B> for Krsc {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            if D != 4 {
+                return param;
+            }
+            param.map(|t| {
+                let (device, dtype, dims) = (t.device(), t.dtype(), t.dims());
+                // (in its own dtype: `from_data` would take the device's default)
+                let data = t.reshape(dims_4(dims)).permute([0, 2, 3, 1]).into_data();
+                let t = Tensor::<B, 4>::from_data(data, (&device, dtype));
+                let dims = t.dims();
+                t.reshape(dims_d(dims))
+            })
+        }
+    }
+    let mut net = net;
+    net.conv0.conv.weight = pad_param(net.conv0.conv.weight, 1);
+    let mut net = net.map(&mut Krsc);
+    net.channels_last = true;
+    net
+}
+
+fn dims_4<const D: usize>(d: [usize; D]) -> [usize; 4] {
+    std::array::from_fn(|i| d[i])
+}
+
+fn dims_d<const D: usize>(d: [usize; 4]) -> [usize; D] {
+    std::array::from_fn(|i| d[i])
+}
 
 /// `t` with zeros appended along `dim` up to a multiple of 8 (itself if it has one).
 fn pad_to_8<B: Backend, const D: usize>(t: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
@@ -299,6 +398,34 @@ mod tests {
             let scale = w.clone().abs().max().into_scalar();
             let diff = (g - w).abs().max().into_scalar();
             assert!(diff <= 1e-5 * (1.0 + scale), "flow{}: max |diff| {diff} (max |flow| {scale})", level + 2);
+        }
+    }
+
+    /// The channels-last network ([`channels_last`], what `for_inference` makes on the CUDA
+    /// backend) keeps each weight's dtype (an f16 network fed f32 weights ran FlowNetSD in f32 on
+    /// the GPU) and holds each (A, B, R, S) weight as (A, R, S, B), conv0's widened to 8 input
+    /// channels with zeros. (Its flows are checked on the GPU: the CUDA parity tests.)
+    #[test]
+    fn channels_last_weights_keep_dtype_and_values() {
+        let device = Default::default();
+        let net = FlowNetSDConfig::new().init::<B>(&device).for_inference(DType::F16);
+        let last = channels_last(net.clone());
+        assert!(last.channels_last && !net.channels_last);
+        let pairs = [
+            ("conv0", net.conv0.conv.weight.val(), last.conv0.conv.weight.val()),
+            ("conv3_1", net.conv3_1.conv.weight.val(), last.conv3_1.conv.weight.val()),
+            ("deconv2", net.deconv2.conv.weight.val(), last.deconv2.conv.weight.val()),
+            ("upsampled_flow3_to_2", net.upsampled_flow3_to_2.weight.val(), last.upsampled_flow3_to_2.weight.val()),
+        ];
+        for (name, before, after) in pairs {
+            assert_eq!(after.dtype(), DType::F16, "{name}: dtype");
+            let [a, b, r, c] = before.dims();
+            let b8 = if name == "conv0" { 8 } else { b };
+            assert_eq!(after.dims(), [a, r, c, b8], "{name}: dims");
+            // (every weight but conv0's already has a multiple of 8 channels there)
+            let want = pad_to_8(before, 1).permute([0, 2, 3, 1]);
+            let values = |t: Tensor<B, 4>| t.cast(DType::F32).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(values(after), values(want), "{name}: values");
         }
     }
 }

@@ -72,11 +72,51 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         #[cfg(feature = "cuda")]
         {
             let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
+            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options, false);
             convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
         }
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
+    }
+
+    fn vendor_nhwc() -> bool {
+        Self::vendor_conv()
+    }
+
+    fn vendor_conv2d_nhwc(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "cuda")]
+        {
+            let channels_first = nhwc_to_nchw;
+            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+            let (xd, wd) = (channels_first(x.meta.shape().dims()), channels_first(weight.meta.shape().dims()));
+            let g = conv_geometry(xd, wd, &options, true);
+            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_conv2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
+    }
+
+    fn vendor_conv_transpose2d_nhwc(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        #[cfg(feature = "cuda")]
+        {
+            let channels_first = nhwc_to_nchw;
+            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+            let (xd, wd) = (channels_first(x.meta.shape().dims()), channels_first(weight.meta.shape().dims()));
+            let g = transpose_geometry(xd, wd, &options, true);
+            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
+        }
+        #[cfg(not(feature = "cuda"))]
+        unreachable!("vendor_conv_transpose2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
 
     fn vendor_conv_transpose2d(
@@ -88,18 +128,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         #[cfg(feature = "cuda")]
         {
             let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let out = transpose_output_shape(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
-            // The transposed convolution is the input gradient of the convolution of its output
-            // (shaped `out`) by the same weight, whose output gradient is `x`.
-            let g = super::cudnn::Geometry {
-                x: out,
-                w: weight.meta.shape().dims(),
-                y: x.meta.shape().dims(),
-                padding: options.padding,
-                stride: options.stride,
-                dilation: options.dilation,
-                groups: options.groups,
-            };
+            let g = transpose_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options, false);
             convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
         }
         #[cfg(not(feature = "cuda"))]
@@ -116,7 +145,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         #[cfg(feature = "cuda")]
         {
             use super::cudnn::Pass;
-            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options);
+            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options, false);
             let gx = need[0].then(|| cuda::convolve::<R>(Pass::Data, g, weight, output_grad.clone()));
             let gw = need[1].then(|| cuda::convolve::<R>(Pass::Filter, g, x, output_grad));
             [gx, gw]
@@ -180,9 +209,10 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
     }
 }
 
-/// The convolution of `x` by `w` as cuDNN describes it.
+/// The convolution of `x` (N, C, H, W) by `w` (K, C / groups, R, S) as cuDNN describes it, on
+/// channels-last buffers with `nhwc`.
 #[cfg(feature = "cuda")]
-fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> super::cudnn::Geometry {
+fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
     super::cudnn::Geometry {
         x,
         w,
@@ -191,7 +221,35 @@ fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> supe
         stride: options.stride,
         dilation: options.dilation,
         groups: options.groups,
+        nhwc,
     }
+}
+
+/// The transposed convolution of `x` (N, C, H, W) by `w` (C, K / groups, R, S): the input
+/// gradient of the convolution of its output by the same weight, whose output gradient is `x`,
+/// as cuDNN describes that convolution; on channels-last buffers with `nhwc`.
+#[cfg(feature = "cuda")]
+fn transpose_geometry(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
+    super::cudnn::Geometry {
+        x: transpose_output_shape(x, w, options),
+        w,
+        y: x,
+        padding: options.padding,
+        stride: options.stride,
+        dilation: options.dilation,
+        groups: options.groups,
+        nhwc,
+    }
+}
+
+/// (N, C, H, W) dims as (N, H, W, C) (and a (K, C, R, S) filter as (K, R, S, C)).
+fn nchw_to_nhwc([a, b, c, d]: [usize; 4]) -> [usize; 4] {
+    [a, c, d, b]
+}
+
+/// The inverse of [`nchw_to_nhwc`].
+fn nhwc_to_nchw([a, b, c, d]: [usize; 4]) -> [usize; 4] {
+    [a, d, b, c]
 }
 
 /// The output shape of the convolution of `x` by `w` (out, in / groups, kh, kw).
@@ -231,8 +289,8 @@ fn same_dtype<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     CubeBackend::<R, F, I, BT>::float_cast(t, dtype.into())
 }
 
-/// cuDNN's `pass` of `g` on the operands `[a, b]` (see [`super::cudnn::convolve`]) plus `bias`
-/// per channel, if any.
+/// `pass` of `g` on the operands `[a, b]` (see [`super::cudnn::convolve`]; a kernel of vsr's own
+/// or cuDNN, [`super::own_conv`]) plus `bias` per channel, if any.
 #[cfg(feature = "cuda")]
 fn convolve_with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     pass: super::cudnn::Pass,
@@ -246,7 +304,8 @@ fn convolve_with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let Some(bias) = bias else { return y };
     let c = bias.meta.shape()[0];
     let bias = same_dtype::<R, F, I, BT>(bias, y.dtype);
-    B::<R, F, I, BT>::float_add(y, B::<R, F, I, BT>::float_reshape(bias, [1, c, 1, 1].into()))
+    let shape = if g.nhwc { [1, 1, 1, c] } else { [1, c, 1, 1] };
+    B::<R, F, I, BT>::float_add(y, B::<R, F, I, BT>::float_reshape(bias, shape.into()))
 }
 
 /// The generic CubeCL runtime seen as CUDA's (the same type, checked at run time).
@@ -294,10 +353,11 @@ enum Kind {
     Conv(ConvOptions<2>),
     /// [`ConvBackend::conv_transpose2d_f32`].
     Transpose(ConvTransposeOptions<2>),
-    /// [`ConvBackend::vendor_conv2d`].
-    VendorConv(ConvOptions<2>),
-    /// [`ConvBackend::vendor_conv_transpose2d`].
-    VendorTranspose(ConvTransposeOptions<2>),
+    /// [`ConvBackend::vendor_conv2d`], or with `true` [`ConvBackend::vendor_conv2d_nhwc`].
+    VendorConv(ConvOptions<2>, bool),
+    /// [`ConvBackend::vendor_conv_transpose2d`], or with `true`
+    /// [`ConvBackend::vendor_conv_transpose2d_nhwc`].
+    VendorTranspose(ConvTransposeOptions<2>, bool),
     /// [`ConvBackend::vendor_conv2d_backward`] (inputs x, weight, output gradient; one output per
     /// gradient needed).
     VendorBackward(ConvOptions<2>, [bool; 2]),
@@ -358,8 +418,10 @@ impl<B: FusionBackend + ConvBackend> ConvOp<B> {
         match kind {
             Kind::Conv(options) => vec![B::conv2d_f32(x, weight, third, options.clone())],
             Kind::Transpose(options) => vec![B::conv_transpose2d_f32(x, weight, third, options.clone())],
-            Kind::VendorConv(options) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
-            Kind::VendorTranspose(options) => vec![B::vendor_conv_transpose2d(x, weight, third, options.clone())],
+            Kind::VendorConv(options, false) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
+            Kind::VendorConv(options, true) => vec![B::vendor_conv2d_nhwc(x, weight, third, options.clone())],
+            Kind::VendorTranspose(options, false) => vec![B::vendor_conv_transpose2d(x, weight, third, options.clone())],
+            Kind::VendorTranspose(options, true) => vec![B::vendor_conv_transpose2d_nhwc(x, weight, third, options.clone())],
             Kind::VendorBackward(options, need) => {
                 let dy = third.expect("output gradient");
                 B::vendor_conv2d_backward(x, weight, dy, options.clone(), *need).into_iter().flatten().collect()
@@ -448,7 +510,41 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
     ) -> FloatTensor<Self> {
         let shape = conv_output_shape(x.shape.dims(), weight.shape.dims(), &options);
         let mut out =
-            register::<B>("vsr_vendor_conv2d", operands(x, weight, bias), vec![shape], Kind::VendorConv(options));
+            register::<B>("vsr_vendor_conv2d", operands(x, weight, bias), vec![shape], Kind::VendorConv(options, false));
+        out.remove(0)
+    }
+
+    fn vendor_nhwc() -> bool {
+        B::vendor_nhwc()
+    }
+
+    fn vendor_conv2d_nhwc(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let nchw = |s: &burn::tensor::Shape| nhwc_to_nchw(s.dims());
+        let shape = nchw_to_nhwc(conv_output_shape(nchw(&x.shape), nchw(&weight.shape), &options));
+        let mut out =
+            register::<B>("vsr_vendor_conv2d_nhwc", operands(x, weight, bias), vec![shape], Kind::VendorConv(options, true));
+        out.remove(0)
+    }
+
+    fn vendor_conv_transpose2d_nhwc(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Self> {
+        let nchw = |s: &burn::tensor::Shape| nhwc_to_nchw(s.dims());
+        let shape = nchw_to_nhwc(transpose_output_shape(nchw(&x.shape), nchw(&weight.shape), &options));
+        let mut out = register::<B>(
+            "vsr_vendor_conv_transpose2d_nhwc",
+            operands(x, weight, bias),
+            vec![shape],
+            Kind::VendorTranspose(options, true),
+        );
         out.remove(0)
     }
 
@@ -463,7 +559,7 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
             "vsr_vendor_conv_transpose2d",
             operands(x, weight, bias),
             vec![shape],
-            Kind::VendorTranspose(options),
+            Kind::VendorTranspose(options, false),
         );
         out.remove(0)
     }

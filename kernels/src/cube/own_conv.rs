@@ -10,7 +10,7 @@
 //! | many -> 32 channels, 3x3 / 5x5 (conv2, [`crate::tensor_core_conv`]) | f16 | f16 | f16, TF32 |
 //! | many -> 1 channel (conv3, [`crate::one_channel_conv`]) | f32 arithmetic | f32 arithmetic | f32 arithmetic |
 //!
-//! Everything else, f32 where [`ConvPrecision::F32`] forbids TF32, and every convolution under
+//! Everything else, channels-last operands, f32 where [`ConvPrecision::F32`] forbids TF32, and every convolution under
 //! `VSR_CUDA_KERNELS=cudnn` run on cuDNN. Why: cuDNN runs conv1 on a generic kernel without the
 //! tensor cores, converts conv2's NCHW operands to NHWC and back around its tensor-core kernels,
 //! and has no fast algorithm for one output channel (the modules' docs have the measurements on
@@ -83,7 +83,7 @@ pub fn convolve(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor) -> Tensor 
 /// dense.
 fn own(pass: Pass, g: &Geometry, a: &Tensor, b: &Tensor) -> Option<Tensor> {
     use crate::{one_channel_conv as one_out, one_input_channel_conv as one_in, tensor_core_conv as tc};
-    if cuda_kernels() != CudaKernels::Own || a.dtype != b.dtype || !matches!(a.dtype, DType::F16 | DType::F32) {
+    if cuda_kernels() != CudaKernels::Own || g.nhwc || a.dtype != b.dtype || !matches!(a.dtype, DType::F16 | DType::F32) {
         return None;
     }
     let tf32 = conv_precision() == ConvPrecision::Tf32;
