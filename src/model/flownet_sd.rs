@@ -168,8 +168,10 @@ impl<B: ConvBackend> FlowNetSD<B> {
     /// otherwise each of the 14 layers with 2, 194, 386, 770 or 1026 channels pads its input and
     /// weight in two extra kernels, and every layer converts its weight to channels-last, per
     /// call (fp16 training step, H100, batch 3: ~0.6 ms of 4.1 in FlowNetSD, Nsight Compute).
-    /// The same flows ([`FlowNetSD::forward_pyramid`] returns their 2 channels). For frozen
-    /// networks only: the padding would take gradients in training.
+    /// The same flows ([`FlowNetSD::forward_pyramid`] returns their 2 channels). On backends with
+    /// channels-last vendor convolutions ([`ConvBackend::vendor_nhwc`]: cuDNN on the CUDA backend)
+    /// the network is made channels-last instead ([`Layout`]). For frozen networks only: the
+    /// padding would take gradients in training.
     pub fn for_inference(self, dtype: DType) -> Self {
         let net = crate::precision::cast_module(self, dtype);
         let net = FlowNetSD {
@@ -211,10 +213,11 @@ impl<B: ConvBackend> FlowNetSD<B> {
 /// backend's convolutions prefer ([`to_conv_layout`]: channels-last strides on LibTorch's CUDA),
 /// or, in a network [`FlowNetSD::for_inference`] made channels-last (backends with channels-last
 /// vendor convolutions, [`ConvBackend::vendor_nhwc`]: cuDNN on the CUDA backend), on (N, H, W, C)
-/// tensors through them, with (A, R, S, B) weights. CubeCL's element-wise kernels write their outputs in logical order, so channels-last
-/// strides do not survive a bias add there: the tensors themselves are (N, H, W, C). cuDNN's
-/// tensor-core kernels convert NCHW operands to NHWC and back on every call: 2.3 ms of an fp16
-/// training step's 16 ms of kernels (H100, batch 3, Nsight Compute).
+/// tensors through them, with (A, R, S, B) weights. CubeCL's element-wise kernels write their
+/// outputs in logical order, so channels-last strides do not survive a bias add there: the
+/// tensors themselves are (N, H, W, C). cuDNN's tensor-core kernels convert NCHW operands to NHWC
+/// and back on every call: 2.3 ms of an fp16 training step's 16 ms of kernels (H100, batch 3,
+/// Nsight Compute).
 struct Layout<B> {
     nhwc: bool,
     _b: std::marker::PhantomData<B>,

@@ -310,7 +310,7 @@ fn convolve_with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
 
 /// The generic CubeCL runtime seen as CUDA's (the same type, checked at run time).
 #[cfg(feature = "cuda")]
-mod cuda {
+pub(crate) mod cuda {
     use std::any::Any;
 
     use burn_cubecl::{CubeRuntime, tensor::CubeTensor};
@@ -319,7 +319,7 @@ mod cuda {
     use crate::cube::cudnn::{Geometry, Pass};
     use crate::cube::own_conv::convolve as own_or_cudnn;
 
-    pub(super) fn is_cuda<R: CubeRuntime>() -> bool {
+    pub(crate) fn is_cuda<R: CubeRuntime>() -> bool {
         std::any::TypeId::of::<R>() == std::any::TypeId::of::<CudaRuntime>()
     }
 
@@ -336,12 +336,12 @@ mod cuda {
     }
 
     /// `R`'s tensor as CUDA's (`R` being CUDA's runtime).
-    pub(super) fn to_cuda<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<CudaRuntime> {
+    pub(crate) fn to_cuda<R: CubeRuntime>(t: CubeTensor<R>) -> CubeTensor<CudaRuntime> {
         cast(t)
     }
 
     /// CUDA's tensor as `R`'s (`R` being CUDA's runtime).
-    pub(super) fn from_cuda<R: CubeRuntime>(t: CubeTensor<CudaRuntime>) -> CubeTensor<R> {
+    pub(crate) fn from_cuda<R: CubeRuntime>(t: CubeTensor<CudaRuntime>) -> CubeTensor<R> {
         cast(t)
     }
 }

@@ -10,7 +10,7 @@
 //! * [`own_conv`]: vsr's own convolution kernels on those buffers, where they beat cuDNN.
 
 mod backend;
-mod conv;
+pub(crate) mod conv;
 #[cfg(feature = "cuda")]
 pub mod cudnn;
 #[cfg(feature = "cuda")]
