@@ -77,23 +77,23 @@ impl ConvShape {
     }
 }
 
-#[cfg(feature = "tch")]
 /// What a backward keeps of an input `t` to read it as a contiguous tensor: Burn's handle where
 /// `t` is contiguous (while it is held, Burn writes into the tensor in place nowhere), else a
 /// contiguous copy (held as Burn's tensor too: tch's are not `Sync`).
+#[cfg(feature = "tch")]
 pub(crate) fn contiguous(t: &TchTensor) -> TchTensor {
     if t.tensor.is_contiguous() { t.clone() } else { TchTensor::new(t.tensor.contiguous()) }
 }
 
-#[cfg(feature = "tch")]
 /// Whether `bias` (if any) is one an inference path of ours adds after its kernel ([`add_bias`]):
 /// `co` values on the device and of the kind of the input `x`.
+#[cfg(feature = "tch")]
 pub(crate) fn bias_fits(bias: Option<&TchTensor>, co: i64, x: &Tensor) -> bool {
     bias.is_none_or(|b| b.tensor.size() == [co] && b.tensor.device() == x.device() && b.tensor.kind() == x.kind())
 }
 
-#[cfg(feature = "tch")]
 /// `y` (N, C, H, W) plus the per-channel `bias`, in place, where there is one.
+#[cfg(feature = "tch")]
 pub(crate) fn add_bias(mut y: Tensor, bias: Option<&TchTensor>) -> TchTensor {
     if let Some(b) = bias {
         let _ = y.g_add_(&b.tensor.view([1, -1, 1, 1]));

@@ -101,8 +101,8 @@ fn ceil(v: i64, by: u32) -> u32 {
     (v as u32).div_ceil(by)
 }
 
-#[cfg(feature = "tch")]
 /// What the backward needs of the forward.
+#[cfg(feature = "tch")]
 pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
@@ -113,9 +113,9 @@ pub(crate) struct Saved {
     need: [bool; 2],
 }
 
-#[cfg(feature = "tch")]
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
 /// they do not apply (see the module docs); the graph's backward is [`backward`].
+#[cfg(feature = "tch")]
 pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], options: &ConvOptions<2>) -> Option<(TchTensor, ConvGraph)> {
     let (t, wt) = (&x.tensor, &weight.tensor);
     let g = ConvShape::same_padding(t, wt, options, &[Kind::Float, Kind::Half], &SIZES)?;
@@ -130,8 +130,8 @@ pub(crate) fn forward(x: &TchTensor, weight: &TchTensor, need: [bool; 2], option
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
-#[cfg(feature = "tch")]
 /// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`.
+#[cfg(feature = "tch")]
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let (x, w) = (&s.x.tensor, &s.weight.tensor);
     let sh = s.shape;

@@ -155,8 +155,8 @@ fn ceil(v: i64, by: u32) -> u32 {
     (v as u32).div_ceil(by)
 }
 
-#[cfg(feature = "tch")]
 /// What the backward needs of the forward.
+#[cfg(feature = "tch")]
 pub(crate) struct Saved {
     device: usize,
     kernels: Arc<Kernels>,
@@ -166,10 +166,10 @@ pub(crate) struct Saved {
     need: [bool; 2],
 }
 
-#[cfg(feature = "tch")]
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] with these kernels, or `None` where
 /// they do not apply (see the module docs: f32 only where `allow_tf32`); the graph's backward is
 /// [`backward`].
+#[cfg(feature = "tch")]
 pub(crate) fn forward(
     x: &TchTensor,
     weight: &TchTensor,
@@ -185,10 +185,10 @@ pub(crate) fn forward(
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
-#[cfg(feature = "tch")]
 /// The convolution of `x` by `weight` outside autodiff (inference, frozen layers) with the
 /// forward kernel, plus `bias` (C, of the input's kind) if given, or `None` where the kernels do
 /// not apply (f32 only where `allow_tf32`).
+#[cfg(feature = "tch")]
 pub(crate) fn inference(
     x: &TchTensor,
     weight: &TchTensor,
@@ -203,10 +203,10 @@ pub(crate) fn inference(
     Some(add_bias(y, bias))
 }
 
-#[cfg(feature = "tch")]
 /// Checks that the kernels take `x` and `w` (see the module docs; f32 only where `allow_tf32`)
 /// and launches the forward: the device, kernels, shape, the input as the backward keeps it
 /// ([`contiguous`]) and the output.
+#[cfg(feature = "tch")]
 fn launch_forward(x: &TchTensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf32: bool) -> Option<(usize, Arc<Kernels>, Shape, TchTensor, Tensor)> {
     let t = &x.tensor;
     let kinds: &[Kind] = if allow_tf32 { &[Kind::Half, Kind::Float] } else { &[Kind::Half] };
@@ -224,9 +224,9 @@ fn launch_forward(x: &TchTensor, wt: &Tensor, options: &ConvOptions<2>, allow_tf
     Some((device, kernels, shape, xc, y))
 }
 
-#[cfg(feature = "tch")]
 /// Gradients for `[x, weight]` of `sum(y * dy)`: no input gradient (the forward runs only where
 /// none is needed), the weight gradient where the forward's `need` says.
+#[cfg(feature = "tch")]
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let x = &s.x.tensor;
     let sh = s.shape;

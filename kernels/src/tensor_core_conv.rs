@@ -256,11 +256,11 @@ pub(crate) struct Saved {
     need: [bool; 2],
 }
 
-#[cfg(feature = "tch")]
 /// The forward of [`crate::conv::ConvBackend::conv2d_graph`] (LibTorch's convolution, outside
 /// autograd) for a backward with our weight-gradient kernel, or `None` where it does not apply
 /// (see the module docs); the graph's backward is [`backward`]. `allow_tf32`: the precision is
 /// [`crate::conv::ConvPrecision::Tf32`] (f32 runs here only then).
+#[cfg(feature = "tch")]
 pub(crate) fn forward(
     x: &TchTensor,
     weight: &TchTensor,
@@ -287,11 +287,11 @@ pub(crate) fn forward(
     Some((TchTensor::new(y), ConvGraph(Arc::new(saved))))
 }
 
-#[cfg(feature = "tch")]
 /// The convolution of `x` by `weight` outside autodiff (inference: `vsr upscale`, evaluation)
 /// on our f16 kernel, plus `bias` (C, of the input's kind) if given, or `None` where it does not
 /// apply: f16 only, 32 output channels, the input as the training forward takes it (see the
 /// module docs). VSRNet's conv2 in an fp16 inference: 3.20 -> 1.11 ms, as in training.
+#[cfg(feature = "tch")]
 pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTensor>, options: &ConvOptions<2>) -> Option<TchTensor> {
     let (t, wt) = (&x.tensor, &weight.tensor);
     let g = ConvShape::same_padding(t, wt, options, &[Kind::Half], &SIZES)?;
@@ -308,17 +308,17 @@ pub(crate) fn inference(x: &TchTensor, weight: &TchTensor, bias: Option<&TchTens
     Some(add_bias(y, bias))
 }
 
-#[cfg(feature = "tch")]
 /// LibTorch's (transposed, for the input gradient) convolution of `x` by `w` with stride 1 and
 /// padding `p`, as the other training convolutions run ([`crate::conv::tch_convolution`]); TF32
 /// allowed for f32 (which runs here only under [`crate::conv::ConvPrecision::Tf32`]), moot for f16.
+#[cfg(feature = "tch")]
 fn convolution(x: &Tensor, w: &Tensor, p: i64, transposed: bool, allow_tf32: bool) -> Tensor {
     crate::conv::tch_convolution(x, w, None, &[1, 1], &[p as usize; 2], &[1, 1], transposed, &[0, 0], 1, allow_tf32)
 }
 
-#[cfg(feature = "tch")]
 /// Gradients for `[x, weight]` (where the forward's `need` says) of `sum(y * dy)`: the input
 /// gradient by LibTorch (the transposed convolution), the weight gradient by our kernel.
+#[cfg(feature = "tch")]
 pub(crate) fn backward(s: &Saved, dy: &TchTensor) -> Vec<Option<TchTensor>> {
     let (x, w) = (&s.x.tensor, &s.weight.tensor);
     let sh = s.shape;

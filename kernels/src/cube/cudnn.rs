@@ -18,10 +18,11 @@
 //! and fp16 alike, against 3-4 ms on LibTorch.) Buffers freed after a call go back to the same
 //! stream's pool, so their reuse is ordered after it too.
 //!
-//! Operands and results are dense NCHW buffers: the patched runtime allocates dense tensors (it
-//! padded rows to 512-byte pitches, and cuDNN's backward passes reject padded rows: every
-//! algorithm `NOT_SUPPORTED`, measured), and views of another layout (a permutation, a slice)
-//! are copied by CubeCL first.
+//! Operands and results are dense NCHW buffers, or dense NHWC ones where the caller keeps its
+//! tensors channels-last ([`Geometry::nhwc`]: the frozen FlowNetSD): the patched runtime
+//! allocates dense tensors (it padded rows to 512-byte pitches, and cuDNN's backward passes
+//! reject padded rows: every algorithm `NOT_SUPPORTED`, measured), and views of another layout (a
+//! permutation, a slice) are copied by CubeCL first.
 //!
 //! Arithmetic follows PyTorch: f32 under [`ConvPrecision::Tf32`] with `CUDNN_DEFAULT_MATH`
 //! (TF32 allowed, `allow_tf32`), under [`ConvPrecision::F32`] with `CUDNN_FMA_MATH`; f16 and
@@ -181,7 +182,6 @@ pub struct Geometry {
     pub groups: usize,
     pub nhwc: bool,
 }
-
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
