@@ -28,6 +28,7 @@ use burn_fusion::{
     stream::{Operation, OperationStreams},
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+use super::{nchw_to_nhwc, nhwc_to_nchw};
 use core::marker::PhantomData;
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBackend
@@ -70,11 +71,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        {
-            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options, false);
-            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
-        }
+        return vendor_forward::<R, F, I, BT>(x, weight, bias, &options, false);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -90,13 +87,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        {
-            let channels_first = nhwc_to_nchw;
-            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let (xd, wd) = (channels_first(x.meta.shape().dims()), channels_first(weight.meta.shape().dims()));
-            let g = conv_geometry(xd, wd, &options, true);
-            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
-        }
+        return vendor_forward::<R, F, I, BT>(x, weight, bias, &options, true);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -108,13 +99,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        {
-            let channels_first = nhwc_to_nchw;
-            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let (xd, wd) = (channels_first(x.meta.shape().dims()), channels_first(weight.meta.shape().dims()));
-            let g = transpose_geometry(xd, wd, &options, true);
-            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
-        }
+        return vendor_transpose::<R, F, I, BT>(x, weight, bias, &options, true);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv_transpose2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -126,11 +111,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        {
-            let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-            let g = transpose_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), &options, false);
-            convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
-        }
+        return vendor_transpose::<R, F, I, BT>(x, weight, bias, &options, false);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv_transpose2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -209,6 +190,43 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
     }
 }
 
+/// [`ConvBackend::vendor_conv2d`], or on channels-last tensors with `nhwc`
+/// ([`ConvBackend::vendor_conv2d_nhwc`]).
+#[cfg(feature = "cuda")]
+fn vendor_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: FloatTensor<CubeBackend<R, F, I, BT>>,
+    weight: FloatTensor<CubeBackend<R, F, I, BT>>,
+    bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
+    options: &ConvOptions<2>,
+    nhwc: bool,
+) -> FloatTensor<CubeBackend<R, F, I, BT>> {
+    let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+    let g = conv_geometry(nchw_dims(&x, nhwc), nchw_dims(&weight, nhwc), options, nhwc);
+    convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
+}
+
+/// [`ConvBackend::vendor_conv_transpose2d`], or on channels-last tensors with `nhwc`
+/// ([`ConvBackend::vendor_conv_transpose2d_nhwc`]).
+#[cfg(feature = "cuda")]
+fn vendor_transpose<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
+    x: FloatTensor<CubeBackend<R, F, I, BT>>,
+    weight: FloatTensor<CubeBackend<R, F, I, BT>>,
+    bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
+    options: &ConvTransposeOptions<2>,
+    nhwc: bool,
+) -> FloatTensor<CubeBackend<R, F, I, BT>> {
+    let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
+    let g = transpose_geometry(nchw_dims(&x, nhwc), nchw_dims(&weight, nhwc), options, nhwc);
+    convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
+}
+
+/// The dims of `t` in (N, C, H, W) order; `nhwc`: `t` is channels-last, (N, H, W, C).
+#[cfg(feature = "cuda")]
+fn nchw_dims<R: CubeRuntime>(t: &burn_cubecl::tensor::CubeTensor<R>, nhwc: bool) -> [usize; 4] {
+    let d = t.meta.shape().dims();
+    if nhwc { nhwc_to_nchw(d) } else { d }
+}
+
 /// The convolution of `x` (N, C, H, W) by `w` (K, C / groups, R, S) as cuDNN describes it, on
 /// channels-last buffers with `nhwc`.
 #[cfg(feature = "cuda")]
@@ -240,16 +258,6 @@ fn transpose_geometry(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptio
         groups: options.groups,
         nhwc,
     }
-}
-
-/// (N, C, H, W) dims as (N, H, W, C) (and a (K, C, R, S) filter as (K, R, S, C)).
-fn nchw_to_nhwc([a, b, c, d]: [usize; 4]) -> [usize; 4] {
-    [a, c, d, b]
-}
-
-/// The inverse of [`nchw_to_nhwc`].
-fn nhwc_to_nchw([a, b, c, d]: [usize; 4]) -> [usize; 4] {
-    [a, d, b, c]
 }
 
 /// The output shape of the convolution of `x` by `w` (out, in / groups, kh, kw).

@@ -399,8 +399,7 @@ pub(crate) fn convolve_here(pass: Pass, geometry: Geometry, a: Tensor, b: Tensor
         Pass::Data => g.x,
         Pass::Filter => g.w,
     };
-    // (channels-last: (N, H, W, C) and (K, R, S, C) buffers)
-    let out_dims = if g.nhwc { [out_dims[0], out_dims[2], out_dims[3], out_dims[1]] } else { out_dims };
+    let out_dims = if g.nhwc { super::nchw_to_nhwc(out_dims) } else { out_dims };
     // cuDNN's backward passes take packed operands only (every algorithm `NOT_SUPPORTED`
     // otherwise, measured): a view of another layout is copied by CubeCL first.
     let (a, b) = (dense(a), dense(b));

@@ -34,3 +34,14 @@ pub fn set_cache_dir(dir: &std::path::Path) -> bool {
     config.compilation.cache = Some(CacheConfig::File(dir.join("kernels")));
     std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config)).is_ok()
 }
+
+/// (N, C, H, W) dims as (N, H, W, C), the dims of a channels-last tensor (and a (K, C, R, S)
+/// filter's as (K, R, S, C)).
+pub(crate) fn nchw_to_nhwc([a, b, c, d]: [usize; 4]) -> [usize; 4] {
+    [a, c, d, b]
+}
+
+/// The inverse of [`nchw_to_nhwc`].
+pub(crate) fn nhwc_to_nchw([a, b, c, d]: [usize; 4]) -> [usize; 4] {
+    [a, d, b, c]
+}
