@@ -420,6 +420,28 @@ pub fn device_memory_in_use<B: Backend>(device: &B::Device) -> Option<u64> {
     None
 }
 
+/// The CUDA backend's memory on GPU `index`: CubeCL's pool for the calling thread's stream (bytes
+/// held by live buffers, bytes reserved from the driver) and cuDNN's workspace; `None` for other
+/// backends.
+pub fn cubecl_cuda_memory(kind: BackendKind, index: usize) -> Option<CudaMemory> {
+    #[cfg(feature = "cuda")]
+    if kind == BackendKind::Cuda {
+        let (in_use, reserved) = vsr_kernels::cube::cuda_pool_usage(index)?;
+        let workspace = vsr_kernels::cube::cudnn::workspace_bytes(index) as u64;
+        return Some(CudaMemory { in_use, reserved, workspace });
+    }
+    let _ = (kind, index);
+    None
+}
+
+/// See [`cubecl_cuda_memory`]; bytes.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CudaMemory {
+    pub in_use: u64,
+    pub reserved: u64,
+    pub workspace: u64,
+}
+
 /// Starts (`true`) or stops CUDA's profiler capture (`cuProfilerStart` / `cuProfilerStop`) on
 /// GPU `index` for a run under `nsys profile --capture-range=cudaProfilerApi` or `ncu
 /// --profile-from-start off`; without a CUDA build an error says so.

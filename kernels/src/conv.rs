@@ -291,36 +291,19 @@ pub trait ConvBackend: Backend {
         unreachable!("vendor_conv2d_backward called on a backend without vendor convolutions")
     }
 
-    /// Whether the vendor library also runs convolutions on channels-last operands
-    /// ([`ConvBackend::vendor_conv2d_nhwc`], [`ConvBackend::vendor_conv_transpose2d_nhwc`]): cuDNN
-    /// on the CUDA backend, whose tensor-core kernels read and write NHWC and convert NCHW
-    /// operands to it and back on every call. For networks outside autodiff ([`conv2d_nhwc`]).
+    /// Whether the vendor library also runs convolutions on channels-last operands, and a
+    /// frozen channels-last network as one operation ([`ConvBackend::vendor_net_nhwc`]): cuDNN on
+    /// the CUDA backend, whose tensor-core kernels read and write NHWC and convert NCHW operands
+    /// to it and back on every call.
     fn vendor_nhwc() -> bool {
         false
     }
 
-    /// [`ConvBackend::vendor_conv2d`] on channels-last tensors: `x` (N, H, W, C) by `weight`
-    /// (K, R, S, C / groups), plus `bias` (K), to (N, P, Q, K). Called only where
-    /// [`ConvBackend::vendor_nhwc`].
-    fn vendor_conv2d_nhwc(
-        _x: FloatTensor<Self>,
-        _weight: FloatTensor<Self>,
-        _bias: Option<FloatTensor<Self>>,
-        _options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        unreachable!("vendor_conv2d_nhwc called on a backend without channels-last vendor convolutions")
-    }
-
-    /// [`ConvBackend::vendor_conv_transpose2d`] on channels-last tensors: `x` (N, H, W, C) by
-    /// `weight` (C, R, S, K / groups), plus `bias` (K), to (N, P, Q, K). Called only where
-    /// [`ConvBackend::vendor_nhwc`].
-    fn vendor_conv_transpose2d_nhwc(
-        _x: FloatTensor<Self>,
-        _weight: FloatTensor<Self>,
-        _bias: Option<FloatTensor<Self>>,
-        _options: ConvTransposeOptions<2>,
-    ) -> FloatTensor<Self> {
-        unreachable!("vendor_conv_transpose2d_nhwc called on a backend without channels-last vendor convolutions")
+    /// Runs the frozen channels-last network `net` ([`crate::channels_last`]) on `inputs`: as one
+    /// operation where the backend can (the CUDA backend, in one call on its device thread). The
+    /// provided method runs it layer by layer on Burn's convolutions.
+    fn vendor_net_nhwc(inputs: Vec<FloatTensor<Self>>, net: &crate::channels_last::Net) -> Vec<FloatTensor<Self>> {
+        crate::channels_last::run_reference::<Self>(inputs, net)
     }
 
     /// The transposed convolution of [`conv_transpose2d`]: at the current [`conv_precision`], by
@@ -830,53 +813,6 @@ pub fn conv_transpose2d<B: ConvBackend>(
     )))
 }
 
-/// `conv.forward` of a channels-last `x` (N, H, W, C) to (N, P, Q, K), then LeakyReLU(`slope`)
-/// if given, outside autodiff, on the vendor library's channels-last convolutions (backends with
-/// [`ConvBackend::vendor_nhwc`]), for a `conv` whose weight is stored channels-last: (K, R, S, C)
-/// for the (K, C, R, S) of its config.
-///
-/// # Panics
-/// Where the backend has no channels-last convolutions, or `conv`'s padding is not symmetric.
-pub fn conv2d_nhwc<B: ConvBackend>(conv: &Conv2d<B>, x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
-    assert!(B::vendor_nhwc(), "conv2d_nhwc on a backend without channels-last convolutions");
-    let padding = match conv.padding {
-        PaddingConfig2d::Valid => [0, 0],
-        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
-        ref other => panic!("conv2d_nhwc: symmetric padding only, got {other:?}"),
-    };
-    let options = ConvOptions::new(conv.stride, padding, conv.dilation, conv.groups);
-    let y = B::vendor_conv2d_nhwc(float(x), float(conv.weight.val()), None, options);
-    bias_leaky_nhwc(tensor(y), conv.bias.as_ref().map(|b| b.val()), slope)
-}
-
-/// `conv.forward` of a channels-last `x` (N, H, W, C) to (N, P, Q, K), then LeakyReLU(`slope`)
-/// if given, as [`conv2d_nhwc`], for a `conv` whose weight is stored channels-last: (C, R, S, K)
-/// for the (C, K, R, S) of its config.
-///
-/// # Panics
-/// Where the backend has no channels-last convolutions.
-pub fn conv_transpose2d_nhwc<B: ConvBackend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>, slope: Option<f64>) -> Tensor<B, 4> {
-    assert!(B::vendor_nhwc(), "conv_transpose2d_nhwc on a backend without channels-last convolutions");
-    let options = ConvTransposeOptions::new(conv.stride, conv.padding, conv.padding_out, conv.dilation, conv.groups);
-    let y = B::vendor_conv_transpose2d_nhwc(float(x), float(conv.weight.val()), None, options);
-    bias_leaky_nhwc(tensor(y), conv.bias.as_ref().map(|b| b.val()), slope)
-}
-
-/// `y` (N, H, W, C) plus `bias` (C) per channel, then LeakyReLU(`slope`) if given.
-fn bias_leaky_nhwc<B: ConvBackend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>, slope: Option<f64>) -> Tensor<B, 4> {
-    let y = match bias {
-        Some(b) => {
-            let c = b.dims()[0];
-            let b = if b.dtype() == y.dtype() { b } else { b.cast(y.dtype()) };
-            y + b.reshape([1, 1, 1, c])
-        }
-        None => y,
-    };
-    match slope {
-        Some(s) => leaky_relu(y, s),
-        None => y,
-    }
-}
 
 /// `(start, end)` padding of one axis for `PaddingConfig2d::Same`, as Burn computes it.
 fn same_padding(kernel: usize, stride: usize, size: usize) -> (usize, usize) {

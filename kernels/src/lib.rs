@@ -25,9 +25,10 @@ pub mod adam;
 mod autodiff;
 #[cfg(any(feature = "tch", feature = "cuda"))]
 mod batch_norm;
-#[cfg(feature = "tch")]
+#[cfg(any(feature = "tch", feature = "cuda"))]
 mod bias_act;
 pub mod bench;
+pub mod channels_last;
 pub mod conv;
 pub mod conv_grad;
 #[cfg(any(feature = "tch", feature = "cuda"))]

@@ -148,55 +148,90 @@ mod own_conv {
     }
 }
 
-/// The channels-last vendor convolutions (`ConvBackend::vendor_conv2d_nhwc`,
-/// `vendor_conv_transpose2d_nhwc`: cuDNN on NHWC buffers, what FlowNetSD runs on the CUDA
-/// backend) against the NCHW ones on the same values, in f32 and f16, with and without bias:
-/// FlowNetSD's strided 3x3 encoder convolution, a 6-channel first layer, and its 4x4 / 2
-/// transposed convolutions.
-fn check_vendor_nhwc<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+/// A channels-last net (`vsr_kernels::channels_last`: what FlowNetSD runs on the CUDA backend,
+/// in one call: cuDNN on NHWC buffers, bias + LeakyReLU and concatenations in `bias_act.cu`)
+/// against the NCHW vendor convolutions and Burn's tensor ops on the same values, in f32 and f16:
+/// a strided 3x3 convolution with bias and LeakyReLU, a 6-channel one with neither, 4x4 / 2
+/// transposed convolutions with a bias only and with LeakyReLU only, and a concatenation whose
+/// parts have 16, 6 (the kernel's one-value path) and 16 channels.
+fn check_channels_last_net<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
+    use burn::tensor::activation::leaky_relu;
     use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
     use burn::tensor::{DType, Distribution, Tensor, TensorPrimitive};
+    use vsr_kernels::channels_last::Recorder;
     assert!(B::vendor_nhwc(), "no channels-last vendor convolutions on this backend: is libcudnn.so.9 on the library path?");
     let t = |f: FloatTensor<B>| Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(f));
     let f = |t: Tensor<B, 4>| -> FloatTensor<B> { t.into_primitive().tensor() };
     let values = |t: Tensor<B, 4>| -> Vec<f32> { t.cast(DType::F32).into_data().to_vec().unwrap() };
     let nhwc = |t: Tensor<B, 4>| t.permute([0, 2, 3, 1]);
+    let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
     for dtype in [DType::F32, DType::F16] {
+        let cast = |m| cast_c::<B>(m, dtype);
         let random = |shape: [usize; 4]| Tensor::<B, 4>::random(shape, Distribution::Uniform(-1.0, 1.0), device).cast(dtype);
-        for (xs, ws, stride, p, bias) in [([2, 16, 12, 20], [24, 16, 3, 3], 2, 1, true), ([3, 6, 16, 24], [8, 6, 3, 3], 1, 1, false)] {
-            let name = format!("{dtype:?} conv x {xs:?} w {ws:?}");
-            let (x, w) = (random(xs), random(ws));
-            let b = bias.then(|| Tensor::<B, 1>::random([ws[0]], Distribution::Uniform(-1.0, 1.0), device).cast(dtype));
-            let options = ConvOptions::new([stride, stride], [p, p], [1, 1], 1);
-            let want = t(B::vendor_conv2d(f(x.clone()), f(w.clone()), b.clone().map(|b| b.into_primitive().tensor()), options.clone()));
-            let got = t(B::vendor_conv2d_nhwc(f(nhwc(x)), f(nhwc(w)), b.map(|b| b.into_primitive().tensor()), options));
-            assert_eq!(got.dims(), nhwc(want.clone()).dims(), "{name}: shape");
-            common::assert_close(&name, &values(got.permute([0, 3, 1, 2])), &values(want), 1e-2, 2e-2);
-        }
-        for (xs, ws, bias) in [([2, 16, 6, 10], [16, 8, 4, 4], true), ([1, 8, 5, 7], [8, 8, 4, 4], false)] {
-            let name = format!("{dtype:?} transposed conv x {xs:?} w {ws:?}");
-            let (x, w) = (random(xs), random(ws));
-            let b = bias.then(|| Tensor::<B, 1>::random([ws[1]], Distribution::Uniform(-1.0, 1.0), device).cast(dtype));
-            let options = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
-            let want = t(B::vendor_conv_transpose2d(f(x.clone()), f(w.clone()), b.clone().map(|b| b.into_primitive().tensor()), options.clone()));
-            let got = t(B::vendor_conv_transpose2d_nhwc(f(nhwc(x)), f(nhwc(w)), b.map(|b| b.into_primitive().tensor()), options));
+        let conv_a = cast(Conv2dConfig::new([16, 24], [3, 3]).with_stride([2, 2]).with_padding(pad(1)).init::<B>(device));
+        let conv_b = cast(Conv2dConfig::new([6, 8], [3, 3]).with_padding(pad(1)).with_bias(false).init::<B>(device));
+        let up_c = ConvTranspose2dConfig::new([24, 16], [4, 4]).with_stride([2, 2]).with_padding([1, 1]).init::<B>(device);
+        let up_e = ConvTranspose2dConfig::new([8, 8], [4, 4]).with_stride([2, 2]).with_padding([1, 1]).with_bias(false).init::<B>(device);
+        let (up_c, up_e) = (cast_t::<B>(up_c, dtype), cast_t::<B>(up_e, dtype));
+        let (x0, x1) = (random([2, 16, 12, 20]), random([2, 6, 12, 20]));
+
+        // NCHW: cuDNN's NCHW convolutions, Burn's bias (in the convolution), activation and cat
+        let conv_opts = |c: &burn::nn::conv::Conv2d<B>, p| ConvOptions::new(c.stride, [p, p], c.dilation, c.groups);
+        let up_opts = |c: &burn::nn::conv::ConvTranspose2d<B>| {
+            ConvTransposeOptions::new(c.stride, c.padding, c.padding_out, c.dilation, c.groups)
+        };
+        let bias = |b: &Option<burn::module::Param<Tensor<B, 1>>>| b.as_ref().map(|b| b.val().into_primitive().tensor());
+        let a = leaky_relu(t(B::vendor_conv2d(f(x0.clone()), f(conv_a.weight.val()), bias(&conv_a.bias), conv_opts(&conv_a, 1))), 0.1);
+        let b = t(B::vendor_conv2d(f(x1.clone()), f(conv_b.weight.val()), None, conv_opts(&conv_b, 1)));
+        let c = t(B::vendor_conv_transpose2d(f(a.clone()), f(up_c.weight.val()), bias(&up_c.bias), up_opts(&up_c)));
+        let d = Tensor::cat(vec![x0.clone(), x1.clone(), c], 1);
+        let e = leaky_relu(t(B::vendor_conv_transpose2d(f(b), f(up_e.weight.val()), None, up_opts(&up_e))), 0.1);
+
+        // channels-last, one operation
+        let last = |m: burn::module::Param<Tensor<B, 4>>| m.map(nhwc);
+        let conv_a_l = burn::nn::conv::Conv2d { weight: last(conv_a.weight.clone()), ..conv_a.clone() };
+        let conv_b_l = burn::nn::conv::Conv2d { weight: last(conv_b.weight.clone()), ..conv_b.clone() };
+        let up_c_l = burn::nn::conv::ConvTranspose2d { weight: last(up_c.weight.clone()), ..up_c.clone() };
+        let up_e_l = burn::nn::conv::ConvTranspose2d { weight: last(up_e.weight.clone()), ..up_e.clone() };
+        let mut r = Recorder::<B>::default();
+        let (v0, v1) = (r.input(nhwc(x0)), r.input(nhwc(x1)));
+        let va = r.conv2d(&conv_a_l, v0, Some(0.1));
+        let vb = r.conv2d(&conv_b_l, v1, None);
+        let vc = r.conv_transpose2d(&up_c_l, va, None);
+        let vd = r.cat(vec![v0, v1, vc]);
+        let ve = r.conv_transpose2d(&up_e_l, vb, Some(0.1));
+        let got = r.run(vec![va, vd, ve]);
+        for ((name, want), got) in [("conv + bias + LeakyReLU", a), ("cat", d), ("transposed + LeakyReLU", e)].into_iter().zip(got) {
+            let name = format!("{dtype:?} {name}");
             assert_eq!(got.dims(), nhwc(want.clone()).dims(), "{name}: shape");
             common::assert_close(&name, &values(got.permute([0, 3, 1, 2])), &values(want), 1e-2, 2e-2);
         }
     }
 }
 
-mod vendor_nhwc {
+/// `m` (a convolution) with its parameters in `dtype`.
+fn cast_c<B: burn::tensor::backend::Backend>(m: burn::nn::conv::Conv2d<B>, dtype: burn::tensor::DType) -> burn::nn::conv::Conv2d<B> {
+    burn::nn::conv::Conv2d { weight: m.weight.map(|w| w.cast(dtype)), bias: m.bias.map(|b| b.map(|b| b.cast(dtype))), ..m }
+}
+
+/// `m` (a transposed convolution) with its parameters in `dtype`.
+fn cast_t<B: burn::tensor::backend::Backend>(m: burn::nn::conv::ConvTranspose2d<B>, dtype: burn::tensor::DType) -> burn::nn::conv::ConvTranspose2d<B> {
+    burn::nn::conv::ConvTranspose2d { weight: m.weight.map(|w| w.cast(dtype)), bias: m.bias.map(|b| b.map(|b| b.cast(dtype))), ..m }
+}
+
+mod channels_last_net {
     use super::*;
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn cube() {
-        check_vendor_nhwc::<Cube>(&device());
+        check_channels_last_net::<Cube>(&device());
     }
     #[test]
     #[ignore = "needs a CUDA GPU"]
     fn fused() {
-        check_vendor_nhwc::<Fused>(&device());
+        check_channels_last_net::<Fused>(&device());
     }
 }
 

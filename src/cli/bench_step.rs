@@ -94,7 +94,13 @@ pub struct StepResult {
     pub device_memory_bytes: Option<u64>,
     /// LibTorch on CUDA: the peak of bytes its allocator had allocated during the timed steps
     /// (PyTorch's `torch.cuda.max_memory_allocated`, which `torch_ref.py` reports), bytes.
+    /// (CubeCL keeps no peak, and its pool's usage is per stream: the CUDA backend reports
+    /// `cuda_memory`.)
     pub peak_allocated_bytes: Option<u64>,
+    /// The CUDA backend after the timed steps: CubeCL's memory pool of the stream the steps ran
+    /// on (bytes in use, bytes reserved from the driver, which is what its peak needed plus
+    /// fragmentation) and cuDNN's workspace: the parts of `device_memory_bytes`.
+    pub cuda_memory: Option<crate::backend::CudaMemory>,
 }
 
 pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
@@ -131,6 +137,15 @@ pub fn run(a: StepArgs, started: Instant) -> anyhow::Result<()> {
         gib(r.device_memory_bytes),
         gib(r.peak_allocated_bytes),
     );
+    if let Some(m) = r.cuda_memory {
+        let g = |b: u64| b as f64 / (1u64 << 30) as f64;
+        table += &format!(
+            "\nCUDA memory after the steps: CubeCL's pool {:.2} GiB reserved ({:.2} in use), cuDNN's workspace {:.2} GiB\n",
+            g(m.reserved),
+            g(m.in_use),
+            g(m.workspace)
+        );
+    }
     table += "\n| stage | median ms | host ms |\n|---|---|---|\n";
     for ((name, ms), (_, host)) in r.stages_ms.iter().zip(&r.stages_host_ms) {
         table += &format!("| {name} | {ms:.2} | {host:.2} |\n");
@@ -255,6 +270,7 @@ impl BackendTask for Step {
         }
         let peak_allocated_bytes = peak(false);
         times.sort_by(f64::total_cmp);
+        let cuda_memory = crate::backend::cubecl_cuda_memory(a.backend.kind(), a.backend.device);
         let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
         let device_memory_bytes = crate::backend::device_memory_in_use::<I<B>>(&device);
 
@@ -315,6 +331,7 @@ impl BackendTask for Step {
             stages_ms: stages.into_iter().map(|(s, (ms, _))| (s, ms)).collect(),
             device_memory_bytes,
             peak_allocated_bytes,
+            cuda_memory,
         })
     }
 }

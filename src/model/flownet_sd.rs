@@ -11,10 +11,10 @@ use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, ConvTranspose2d};
 use burn::tensor::{DType, Tensor, TensorPrimitive, backend::Backend};
 
-use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, predict_flow, upsample_x2};
+use super::blocks::{ConvBlock, ConvSpec, DeconvBlock, LEAKY_SLOPE, predict_flow, upsample_x2};
+use vsr_kernels::channels_last::{Recorder, Value};
 use vsr_kernels::conv::{
-    ConvBackend, conv_transpose2d_module as deconv, conv_transpose2d_nhwc, conv2d_module as conv,
-    conv2d_nhwc, to_conv_layout,
+    ConvBackend, conv_transpose2d_module as deconv, conv2d_module as conv, to_conv_layout,
 };
 
 /// FlowNetSD's configuration: the published network has no free settings, so this only
@@ -63,7 +63,7 @@ pub struct FlowNetSD<B: Backend> {
     pub upsampled_flow3_to_2: ConvTranspose2d<B>,
     /// Whether [`FlowNetSD::for_inference`] made the network channels-last: every tensor (N, H,
     /// W, C), every weight (A, R, S, B) for its (A, B, R, S), conv0's input widened to 8
-    /// channels (see [`Layout`]).
+    /// channels (see [`Layers`]).
     #[module(skip)]
     pub channels_last: bool,
 }
@@ -135,29 +135,53 @@ impl<B: ConvBackend> FlowNetSD<B> {
     /// - x: `[batch, 6, h, w]`, h and w multiples of 64
     /// - flows: `[batch, 2, h/4, w/4]` ... `[batch, 2, h/64, w/64]`
     pub fn forward_pyramid(&self, x: Tensor<B, 4>) -> FlowPyramid<B> {
-        let l = Layout::<B>::for_net(self);
-        let x = l.block(&self.conv0, l.input(x)); //                         [b, 64, h, w]
-        let c1 = l.block(&self.conv1_1, l.block(&self.conv1, x)); //         [b, 128, h/2, w/2]
-        let c2 = l.block(&self.conv2_1, l.block(&self.conv2, c1)); //        [b, 128, h/4, w/4]
-        let c3 = l.block(&self.conv3_1, l.block(&self.conv3, c2.clone())); // [b, 256, h/8, w/8]
-        let c4 = l.block(&self.conv4_1, l.block(&self.conv4, c3.clone())); // [b, 512, h/16, w/16]
-        let c5 = l.block(&self.conv5_1, l.block(&self.conv5, c4.clone())); // [b, 512, h/32, w/32]
-        let c6 = l.block(&self.conv6_1, l.block(&self.conv6, c5.clone())); // [b, 1024, h/64, w/64]
+        if !self.channels_last {
+            let flows = self.pyramid(&mut Eager, to_conv_layout(x));
+            return FlowPyramid { flows: flows.map(|f| f.narrow(1, 0, 2)) };
+        }
+        // One operation for the whole network (`vsr_kernels::channels_last`), on (N, H, W, C)
+        // tensors, the input widened to conv0's 8 channels.
+        let mut r = Recorder::default();
+        let x = r.input(pad_to_8(x, 1).permute([0, 2, 3, 1]));
+        let flows = self.pyramid(&mut r, x);
+        let mut flows = r.run(flows.to_vec()).into_iter().map(|f| f.narrow(3, 0, 2).permute([0, 3, 1, 2]));
+        FlowPyramid { flows: std::array::from_fn(|_| flows.next().expect("five flows")) }
+    }
+
+    /// The network on the values of `l` (see [`Layers`]): `[flow2, ..., flow6]`.
+    fn pyramid<L: Layers<B>>(&self, l: &mut L, x: L::V) -> [L::V; 5] {
+        let x = l.block(&self.conv0, x); //                                  [b, 64, h, w]
+        let c1 = l.block(&self.conv1, x);
+        let c1 = l.block(&self.conv1_1, c1); //                              [b, 128, h/2, w/2]
+        let c2 = l.block(&self.conv2, c1);
+        let c2 = l.block(&self.conv2_1, c2); //                              [b, 128, h/4, w/4]
+        let c3 = l.block(&self.conv3, c2.clone());
+        let c3 = l.block(&self.conv3_1, c3); //                              [b, 256, h/8, w/8]
+        let c4 = l.block(&self.conv4, c3.clone());
+        let c4 = l.block(&self.conv4_1, c4); //                              [b, 512, h/16, w/16]
+        let c5 = l.block(&self.conv5, c4.clone());
+        let c5 = l.block(&self.conv5_1, c5); //                              [b, 512, h/32, w/32]
+        let c6 = l.block(&self.conv6, c5.clone());
+        let c6 = l.block(&self.conv6_1, c6); //                              [b, 1024, h/64, w/64]
 
         let flow6 = l.conv(&self.predict_flow6, c6.clone());
-        let cat5 = l.cat(vec![c5, l.up(&self.deconv5, c6), l.deconv(&self.upsampled_flow6_to_5, flow6.clone())]);
-        //                                                                   [b, 1026, h/32, w/32]
-        let flow5 = l.conv(&self.predict_flow5, l.block(&self.inter_conv5, cat5.clone()));
-        let cat4 = l.cat(vec![c4, l.up(&self.deconv4, cat5), l.deconv(&self.upsampled_flow5_to_4, flow5.clone())]);
-        //                                                                   [b, 770, h/16, w/16]
-        let flow4 = l.conv(&self.predict_flow4, l.block(&self.inter_conv4, cat4.clone()));
-        let cat3 = l.cat(vec![c3, l.up(&self.deconv3, cat4), l.deconv(&self.upsampled_flow4_to_3, flow4.clone())]);
-        //                                                                   [b, 386, h/8, w/8]
-        let flow3 = l.conv(&self.predict_flow3, l.block(&self.inter_conv3, cat3.clone()));
-        let cat2 = l.cat(vec![c2, l.up(&self.deconv2, cat3), l.deconv(&self.upsampled_flow3_to_2, flow3.clone())]);
-        //                                                                   [b, 194, h/4, w/4]
-        let flow2 = l.conv(&self.predict_flow2, l.block(&self.inter_conv2, cat2));
-        FlowPyramid { flows: [flow2, flow3, flow4, flow5, flow6].map(|f| l.flow(f)) }
+        let (d5, u5) = (l.up(&self.deconv5, c6), l.deconv(&self.upsampled_flow6_to_5, flow6.clone()));
+        let cat5 = l.cat(vec![c5, d5, u5]); //                               [b, 1026, h/32, w/32]
+        let i5 = l.block(&self.inter_conv5, cat5.clone());
+        let flow5 = l.conv(&self.predict_flow5, i5);
+        let (d4, u4) = (l.up(&self.deconv4, cat5), l.deconv(&self.upsampled_flow5_to_4, flow5.clone()));
+        let cat4 = l.cat(vec![c4, d4, u4]); //                               [b, 770, h/16, w/16]
+        let i4 = l.block(&self.inter_conv4, cat4.clone());
+        let flow4 = l.conv(&self.predict_flow4, i4);
+        let (d3, u3) = (l.up(&self.deconv3, cat4), l.deconv(&self.upsampled_flow4_to_3, flow4.clone()));
+        let cat3 = l.cat(vec![c3, d3, u3]); //                               [b, 386, h/8, w/8]
+        let i3 = l.block(&self.inter_conv3, cat3.clone());
+        let flow3 = l.conv(&self.predict_flow3, i3);
+        let (d2, u2) = (l.up(&self.deconv2, cat3), l.deconv(&self.upsampled_flow3_to_2, flow3.clone()));
+        let cat2 = l.cat(vec![c2, d2, u2]); //                               [b, 194, h/4, w/4]
+        let i2 = l.block(&self.inter_conv2, cat2);
+        let flow2 = l.conv(&self.predict_flow2, i2);
+        [flow2, flow3, flow4, flow5, flow6]
     }
 
     /// The network as frozen inference runs it: weights cast once to `dtype`, every flow layer
@@ -170,7 +194,7 @@ impl<B: ConvBackend> FlowNetSD<B> {
     /// call (fp16 training step, H100, batch 3: ~0.6 ms of 4.1 in FlowNetSD, Nsight Compute).
     /// The same flows ([`FlowNetSD::forward_pyramid`] returns their 2 channels). On backends with
     /// channels-last vendor convolutions ([`ConvBackend::vendor_nhwc`]: cuDNN on the CUDA backend)
-    /// the network is made channels-last instead ([`Layout`]). For frozen networks only: the
+    /// the network is made channels-last instead ([`Layers`]). For frozen networks only: the
     /// padding would take gradients in training.
     pub fn for_inference(self, dtype: DType) -> Self {
         let net = crate::precision::cast_module(self, dtype);
@@ -209,67 +233,81 @@ impl<B: ConvBackend> FlowNetSD<B> {
     }
 }
 
-/// How [`FlowNetSD::forward_pyramid`] runs its layers: on (N, C, H, W) tensors in the layout the
-/// backend's convolutions prefer ([`to_conv_layout`]: channels-last strides on LibTorch's CUDA),
-/// or, in a network [`FlowNetSD::for_inference`] made channels-last (backends with channels-last
-/// vendor convolutions, [`ConvBackend::vendor_nhwc`]: cuDNN on the CUDA backend), on (N, H, W, C)
-/// tensors through them, with (A, R, S, B) weights. CubeCL's element-wise kernels write their
-/// outputs in logical order, so channels-last strides do not survive a bias add there: the
-/// tensors themselves are (N, H, W, C). cuDNN's tensor-core kernels convert NCHW operands to NHWC
-/// and back on every call: 2.3 ms of an fp16 training step's 16 ms of kernels (H100, batch 3,
-/// Nsight Compute).
-struct Layout<B> {
-    nhwc: bool,
-    _b: std::marker::PhantomData<B>,
+/// The layer operations [`FlowNetSD::pyramid`] is written in, on values `V`: NCHW tensors layer
+/// by layer ([`Eager`], in the layout the backend's convolutions prefer, [`to_conv_layout`]:
+/// channels-last strides on LibTorch's CUDA), or, in a network [`FlowNetSD::for_inference`] made
+/// channels-last (backends with channels-last vendor convolutions, [`ConvBackend::vendor_nhwc`]:
+/// cuDNN on the CUDA backend), the layers of one channels-last operation ([`Recorder`]: (N, H,
+/// W, C) values, (A, R, S, B) weights). CubeCL's element-wise kernels write their outputs in
+/// logical order, so channels-last strides do not survive a bias add there: the tensors
+/// themselves are (N, H, W, C). cuDNN's tensor-core kernels convert NCHW operands to NHWC and
+/// back on every call: 2.3 ms of an fp16 training step's 16 ms of kernels (H100, batch 3, Nsight
+/// Compute). Layer by layer, each convolution was a blocking hop to CubeCL's device thread and
+/// each bias and activation recorded operations: 4.9-9.1 ms of host time a forward for 2.5 ms of
+/// kernels; as one operation, one hop.
+trait Layers<B: Backend> {
+    type V: Clone;
+    /// A convolution, its bias and activation.
+    fn block(&mut self, b: &ConvBlock<B>, x: Self::V) -> Self::V;
+    /// A transposed convolution, its bias and LeakyReLU.
+    fn up(&mut self, d: &DeconvBlock<B>, x: Self::V) -> Self::V;
+    /// A convolution and its bias.
+    fn conv(&mut self, c: &Conv2d<B>, x: Self::V) -> Self::V;
+    /// A transposed convolution and its bias.
+    fn deconv(&mut self, c: &ConvTranspose2d<B>, x: Self::V) -> Self::V;
+    /// Concatenation along the channels.
+    fn cat(&mut self, parts: Vec<Self::V>) -> Self::V;
 }
 
-impl<B: ConvBackend> Layout<B> {
-    fn for_net(net: &FlowNetSD<B>) -> Self {
-        Self { nhwc: net.channels_last, _b: std::marker::PhantomData }
+/// NCHW tensors, layer by layer.
+struct Eager;
+
+impl<B: ConvBackend> Layers<B> for Eager {
+    type V = Tensor<B, 4>;
+
+    fn block(&mut self, b: &ConvBlock<B>, x: Self::V) -> Self::V {
+        b.forward(x)
     }
 
-    /// The (N, 6, H, W) input as the layers take it: channels-last, widened to conv0's 8.
-    fn input(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.nhwc { pad_to_8(x, 1).permute([0, 2, 3, 1]) } else { to_conv_layout(x) }
+    fn up(&mut self, d: &DeconvBlock<B>, x: Self::V) -> Self::V {
+        d.forward(x)
     }
 
-    fn block(&self, b: &ConvBlock<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if !self.nhwc {
-            return b.forward(x);
-        }
-        conv2d_nhwc(&b.conv, x, b.activation.then_some(super::blocks::LEAKY_SLOPE))
+    fn conv(&mut self, c: &Conv2d<B>, x: Self::V) -> Self::V {
+        conv(c, x)
     }
 
-    fn up(&self, d: &DeconvBlock<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if !self.nhwc {
-            return d.forward(x);
-        }
-        conv_transpose2d_nhwc(&d.conv, x, Some(super::blocks::LEAKY_SLOPE))
+    fn deconv(&mut self, c: &ConvTranspose2d<B>, x: Self::V) -> Self::V {
+        deconv(c, x)
     }
 
-    fn conv(&self, c: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if !self.nhwc {
-            return conv(c, x);
-        }
-        conv2d_nhwc(c, x, None)
+    fn cat(&mut self, parts: Vec<Self::V>) -> Self::V {
+        Tensor::cat(parts, 1)
+    }
+}
+
+impl<B: ConvBackend> Layers<B> for Recorder<B> {
+    type V = Value;
+
+    fn block(&mut self, b: &ConvBlock<B>, x: Value) -> Value {
+        assert!(b.bn.is_none(), "a channels-last FlowNetSD has no BatchNorm");
+        self.conv2d(&b.conv, x, b.activation.then_some(LEAKY_SLOPE))
     }
 
-    fn deconv(&self, c: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if !self.nhwc {
-            return deconv(c, x);
-        }
-        conv_transpose2d_nhwc(c, x, None)
+    fn up(&mut self, d: &DeconvBlock<B>, x: Value) -> Value {
+        self.conv_transpose2d(&d.conv, x, Some(LEAKY_SLOPE))
     }
 
-    /// Concatenation along the channels.
-    fn cat(&self, parts: Vec<Tensor<B, 4>>) -> Tensor<B, 4> {
-        Tensor::cat(parts, if self.nhwc { 3 } else { 1 })
+    fn conv(&mut self, c: &Conv2d<B>, x: Value) -> Value {
+        self.conv2d(c, x, None)
     }
 
-    /// A flow's own 2 channels (of a network widened by [`FlowNetSD::for_inference`]), as an
-    /// (N, 2, H, W) tensor.
-    fn flow(&self, f: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.nhwc { f.narrow(3, 0, 2).permute([0, 3, 1, 2]) } else { f.narrow(1, 0, 2) }
+    fn deconv(&mut self, c: &ConvTranspose2d<B>, x: Value) -> Value {
+        self.conv_transpose2d(c, x, None)
+    }
+
+    fn cat(&mut self, parts: Vec<Value>) -> Value {
+        Recorder::cat(self, parts)
     }
 }
 
@@ -277,7 +315,7 @@ impl<B: ConvBackend> Layout<B> {
 /// and 6 zero channels.
 pub const FLOW_CHANNELS: usize = 8;
 
-/// `net` channels-last ([`Layout`]): every 4-d weight (A, B, R, S) stored as a dense (A, R, S, B)
+/// `net` channels-last ([`Layers`]): every 4-d weight (A, B, R, S) stored as a dense (A, R, S, B)
 /// tensor, conv0's widened to 8 input channels (zero weights) first: cuDNN ran the 6-channel
 /// layer on a generic kernel, 1.2 ms of a 14 ms fp16 step (H100, Nsight Compute). Copied once
 /// through the host: Burn has no operation that makes a permuted view dense.
@@ -401,6 +439,26 @@ mod tests {
             let scale = w.clone().abs().max().into_scalar();
             let diff = (g - w).abs().max().into_scalar();
             assert!(diff <= 1e-5 * (1.0 + scale), "flow{}: max |diff| {diff} (max |flow| {scale})", level + 2);
+        }
+    }
+
+    /// The channels-last network run as one [`Recorder`] operation (on the CPU through
+    /// `vsr_kernels::channels_last::run_reference`, the same net the CUDA backend runs in one
+    /// call) gives the NCHW network's flows: a layer reading the wrong value, a weight in the
+    /// wrong layout or a concatenation in the wrong order would not.
+    #[test]
+    fn channels_last_network_gives_the_same_flows() {
+        let device = Default::default();
+        <B as Backend>::seed(&device, 11);
+        let net = FlowNetSDConfig::new().init::<B>(&device).for_inference(DType::F32);
+        let x = Tensor::<B, 4>::random([1, 6, 64, 128], Distribution::Normal(0.0, 1.0), &device);
+        let want = net.forward_pyramid(x.clone()).flows;
+        let got = channels_last(net).forward_pyramid(x).flows;
+        for (level, (g, w)) in got.into_iter().zip(want).enumerate() {
+            assert_eq!(g.dims(), w.dims(), "flow{}", level + 2);
+            let scale = w.clone().abs().max().into_scalar();
+            let diff = (g - w).abs().max().into_scalar();
+            assert!(diff <= 1e-4 * (1.0 + scale), "flow{}: max |diff| {diff} (max |flow| {scale})", level + 2);
         }
     }
 

@@ -28,7 +28,6 @@ use burn_fusion::{
     stream::{Operation, OperationStreams},
 };
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
-use super::{nchw_to_nhwc, nhwc_to_nchw};
 use core::marker::PhantomData;
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBackend
@@ -71,7 +70,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        return vendor_forward::<R, F, I, BT>(x, weight, bias, &options, false);
+        return vendor_forward::<R, F, I, BT>(x, weight, bias, &options);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -80,28 +79,13 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         Self::vendor_conv()
     }
 
-    fn vendor_conv2d_nhwc(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
+    fn vendor_net_nhwc(inputs: Vec<FloatTensor<Self>>, net: &crate::channels_last::Net) -> Vec<FloatTensor<Self>> {
         #[cfg(feature = "cuda")]
-        return vendor_forward::<R, F, I, BT>(x, weight, bias, &options, true);
-        #[cfg(not(feature = "cuda"))]
-        unreachable!("vendor_conv2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
-    }
-
-    fn vendor_conv_transpose2d_nhwc(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvTransposeOptions<2>,
-    ) -> FloatTensor<Self> {
-        #[cfg(feature = "cuda")]
-        return vendor_transpose::<R, F, I, BT>(x, weight, bias, &options, true);
-        #[cfg(not(feature = "cuda"))]
-        unreachable!("vendor_conv_transpose2d_nhwc without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
+        if Self::vendor_nhwc() {
+            let inputs = inputs.into_iter().map(cuda::to_cuda).collect();
+            return super::net::run(inputs, net).into_iter().map(cuda::from_cuda).collect();
+        }
+        crate::channels_last::run_reference::<Self>(inputs, net)
     }
 
     fn vendor_conv_transpose2d(
@@ -111,7 +95,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Self> {
         #[cfg(feature = "cuda")]
-        return vendor_transpose::<R, F, I, BT>(x, weight, bias, &options, false);
+        return vendor_transpose::<R, F, I, BT>(x, weight, bias, &options);
         #[cfg(not(feature = "cuda"))]
         unreachable!("vendor_conv_transpose2d without the cuda feature: {x:?} {weight:?} {bias:?} {options:?}")
     }
@@ -190,47 +174,36 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> ConvBacken
     }
 }
 
-/// [`ConvBackend::vendor_conv2d`], or on channels-last tensors with `nhwc`
-/// ([`ConvBackend::vendor_conv2d_nhwc`]).
+/// [`ConvBackend::vendor_conv2d`].
 #[cfg(feature = "cuda")]
 fn vendor_forward<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     x: FloatTensor<CubeBackend<R, F, I, BT>>,
     weight: FloatTensor<CubeBackend<R, F, I, BT>>,
     bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
     options: &ConvOptions<2>,
-    nhwc: bool,
 ) -> FloatTensor<CubeBackend<R, F, I, BT>> {
     let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-    let g = conv_geometry(nchw_dims(&x, nhwc), nchw_dims(&weight, nhwc), options, nhwc);
+    let g = conv_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), options, false);
     convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Forward, g, [x, weight], bias)
 }
 
-/// [`ConvBackend::vendor_conv_transpose2d`], or on channels-last tensors with `nhwc`
-/// ([`ConvBackend::vendor_conv_transpose2d_nhwc`]).
+/// [`ConvBackend::vendor_conv_transpose2d`].
 #[cfg(feature = "cuda")]
 fn vendor_transpose<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement>(
     x: FloatTensor<CubeBackend<R, F, I, BT>>,
     weight: FloatTensor<CubeBackend<R, F, I, BT>>,
     bias: Option<FloatTensor<CubeBackend<R, F, I, BT>>>,
     options: &ConvTransposeOptions<2>,
-    nhwc: bool,
 ) -> FloatTensor<CubeBackend<R, F, I, BT>> {
     let weight = same_dtype::<R, F, I, BT>(weight, x.dtype);
-    let g = transpose_geometry(nchw_dims(&x, nhwc), nchw_dims(&weight, nhwc), options, nhwc);
+    let g = transpose_geometry(x.meta.shape().dims(), weight.meta.shape().dims(), options, false);
     convolve_with_bias::<R, F, I, BT>(super::cudnn::Pass::Data, g, [weight, x], bias)
-}
-
-/// The dims of `t` in (N, C, H, W) order; `nhwc`: `t` is channels-last, (N, H, W, C).
-#[cfg(feature = "cuda")]
-fn nchw_dims<R: CubeRuntime>(t: &burn_cubecl::tensor::CubeTensor<R>, nhwc: bool) -> [usize; 4] {
-    let d = t.meta.shape().dims();
-    if nhwc { nhwc_to_nchw(d) } else { d }
 }
 
 /// The convolution of `x` (N, C, H, W) by `w` (K, C / groups, R, S) as cuDNN describes it, on
 /// channels-last buffers with `nhwc`.
 #[cfg(feature = "cuda")]
-fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
+pub(super) fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
     super::cudnn::Geometry {
         x,
         w,
@@ -247,7 +220,7 @@ fn conv_geometry(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>, nhwc: b
 /// gradient of the convolution of its output by the same weight, whose output gradient is `x`,
 /// as cuDNN describes that convolution; on channels-last buffers with `nhwc`.
 #[cfg(feature = "cuda")]
-fn transpose_geometry(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
+pub(super) fn transpose_geometry(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>, nhwc: bool) -> super::cudnn::Geometry {
     super::cudnn::Geometry {
         x: transpose_output_shape(x, w, options),
         w,
@@ -312,8 +285,7 @@ fn convolve_with_bias<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolEl
     let Some(bias) = bias else { return y };
     let c = bias.meta.shape()[0];
     let bias = same_dtype::<R, F, I, BT>(bias, y.dtype);
-    let shape = if g.nhwc { [1, 1, 1, c] } else { [1, c, 1, 1] };
-    B::<R, F, I, BT>::float_add(y, B::<R, F, I, BT>::float_reshape(bias, shape.into()))
+    B::<R, F, I, BT>::float_add(y, B::<R, F, I, BT>::float_reshape(bias, [1, c, 1, 1].into()))
 }
 
 /// The generic CubeCL runtime seen as CUDA's (the same type, checked at run time).
@@ -361,11 +333,12 @@ enum Kind {
     Conv(ConvOptions<2>),
     /// [`ConvBackend::conv_transpose2d_f32`].
     Transpose(ConvTransposeOptions<2>),
-    /// [`ConvBackend::vendor_conv2d`], or with `true` [`ConvBackend::vendor_conv2d_nhwc`].
-    VendorConv(ConvOptions<2>, bool),
-    /// [`ConvBackend::vendor_conv_transpose2d`], or with `true`
-    /// [`ConvBackend::vendor_conv_transpose2d_nhwc`].
-    VendorTranspose(ConvTransposeOptions<2>, bool),
+    /// [`ConvBackend::vendor_conv2d`].
+    VendorConv(ConvOptions<2>),
+    /// [`ConvBackend::vendor_conv_transpose2d`].
+    VendorTranspose(ConvTransposeOptions<2>),
+    /// [`ConvBackend::vendor_net_nhwc`] (inputs the net's; one output per net output).
+    VendorNet(std::sync::Arc<crate::channels_last::Net>),
     /// [`ConvBackend::vendor_conv2d_backward`] (inputs x, weight, output gradient; one output per
     /// gradient needed).
     VendorBackward(ConvOptions<2>, [bool; 2]),
@@ -405,6 +378,7 @@ impl<B: FusionBackend + ConvBackend> Operation<B::FusionRuntime> for ConvOp<B> {
                 let [x, dy, s0, s1, s2, s3] = <[_; 6]>::try_from(inputs).unwrap_or_else(|_| unreachable!());
                 B::own_batch_norm_backward(x, dy, [s0, s1, s2, s3], *settings).into()
             }
+            (Kind::VendorNet(net), _) => B::vendor_net_nhwc(inputs, net),
             (kind, _) => self.execute_conv(kind, inputs),
         };
         for (desc, out) in self.desc.outputs.iter().zip(outs) {
@@ -426,15 +400,13 @@ impl<B: FusionBackend + ConvBackend> ConvOp<B> {
         match kind {
             Kind::Conv(options) => vec![B::conv2d_f32(x, weight, third, options.clone())],
             Kind::Transpose(options) => vec![B::conv_transpose2d_f32(x, weight, third, options.clone())],
-            Kind::VendorConv(options, false) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
-            Kind::VendorConv(options, true) => vec![B::vendor_conv2d_nhwc(x, weight, third, options.clone())],
-            Kind::VendorTranspose(options, false) => vec![B::vendor_conv_transpose2d(x, weight, third, options.clone())],
-            Kind::VendorTranspose(options, true) => vec![B::vendor_conv_transpose2d_nhwc(x, weight, third, options.clone())],
+            Kind::VendorConv(options) => vec![B::vendor_conv2d(x, weight, third, options.clone())],
+            Kind::VendorTranspose(options) => vec![B::vendor_conv_transpose2d(x, weight, third, options.clone())],
             Kind::VendorBackward(options, need) => {
                 let dy = third.expect("output gradient");
                 B::vendor_conv2d_backward(x, weight, dy, options.clone(), *need).into_iter().flatten().collect()
             }
-            Kind::OwnBatchNorm(..) | Kind::OwnBatchNormBackward(..) => {
+            Kind::OwnBatchNorm(..) | Kind::OwnBatchNormBackward(..) | Kind::VendorNet(..) => {
                 unreachable!("{kind:?} with {} inputs", 2 + third.is_some() as usize + inputs.len())
             }
         }
@@ -518,7 +490,7 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
     ) -> FloatTensor<Self> {
         let shape = conv_output_shape(x.shape.dims(), weight.shape.dims(), &options);
         let mut out =
-            register::<B>("vsr_vendor_conv2d", operands(x, weight, bias), vec![shape], Kind::VendorConv(options, false));
+            register::<B>("vsr_vendor_conv2d", operands(x, weight, bias), vec![shape], Kind::VendorConv(options));
         out.remove(0)
     }
 
@@ -526,34 +498,12 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
         B::vendor_nhwc()
     }
 
-    fn vendor_conv2d_nhwc(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvOptions<2>,
-    ) -> FloatTensor<Self> {
-        let nchw = |s: &burn::tensor::Shape| nhwc_to_nchw(s.dims());
-        let shape = nchw_to_nhwc(conv_output_shape(nchw(&x.shape), nchw(&weight.shape), &options));
-        let mut out =
-            register::<B>("vsr_vendor_conv2d_nhwc", operands(x, weight, bias), vec![shape], Kind::VendorConv(options, true));
-        out.remove(0)
-    }
-
-    fn vendor_conv_transpose2d_nhwc(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: Option<FloatTensor<Self>>,
-        options: ConvTransposeOptions<2>,
-    ) -> FloatTensor<Self> {
-        let nchw = |s: &burn::tensor::Shape| nhwc_to_nchw(s.dims());
-        let shape = nchw_to_nhwc(transpose_output_shape(nchw(&x.shape), nchw(&weight.shape), &options));
-        let mut out = register::<B>(
-            "vsr_vendor_conv_transpose2d_nhwc",
-            operands(x, weight, bias),
-            vec![shape],
-            Kind::VendorTranspose(options, true),
-        );
-        out.remove(0)
+    fn vendor_net_nhwc(inputs: Vec<FloatTensor<Self>>, net: &crate::channels_last::Net) -> Vec<FloatTensor<Self>> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.to_vec()).collect();
+        let outs = net.output_shapes(&shapes);
+        let dtype = inputs[0].dtype;
+        let outs = outs.into_iter().map(|s| (burn::tensor::Shape::from(s), dtype)).collect();
+        register_typed::<B>("vsr_vendor_net_nhwc", inputs, outs, Kind::VendorNet(std::sync::Arc::new(net.clone())))
     }
 
     fn vendor_conv_transpose2d(
@@ -567,7 +517,7 @@ impl<B: FusionBackend + ConvBackend> ConvBackend for Fusion<B> {
             "vsr_vendor_conv_transpose2d",
             operands(x, weight, bias),
             vec![shape],
-            Kind::VendorTranspose(options, false),
+            Kind::VendorTranspose(options),
         );
         out.remove(0)
     }

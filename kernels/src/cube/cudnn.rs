@@ -84,6 +84,15 @@ pub fn version() -> Option<usize> {
     available().then(cudarc::cudnn::result::get_version)
 }
 
+/// Bytes of cuDNN workspace held on CUDA device `index`: kept between calls and grown to the
+/// largest need among the algorithms chosen so far (at most [`MAX_WORKSPACE`]); 0 without cuDNN.
+pub fn workspace_bytes(index: usize) -> usize {
+    if !available() {
+        return 0;
+    }
+    gpu(index).lock().unwrap_or_else(|e| e.into_inner()).workspace_size
+}
+
 /// One device's cuDNN handle, in CubeCL's (primary) context, and the stream it was last set to.
 struct Gpu {
     ctx: dsys::CUcontext,

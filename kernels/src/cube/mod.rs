@@ -8,11 +8,14 @@
 //!   CUDA every convolution through cuDNN where it loads).
 //! * [`cudnn`]: cuDNN's convolutions on CubeCL's CUDA buffers.
 //! * [`own_conv`]: vsr's own convolution kernels on those buffers, where they beat cuDNN.
+//! * `net`: a frozen channels-last network in one call on CubeCL's device thread.
 
 mod backend;
 pub(crate) mod conv;
 #[cfg(feature = "cuda")]
 pub mod cudnn;
+#[cfg(feature = "cuda")]
+mod net;
 #[cfg(feature = "cuda")]
 pub mod own_conv;
 mod fusion;
@@ -35,13 +38,25 @@ pub fn set_cache_dir(dir: &std::path::Path) -> bool {
     std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config)).is_ok()
 }
 
+/// CubeCL's memory pool on CUDA device `index` for the calling thread's stream (CubeCL keeps one
+/// per stream): the bytes its live buffers hold and the bytes it has reserved from the driver (a
+/// call to its device thread, queued after the work before it).
+#[cfg(feature = "cuda")]
+pub fn cuda_pool_usage(index: usize) -> Option<(u64, u64)> {
+    use cubecl::Runtime;
+    let client = cubecl::cuda::CudaRuntime::client(&cubecl::cuda::CudaDevice::new(index));
+    client.memory_usage().ok().map(|m| (m.bytes_in_use, m.bytes_reserved))
+}
+
 /// (N, C, H, W) dims as (N, H, W, C), the dims of a channels-last tensor (and a (K, C, R, S)
 /// filter's as (K, R, S, C)).
+#[cfg(feature = "cuda")]
 pub(crate) fn nchw_to_nhwc([a, b, c, d]: [usize; 4]) -> [usize; 4] {
     [a, c, d, b]
 }
 
 /// The inverse of [`nchw_to_nhwc`].
+#[cfg(feature = "cuda")]
 pub(crate) fn nhwc_to_nchw([a, b, c, d]: [usize; 4]) -> [usize; 4] {
     [a, d, b, c]
 }
