@@ -20,8 +20,7 @@ use crate::channels_last::{Layer, Net, Value, Values};
 /// another dtype are cast.
 pub(crate) fn run(inputs: Vec<Tensor>, net: &Net) -> Vec<Tensor> {
     let client = inputs.first().expect("channels-last net: no inputs").client.clone();
-    let net = net.clone();
-    on_device_thread(&client, move || run_here(inputs, &net))
+    on_device_thread(&client, move || run_here(inputs, net))
 }
 
 fn run_here(inputs: Vec<Tensor>, net: &Net) -> Vec<Tensor> {
