@@ -478,6 +478,22 @@ pub fn tch_peak_allocated(kind: BackendKind, index: usize, reset: bool) -> Optio
     None
 }
 
+/// Runs `f` with the CUDA backend's peak memory tracked: the most bytes in use in CubeCL's pool
+/// (checked at each allocation: it sums the pool's pages each time, so `f` runs slower) plus
+/// cuDNN's workspace, on GPU `index`; `None` for other backends.
+pub fn cubecl_peak_in_use<T>(kind: BackendKind, index: usize, f: impl FnOnce() -> T) -> (T, Option<u64>) {
+    #[cfg(feature = "cuda")]
+    if kind == BackendKind::Cuda {
+        vsr_kernels::cube::track_peak_memory(true);
+        let out = f();
+        let peak = vsr_kernels::cube::peak_memory_in_use();
+        vsr_kernels::cube::track_peak_memory(false);
+        return (out, Some(peak + vsr_kernels::cube::cudnn::workspace_bytes(index) as u64));
+    }
+    let _ = (kind, index);
+    (f(), None)
+}
+
 /// Short name of a backend type for reports (`Fusion<CubeBackend<CudaRuntime, ..>>` -> `cuda`).
 pub fn name<B: Backend>() -> String {
     let full = std::any::type_name::<B>();

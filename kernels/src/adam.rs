@@ -1,7 +1,8 @@
-//! Adam's update of one parameter in one pass where the backend has a kernel for it
-//! ([`AdamBackend`]): on LibTorch's CUDA f32 tensors and the CUDA (CubeCL) backend's f32 buffers,
-//! `adam.cu` (compiled and launched as [`crate::nvrtc`] says; on CubeCL also as a Fusion custom
-//! operation); elsewhere `None`, and the caller runs Burn's `Adam`.
+//! Adam's update of a model's parameters in one pass per parameter, where the backend has a kernel
+//! for it ([`AdamBackend::adam_steps`]): on LibTorch's CUDA f32 tensors and the CUDA (CubeCL)
+//! backend's f32 buffers, `adam.cu` (compiled and launched as [`crate::nvrtc`] says; on CubeCL all
+//! of a step's updates are one Fusion custom operation and one call on CubeCL's device thread);
+//! elsewhere the updates come back, and the caller runs Burn's `Adam`.
 //!
 //! Why: Burn's `Adam` is about 15 element-wise tensor operations per parameter (weight decay, two
 //! moments, bias corrections, the update), each a kernel launch through LibTorch. VSRNet has 8
@@ -36,25 +37,58 @@ impl AdamStep {
     }
 }
 
-/// A backend that may update a parameter by Adam in one kernel. The provided method says `None`
-/// (Burn's `Adam` runs); LibTorch's CUDA overrides it.
+/// One parameter's Adam update, for [`AdamBackend::adam_steps`].
+pub struct AdamUpdate<B: Backend> {
+    pub param: FloatTensor<B>,
+    pub grad: FloatTensor<B>,
+    /// The moments of the previous step; `None`: the first step (moments 0).
+    pub moments: Option<[FloatTensor<B>; 2]>,
+    pub step: AdamStep,
+}
+
+impl<B: Backend> Clone for AdamUpdate<B> {
+    fn clone(&self) -> Self {
+        Self { param: self.param.clone(), grad: self.grad.clone(), moments: self.moments.clone(), step: self.step }
+    }
+}
+
+impl<B: Backend> AdamUpdate<B> {
+    /// Whether every tensor is f32 of the parameter's shape: what the kernels take.
+    pub fn is_f32_of_one_shape(&self) -> bool {
+        use burn::tensor::{DType, TensorMetadata};
+        let shape = self.param.shape();
+        let same = |t: &FloatTensor<B>| t.dtype() == DType::F32 && t.shape() == shape;
+        same(&self.param) && same(&self.grad) && self.moments.as_ref().is_none_or(|m| m.iter().all(same))
+    }
+}
+
+/// A backend that may update parameters by Adam in kernels of its own. The provided methods
+/// decline (Burn's `Adam` runs); LibTorch's CUDA and the CUDA (CubeCL) backend override them.
 pub trait AdamBackend: Backend {
-    /// Whether [`AdamBackend::adam_step`] runs a kernel for f32 tensors of this backend's devices
+    /// Whether [`AdamBackend::adam_steps`] runs a kernel for f32 tensors of this backend's devices
     /// (`Fusion<B>` registers its operation only then).
     fn adam_kernel() -> bool {
         false
     }
 
-    /// `[param, moment_1, moment_2]` after one step of `param` by `grad`, from the moments of the
-    /// previous step (`None`: the first step, moments 0), or `None` where the backend has no
-    /// kernel for these tensors.
+    /// `[param, moment_1, moment_2]` of every update after its step, in its order, all issued
+    /// together (on the CUDA backend one operation: one hop to CubeCL's device thread for all of a
+    /// model's parameters, where one per parameter cost about 0.1 ms of host time each). `Err`
+    /// gives the updates back where the backend has no kernel for all of them (each must be f32,
+    /// its gradient and moments of the parameter's shape).
+    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
+        Err(updates)
+    }
+
+    /// [`AdamBackend::adam_steps`] of one parameter, or `None` where the backend declines it.
     fn adam_step(
-        _param: &FloatTensor<Self>,
-        _grad: &FloatTensor<Self>,
-        _moments: Option<[&FloatTensor<Self>; 2]>,
-        _step: AdamStep,
+        param: &FloatTensor<Self>,
+        grad: &FloatTensor<Self>,
+        moments: Option<[&FloatTensor<Self>; 2]>,
+        step: AdamStep,
     ) -> Option<[FloatTensor<Self>; 3]> {
-        None
+        let update = AdamUpdate { param: param.clone(), grad: grad.clone(), moments: moments.map(|m| m.map(Clone::clone)), step };
+        Self::adam_steps(vec![update]).ok()?.pop()
     }
 }
 
@@ -84,56 +118,50 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
         false
     }
 
-    fn adam_step(
-        param: &FloatTensor<Self>,
-        grad: &FloatTensor<Self>,
-        moments: Option<[&FloatTensor<Self>; 2]>,
-        step: AdamStep,
-    ) -> Option<[FloatTensor<Self>; 3]> {
+    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
         #[cfg(feature = "cuda")]
         {
             use crate::cube::conv::cuda::{from_cuda, is_cuda, to_cuda};
-            if !is_cuda::<R>() {
-                return None;
+            let Some(first) = updates.first() else { return Ok(Vec::new()) };
+            let device = first.param.device.clone();
+            let takes = |u: &AdamUpdate<Self>| {
+                u.is_f32_of_one_shape() && [&u.param, &u.grad].into_iter().chain(u.moments.iter().flatten()).all(|t| t.device == device)
+            };
+            if !is_cuda::<R>() || !updates.iter().all(takes) {
+                return Err(updates);
             }
-            let moments = moments.map(|[m, v]| [to_cuda(m.clone()), to_cuda(v.clone())]);
-            let out = cube::step(to_cuda(param.clone()), to_cuda(grad.clone()), moments, step)?;
-            Some(out.map(from_cuda))
+            let Ok(kernels) = PROGRAM.kernels(to_cuda(first.param.clone()).device.index) else { return Err(updates) };
+            let updates = updates
+                .into_iter()
+                .map(|u| cube::Update { p: to_cuda(u.param), g: to_cuda(u.grad), moments: u.moments.map(|m| m.map(to_cuda)), step: u.step })
+                .collect();
+            Ok(cube::steps(kernels, updates).into_iter().map(|out| out.map(from_cuda)).collect())
         }
         #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (param, grad, moments, step);
-            None
-        }
+        Err(updates)
     }
 }
 
-/// Fusion: the inner backend's kernel as a custom operation, where it has one
-/// ([`AdamBackend::adam_kernel`]) and the tensors are f32 of one shape.
+/// Fusion: the inner backend's kernel as one custom operation for all the updates, where it has
+/// one ([`AdamBackend::adam_kernel`]) and the tensors are f32 of one shape per parameter.
 #[cfg(feature = "cubecl")]
 impl<B: burn_fusion::FusionBackend + AdamBackend> AdamBackend for burn_fusion::Fusion<B> {
     fn adam_kernel() -> bool {
         B::adam_kernel()
     }
 
-    fn adam_step(
-        param: &FloatTensor<Self>,
-        grad: &FloatTensor<Self>,
-        moments: Option<[&FloatTensor<Self>; 2]>,
-        step: AdamStep,
-    ) -> Option<[FloatTensor<Self>; 3]> {
-        use burn::tensor::DType;
-        let same = |t: &FloatTensor<Self>| t.dtype == DType::F32 && t.shape == param.shape;
-        if !B::adam_kernel() || !same(param) || !same(grad) || moments.is_some_and(|m| !m.iter().all(|t| same(t))) {
-            return None;
+    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut inputs = vec![param.clone(), grad.clone()];
-        inputs.extend(moments.into_iter().flatten().cloned());
-        Some(fusion::register::<B>(inputs, step))
+        if !B::adam_kernel() || !updates.iter().all(AdamUpdate::is_f32_of_one_shape) {
+            return Err(updates);
+        }
+        Ok(fusion::register::<B>(updates))
     }
 }
 
-/// The Fusion custom operation of [`AdamBackend::adam_step`].
+/// The Fusion custom operation of [`AdamBackend::adam_steps`].
 #[cfg(feature = "cubecl")]
 mod fusion {
     use burn::tensor::DType;
@@ -142,44 +170,61 @@ mod fusion {
     use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
     use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-    use super::{AdamBackend, AdamStep};
+    use super::{AdamBackend, AdamStep, AdamUpdate};
 
+    /// The updates' inputs in order (param, grad, then the moments if any, per update) and three
+    /// outputs per update.
     #[derive(Clone, Debug)]
     struct AdamOp<B> {
         desc: CustomOpIr,
-        step: AdamStep,
+        /// Each update's step, and whether it has moments.
+        steps: Vec<(AdamStep, bool)>,
         _b: core::marker::PhantomData<B>,
     }
 
     impl<B: FusionBackend + AdamBackend> Operation<B::FusionRuntime> for AdamOp<B> {
         fn execute(&self, handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>) {
-            let t: Vec<_> = self.desc.inputs.iter().map(|t| handles.get_float_tensor::<B>(t)).collect();
-            let moments = (t.len() == 4).then(|| [&t[2], &t[3]]);
-            let outs = B::adam_step(&t[0], &t[1], moments, self.step)
-                .unwrap_or_else(|| panic!("Adam kernel: the backend declined tensors it declared it takes ({:?})", self.desc));
-            for (desc, out) in self.desc.outputs.iter().zip(outs) {
+            let mut inputs = self.desc.inputs.iter().map(|t| handles.get_float_tensor::<B>(t));
+            let mut next = || inputs.next().expect("the operation's inputs, as registered");
+            let updates: Vec<AdamUpdate<B>> = self
+                .steps
+                .iter()
+                .map(|&(step, has_moments)| AdamUpdate { param: next(), grad: next(), moments: has_moments.then(|| [next(), next()]), step })
+                .collect();
+            let outs = B::adam_steps(updates)
+                .unwrap_or_else(|_| panic!("Adam kernel: the backend declined tensors it declared it takes ({:?})", self.desc));
+            for (desc, out) in self.desc.outputs.iter().zip(outs.into_iter().flatten()) {
                 handles.register_float_tensor::<B>(&desc.id, out);
             }
         }
     }
 
-    /// Registers the update of `inputs` (param, grad, then the moments if any): `[param,
-    /// moment_1, moment_2]`, f32 of the parameter's shape.
-    pub(super) fn register<B: FusionBackend + AdamBackend>(inputs: Vec<FloatTensor<Fusion<B>>>, step: AdamStep) -> [FloatTensor<Fusion<B>>; 3] {
-        let client = inputs[0].client.clone();
-        let shape = inputs[0].shape.clone();
+    /// Registers `updates` as one operation: `[param, moment_1, moment_2]` per update, f32 of its
+    /// parameter's shape.
+    pub(super) fn register<B: FusionBackend + AdamBackend>(updates: Vec<AdamUpdate<Fusion<B>>>) -> Vec<[FloatTensor<Fusion<B>>; 3]> {
+        let client = updates[0].param.client.clone();
+        let steps = updates.iter().map(|u| (u.step, u.moments.is_some())).collect();
+        let outs: Vec<_> = updates
+            .iter()
+            .flat_map(|u| [(); 3].map(|_| TensorIr::uninit(client.create_empty_handle(), u.param.shape.clone(), DType::F32)))
+            .collect();
+        let inputs: Vec<FloatTensor<Fusion<B>>> = updates
+            .into_iter()
+            .flat_map(|u| [u.param, u.grad].into_iter().chain(u.moments.into_iter().flatten()))
+            .collect();
         let streams = OperationStreams::with_inputs(inputs.iter());
-        let outs: Vec<_> = (0..3).map(|_| TensorIr::uninit(client.create_empty_handle(), shape.clone(), DType::F32)).collect();
         let inputs: Vec<_> = inputs.into_iter().map(|t| t.into_ir()).collect();
         let desc = CustomOpIr::new("vsr_adam", &inputs, &outs);
-        let outs = client.register(streams, OperationIr::Custom(desc.clone()), AdamOp::<B> { desc, step, _b: core::marker::PhantomData });
-        <[_; 3]>::try_from(outs).unwrap_or_else(|_| unreachable!("three outputs registered"))
+        let outs = client.register(streams, OperationIr::Custom(desc.clone()), AdamOp::<B> { desc, steps, _b: core::marker::PhantomData });
+        let mut outs = outs.into_iter();
+        std::iter::from_fn(|| Some([outs.next()?, outs.next()?, outs.next()?])).collect()
     }
 }
 
 /// `adam.cu` on the CUDA (CubeCL) backend's buffers, launched on the stream of CubeCL's queue from
-/// its device thread (as `crate::cube::own_conv`'s kernels). Measured on an H100 (fp16 training
-/// step, batch 3): Burn's `Adam` took 1.3-1.5 ms a step, issued after the loss is read back.
+/// its device thread (as `crate::cube::own_conv`'s kernels): one launch per parameter, all in one
+/// call there. Measured on an H100 (fp16 training step, batch 3): Burn's `Adam` took 1.3-1.5 ms a
+/// step, issued after the loss is read back; one call per parameter 0.74-1.39 ms.
 #[cfg(feature = "cuda")]
 mod cube {
     use burn::tensor::DType;
@@ -189,50 +234,56 @@ mod cube {
     use super::{AdamStep, PROGRAM, THREADS};
     use crate::cube::cudnn::on_device_thread;
     use crate::cube::own_conv::pointers;
-    use crate::nvrtc::Arg;
+    use crate::nvrtc::{Arg, Kernels};
+    use std::sync::Arc;
 
     type Tensor = CubeTensor<CudaRuntime>;
+
+    /// One parameter's update: f32 tensors of one shape on one device.
+    pub(super) struct Update {
+        pub p: Tensor,
+        pub g: Tensor,
+        pub moments: Option<[Tensor; 2]>,
+        pub step: AdamStep,
+    }
 
     /// Whether the kernel loads (on device 0; NVRTC and the driver are the process's).
     pub(super) fn available() -> bool {
         PROGRAM.kernels(0).is_ok()
     }
 
-    /// `[param, moment_1, moment_2]` after one step, or `None` where the tensors are not f32 of
-    /// one shape or the kernel does not load.
-    pub(super) fn step(p: Tensor, g: Tensor, moments: Option<[Tensor; 2]>, step: AdamStep) -> Option<[Tensor; 3]> {
-        let same = |t: &Tensor| t.dtype == DType::F32 && t.meta.shape() == p.meta.shape();
-        if !same(&p) || !same(&g) || moments.as_ref().is_some_and(|m| !m.iter().all(same)) {
-            return None;
+    /// `[param, moment_1, moment_2]` after each update's step.
+    pub(super) fn steps(kernels: Arc<Kernels>, updates: Vec<Update>) -> Vec<[Tensor; 3]> {
+        let client = updates[0].p.client.clone();
+        on_device_thread(&client, move || updates.into_iter().map(|u| launch(&kernels, u)).collect())
+    }
+
+    /// One update's launch, on CubeCL's device thread.
+    fn launch(kernels: &Kernels, Update { p, g, moments, step }: Update) -> [Tensor; 3] {
+        let c = |t: Tensor| if t.is_contiguous() { t } else { burn_cubecl::kernel::into_contiguous(t) };
+        let (p, g) = (c(p), c(g));
+        let first = moments.is_none();
+        // (not read on the first step)
+        let [m, v] = moments.map_or_else(|| [p.clone(), p.clone()], |m| m.map(c));
+        let n = p.meta.shape().num_elements();
+        let new = || {
+            let handle = p.client.empty((n * 4).max(4));
+            Tensor::new_contiguous(p.client.clone(), p.device.clone(), p.meta.shape().clone(), handle, DType::F32)
+        };
+        let (po, mo, vo) = (new(), new(), new());
+        let ([pp, pg, pm, pv, ppo, pmo, pvo], stream, _guards) = pointers([&p, &g, &m, &v, &po, &mo, &vo]);
+        let (cf, ec) = step.factors();
+        let blocks = (n as u64).div_ceil(THREADS as u64).clamp(1, 65535 * 4) as u32;
+        // SAFETY: CubeCL's stream of these contiguous f32 buffers of n values, kept (guards)
+        // until the launch is queued; the arguments as the LibTorch path passes them.
+        unsafe {
+            kernels.launch_on(stream, (THREADS, 1, 1), "adam_f32", (blocks, 1, 1), 0, &[
+                Arg::Ptr(pp), Arg::Ptr(pg), Arg::Ptr(pm), Arg::Ptr(pv), Arg::Ptr(ppo), Arg::Ptr(pmo), Arg::Ptr(pvo),
+                Arg::I64(n as i64), Arg::F32(step.lr), Arg::F32(step.beta1), Arg::F32(step.beta2), Arg::F32(cf),
+                Arg::F32(ec), Arg::F32(step.weight_decay), Arg::I32(first as i32),
+            ]);
         }
-        let kernels = PROGRAM.kernels(p.device.index).ok()?;
-        let client = p.client.clone();
-        Some(on_device_thread(&client, move || {
-            let c = |t: Tensor| if t.is_contiguous() { t } else { burn_cubecl::kernel::into_contiguous(t) };
-            let (p, g) = (c(p), c(g));
-            let first = moments.is_none();
-            // (not read on the first step)
-            let [m, v] = moments.map_or_else(|| [p.clone(), p.clone()], |m| m.map(c));
-            let n = p.meta.shape().num_elements();
-            let new = || {
-                let handle = p.client.empty((n * 4).max(4));
-                Tensor::new_contiguous(p.client.clone(), p.device.clone(), p.meta.shape().clone(), handle, DType::F32)
-            };
-            let (po, mo, vo) = (new(), new(), new());
-            let ([pp, pg, pm, pv, ppo, pmo, pvo], stream, _guards) = pointers([&p, &g, &m, &v, &po, &mo, &vo]);
-            let (cf, ec) = step.factors();
-            let blocks = (n as u64).div_ceil(THREADS as u64).clamp(1, 65535 * 4) as u32;
-            // SAFETY: CubeCL's stream of these contiguous f32 buffers of n values, kept (guards)
-            // until the launch is queued; the arguments as the LibTorch path passes them.
-            unsafe {
-                kernels.launch_on(stream, (THREADS, 1, 1), "adam_f32", (blocks, 1, 1), 0, &[
-                    Arg::Ptr(pp), Arg::Ptr(pg), Arg::Ptr(pm), Arg::Ptr(pv), Arg::Ptr(ppo), Arg::Ptr(pmo), Arg::Ptr(pvo),
-                    Arg::I64(n as i64), Arg::F32(step.lr), Arg::F32(step.beta1), Arg::F32(step.beta2), Arg::F32(cf),
-                    Arg::F32(ec), Arg::F32(step.weight_decay), Arg::I32(first as i32),
-                ]);
-            }
-            [po, mo, vo]
-        }))
+        [po, mo, vo]
     }
 }
 
@@ -243,50 +294,58 @@ mod libtorch {
     use burn::tensor::backend::Backend;
     use tch::{Device, Kind, Tensor};
 
-    use super::{AdamBackend, AdamStep, PROGRAM, THREADS};
-    use crate::nvrtc::{Arg, TchKernels, ptr, tch_kernels};
+    use super::{AdamBackend, AdamUpdate, PROGRAM, THREADS};
+    use crate::nvrtc::{Arg, Kernels, TchKernels, ptr, tch_kernels};
 
     impl<E> AdamBackend for LibTorch<E>
     where
         LibTorch<E>: Backend<FloatTensorPrimitive = TchTensor>,
     {
-        /// `adam.cu` for f32 CUDA tensors of one size ([`crate::adam`]).
-        fn adam_step(param: &TchTensor, grad: &TchTensor, moments: Option<[&TchTensor; 2]>, step: AdamStep) -> Option<[TchTensor; 3]> {
-            let (p, g) = (&param.tensor, &grad.tensor);
-            let Device::Cuda(device) = p.device() else { return None };
-            let same = |t: &Tensor| t.kind() == Kind::Float && t.device() == p.device() && t.size() == p.size();
-            if tch_kernels() != TchKernels::Own || !same(p) || !same(g) || moments.is_some_and(|m| !m.iter().all(|t| same(&t.tensor))) {
-                return None;
+        /// `adam.cu` for f32 CUDA tensors of one shape per parameter ([`crate::adam`]), one launch
+        /// each (LibTorch's launches are direct calls: nothing to gain from batching them).
+        fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[TchTensor; 3]>, Vec<AdamUpdate<Self>>> {
+            let Some(first) = updates.first() else { return Ok(Vec::new()) };
+            let Device::Cuda(device) = first.param.tensor.device() else { return Err(updates) };
+            let on_device = |u: &AdamUpdate<Self>| [&u.param, &u.grad].into_iter().chain(u.moments.iter().flatten()).all(|t| t.tensor.device() == Device::Cuda(device));
+            if tch_kernels() != TchKernels::Own || !updates.iter().all(|u| u.is_f32_of_one_shape() && on_device(u)) {
+                return Err(updates);
             }
-            let kernels = PROGRAM.kernels(device).ok()?;
-            let (pc, gc) = (p.contiguous(), g.contiguous());
-            let (mc, vc) = match moments {
-                Some([m, v]) => (m.tensor.contiguous(), v.tensor.contiguous()),
-                // (not read on the first step)
-                None => (pc.shallow_clone(), pc.shallow_clone()),
-            };
-            let [po, mo, vo] = [(); 3].map(|_| Tensor::empty(p.size().as_slice(), (Kind::Float, p.device())));
-            let n = p.numel() as i64;
-            let (cf, ec) = step.factors();
-            let blocks = ((n + THREADS as i64 - 1) / THREADS as i64).clamp(1, 65535 * 4) as u32;
-            kernels.launch(device, (THREADS, 1, 1), "adam_f32", (blocks, 1, 1), &[
-                ptr(&pc),
-                ptr(&gc),
-                ptr(&mc),
-                ptr(&vc),
-                ptr(&po),
-                ptr(&mo),
-                ptr(&vo),
-                Arg::I64(n),
-                Arg::F32(step.lr),
-                Arg::F32(step.beta1),
-                Arg::F32(step.beta2),
-                Arg::F32(cf),
-                Arg::F32(ec),
-                Arg::F32(step.weight_decay),
-                Arg::I32(moments.is_none() as i32),
-            ]);
-            Some([po, mo, vo].map(TchTensor::new))
+            let Ok(kernels) = PROGRAM.kernels(device) else { return Err(updates) };
+            Ok(updates.iter().map(|u| launch(&kernels, device, u)).collect())
         }
+    }
+
+    /// One update's launch on LibTorch's current stream.
+    fn launch<B: Backend<FloatTensorPrimitive = TchTensor>>(kernels: &Kernels, device: usize, u: &AdamUpdate<B>) -> [TchTensor; 3] {
+        let AdamUpdate { param, grad, moments, step } = u;
+        let (p, g) = (&param.tensor, &grad.tensor);
+        let (pc, gc) = (p.contiguous(), g.contiguous());
+        let (mc, vc) = match moments {
+            Some([m, v]) => (m.tensor.contiguous(), v.tensor.contiguous()),
+            // (not read on the first step)
+            None => (pc.shallow_clone(), pc.shallow_clone()),
+        };
+        let [po, mo, vo] = [(); 3].map(|_| Tensor::empty(p.size().as_slice(), (Kind::Float, p.device())));
+        let n = p.numel() as i64;
+        let (cf, ec) = step.factors();
+        let blocks = ((n + THREADS as i64 - 1) / THREADS as i64).clamp(1, 65535 * 4) as u32;
+        kernels.launch(device, (THREADS, 1, 1), "adam_f32", (blocks, 1, 1), &[
+            ptr(&pc),
+            ptr(&gc),
+            ptr(&mc),
+            ptr(&vc),
+            ptr(&po),
+            ptr(&mo),
+            ptr(&vo),
+            Arg::I64(n),
+            Arg::F32(step.lr),
+            Arg::F32(step.beta1),
+            Arg::F32(step.beta2),
+            Arg::F32(cf),
+            Arg::F32(ec),
+            Arg::F32(step.weight_decay),
+            Arg::I32(moments.is_none() as i32),
+        ]);
+        [po, mo, vo].map(TchTensor::new)
     }
 }

@@ -235,14 +235,15 @@ mod channels_last_net {
     }
 }
 
-/// Adam's update in one kernel (`AdamBackend::adam_step`: `adam.cu` on the CUDA backend) against
-/// the same f32 operations in the same order on the host (each correctly rounded, as the kernel's
-/// `__f*_rn` intrinsics): bit-equal, on the first step (no moments) and a later one, with and
-/// without weight decay, for parameters of 300 and 37 values.
+/// Adam's update in one kernel (`AdamBackend::adam_step` / `adam_steps`: `adam.cu` on the CUDA
+/// backend) against the same f32 operations in the same order on the host (each correctly
+/// rounded, as the kernel's `__f*_rn` intrinsics): bit-equal, on the first step (no moments) and a
+/// later one, with and without weight decay, for parameters of 300 and 37 values, one at a time
+/// and all four in one call; and an update it does not take gives every update back.
 fn check_adam<B: vsr_kernels::adam::AdamBackend>(device: &B::Device) {
     use burn::tensor::ops::FloatTensor;
     use burn::tensor::{Tensor, TensorPrimitive};
-    use vsr_kernels::adam::AdamStep;
+    use vsr_kernels::adam::{AdamStep, AdamUpdate};
     assert!(B::adam_kernel(), "no Adam kernel on this backend");
     let host = |p: &[f32], g: &[f32], mv: Option<(&[f32], &[f32])>, s: AdamStep| -> [Vec<f32>; 3] {
         let (cf, ec) = s.factors();
@@ -263,27 +264,46 @@ fn check_adam<B: vsr_kernels::adam::AdamBackend>(device: &B::Device) {
         out
     };
     let values = |n: usize, seed: u64, lo: f32, hi: f32| common::stages::lcg_values(n, seed, lo, hi);
+    let on = |x: &[f32]| -> FloatTensor<B> { Tensor::<B, 1>::from_floats(x, device).into_primitive().tensor() };
+    let back = |t: FloatTensor<B>| -> Vec<f32> { Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec().unwrap() };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    // every case: parameters of 300 and 37 values, with and without weight decay, first and
+    // fifth step
+    let mut cases = Vec::new();
     for (n, weight_decay) in [(4 * 3 * 5 * 5, 1e-4f32), (37, 0.0)] {
-        let (p, g) = (values(n, 1, -1.0, 1.0), values(n, 2, -0.1, 0.1));
-        let (m, v) = (values(n, 3, -0.01, 0.01), values(n, 4, 0.0, 1e-4));
-        let on = |x: &[f32]| -> FloatTensor<B> {
-            Tensor::<B, 1>::from_floats(x, device).into_primitive().tensor()
-        };
-        let back = |t: FloatTensor<B>| -> Vec<f32> {
-            Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(t)).into_data().to_vec().unwrap()
-        };
         for time in [1, 5] {
+            let seed = cases.len() as u64 * 4;
+            let [p, g, m, v] = [(1, -1.0, 1.0), (2, -0.1, 0.1), (3, -0.01, 0.01), (4, 0.0, 1e-4)].map(|(k, lo, hi)| values(n, seed + k, lo, hi));
             let step = AdamStep { lr: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weight_decay, time };
-            let (mt, vt) = (on(&m), on(&v));
-            let moments = (time > 1).then(|| [&mt, &vt]);
-            let got = B::adam_step(&on(&p), &on(&g), moments, step).expect("the kernel takes f32 tensors of one shape");
             let want = host(&p, &g, (time > 1).then(|| (m.as_slice(), v.as_slice())), step);
-            for (what, (got, want)) in ["param", "moment 1", "moment 2"].iter().zip(got.into_iter().map(back).zip(want)) {
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "{what}, {n} values, step {time}");
-            }
+            cases.push((p, g, m, v, step, want));
         }
     }
+    // one at a time
+    for (p, g, m, v, step, want) in &cases {
+        let (mt, vt) = (on(m), on(v));
+        let moments = (step.time > 1).then(|| [&mt, &vt]);
+        let got = B::adam_step(&on(p), &on(g), moments, *step).expect("the kernel takes f32 tensors of one shape");
+        for (what, (got, want)) in ["param", "moment 1", "moment 2"].iter().zip(got.into_iter().map(back).zip(want)) {
+            assert_eq!(bits(&got), bits(want), "{what}, {} values, step {}", p.len(), step.time);
+        }
+    }
+    // all together (one operation), in their order
+    let updates = cases
+        .iter()
+        .map(|(p, g, m, v, step, _)| AdamUpdate { param: on(p), grad: on(g), moments: (step.time > 1).then(|| [on(m), on(v)]), step: *step })
+        .collect();
+    let outs = B::adam_steps(updates).unwrap_or_else(|_| panic!("the kernel takes f32 tensors of one shape per parameter"));
+    assert_eq!(outs.len(), cases.len(), "one result per update");
+    for ((p, _, _, _, step, want), got) in cases.iter().zip(outs) {
+        for (what, (got, want)) in ["param", "moment 1", "moment 2"].iter().zip(got.into_iter().map(back).zip(want)) {
+            assert_eq!(bits(&got), bits(want), "together: {what}, {} values, step {}", p.len(), step.time);
+        }
+    }
+    // an update the kernel does not take (a gradient of another shape) gives all of them back
+    let (p, g) = (on(&cases[0].0), on(&cases[1].1[..10]));
+    let mixed = vec![AdamUpdate { param: p.clone(), grad: p.clone(), moments: None, step: cases[0].4 }, AdamUpdate { param: p, grad: g, moments: None, step: cases[0].4 }];
+    assert_eq!(B::adam_steps(mixed).err().map(|u| u.len()), Some(2), "declined, both updates returned");
 }
 
 mod adam {

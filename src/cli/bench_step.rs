@@ -93,9 +93,9 @@ pub struct StepResult {
     /// included), bytes.
     pub device_memory_bytes: Option<u64>,
     /// LibTorch on CUDA: the peak of bytes its allocator had allocated during the timed steps
-    /// (PyTorch's `torch.cuda.max_memory_allocated`, which `torch_ref.py` reports), bytes.
-    /// (CubeCL keeps no peak, and its pool's usage is per stream: the CUDA backend reports
-    /// `cuda_memory`.)
+    /// (PyTorch's `torch.cuda.max_memory_allocated`, which `torch_ref.py` reports), bytes. The
+    /// CUDA backend: the peak of bytes in use in CubeCL's pool over one more step, checked at
+    /// each allocation, plus cuDNN's workspace.
     pub peak_allocated_bytes: Option<u64>,
     /// The CUDA backend after the timed steps: CubeCL's memory pool of the stream the steps ran
     /// on (bytes in use, bytes reserved from the driver, which is what its peak needed plus
@@ -269,6 +269,11 @@ impl BackendTask for Step {
             crate::backend::cuda_profiler(a.backend.device, false)?;
         }
         let peak_allocated_bytes = peak(false);
+        // The CUDA backend: its pool's peak over one more step, tracked (untimed: it slows
+        // allocations).
+        let (tracked, cuda_peak) = crate::backend::cubecl_peak_in_use(a.backend.kind(), a.backend.device, || step(&mut trainer));
+        tracked?;
+        let peak_allocated_bytes = peak_allocated_bytes.or(cuda_peak);
         times.sort_by(f64::total_cmp);
         let cuda_memory = crate::backend::cubecl_cuda_memory(a.backend.kind(), a.backend.device);
         let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];

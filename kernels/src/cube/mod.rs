@@ -48,6 +48,21 @@ pub fn cuda_pool_usage(index: usize) -> Option<(u64, u64)> {
     client.memory_usage().ok().map(|m| (m.bytes_in_use, m.bytes_reserved))
 }
 
+/// Starts (from 0) or stops tracking the peak of bytes in use in CubeCL's CUDA memory pools,
+/// checked at every allocation (vendored cubecl-cuda's `peak_memory`; slows allocations: for
+/// measurements).
+#[cfg(feature = "cuda")]
+pub fn track_peak_memory(on: bool) {
+    cubecl::cuda::peak_memory::track(on)
+}
+
+/// The most bytes in use in one stream's pool at an allocation since tracking started
+/// ([`track_peak_memory`]).
+#[cfg(feature = "cuda")]
+pub fn peak_memory_in_use() -> u64 {
+    cubecl::cuda::peak_memory::peak()
+}
+
 /// (N, C, H, W) dims as (N, H, W, C), the dims of a channels-last tensor (and a (K, C, R, S)
 /// filter's as (K, R, S, C)).
 #[cfg(feature = "cuda")]

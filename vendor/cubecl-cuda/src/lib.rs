@@ -9,6 +9,28 @@ mod runtime;
 pub use device::*;
 pub use runtime::*;
 
+/// vsr patch: the peak of the bytes in use in a stream's memory pool, checked at every allocation
+/// while tracking is on (it sums the pool's pages each time: for measurements, not training).
+/// CubeCL keeps no peak, and its pools are per stream, so a thread polling
+/// `ComputeClient::memory_usage` sees only its own stream's.
+pub mod peak_memory {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    pub(crate) static TRACKING: AtomicBool = AtomicBool::new(false);
+    pub(crate) static PEAK: AtomicU64 = AtomicU64::new(0);
+
+    /// Starts (or stops) tracking, the peak reset to 0.
+    pub fn track(on: bool) {
+        PEAK.store(0, Ordering::Relaxed);
+        TRACKING.store(on, Ordering::Relaxed);
+    }
+
+    /// The most bytes in use in one stream's pool, seen at an allocation since tracking started.
+    pub fn peak() -> u64 {
+        PEAK.load(Ordering::Relaxed)
+    }
+}
+
 #[cfg(feature = "ptx-wmma")]
 pub(crate) type WmmaCompiler = cubecl_cpp::cuda::mma::PtxWmmaCompiler;
 

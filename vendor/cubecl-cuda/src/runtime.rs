@@ -46,7 +46,14 @@ pub struct CudaRuntime;
 
 impl DeviceService for CudaServer {
     fn init(device_id: cubecl_common::device::DeviceId) -> Self {
-        let options = RuntimeOptions::default();
+        let mut options = RuntimeOptions::default();
+        // vsr patch: `VSR_CUBECL_POOLS=exclusive` picks CubeCL's pools of one buffer per page
+        // (`ExclusivePages`) instead of its default slices of pages of up to a quarter of the
+        // device's memory, which reserve a whole 5 GiB page on an 80 GB GPU for the first buffer
+        // over 312 MiB.
+        if std::env::var("VSR_CUBECL_POOLS").is_ok_and(|v| v == "exclusive") {
+            options.memory_config = MemoryConfiguration::ExclusivePages;
+        }
         let device = CudaDevice::from_id(device_id);
 
         // To get the supported WMMA features, and memory properties, we have to initialize the server immediately.

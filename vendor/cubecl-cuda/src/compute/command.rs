@@ -101,6 +101,11 @@ impl<'a> Command<'a> {
     #[cfg_attr(feature = "tracing", tracing::instrument(level = "trace", skip(self)))]
     pub fn reserve(&mut self, size: u64) -> Result<ManagedMemoryHandle, IoError> {
         let handle = self.streams.current().memory_management_gpu.reserve(size)?;
+        // vsr patch: the peak of the bytes in use, while tracked (crate::peak_memory).
+        if crate::peak_memory::TRACKING.load(core::sync::atomic::Ordering::Relaxed) {
+            let in_use = self.streams.current().memory_management_gpu.memory_usage().bytes_in_use;
+            crate::peak_memory::PEAK.fetch_max(in_use, core::sync::atomic::Ordering::Relaxed);
+        }
 
         Ok(handle)
     }
