@@ -5,8 +5,10 @@
 # the same steps with VSR_CUDNN=0 for the CubeCL-only figure. With a staged .gpu/parity, the
 # models' parity tests on CUDA run after the kernel tests. MODE=ab also runs fp32 and fp16 at
 # batch 3 with VSR_CUDA_KERNELS=cudnn (every convolution on cuDNN, none of vsr's own kernels). A
-# staged .gpu/vsr-base (an earlier build's vsr, xz'd) runs fp16 and fp32 at batch 3 interleaved
-# with this build's, for an A/B on one machine. Needs .gpu/{vsr,cuda} from
+# staged .gpu/vsr-base (an earlier build's vsr, xz'd; kept in target/gpu-base for the next call
+# on the same warm machine) runs fp16 and fp32 at batch 3 interleaved with this build's, for an
+# A/B on one machine. MODE=pools adds fp16 and fp32 with VSR_CUBECL_POOLS=sliced (CubeCL's
+# default pools, which vsr's vendored cubecl-cuda replaces by exclusive pages). Needs .gpu/{vsr,cuda} from
 # scripts/gpu/stage.sh; cuDNN from PyTorch's install (libcudnn.so.9 in site-packages/nvidia).
 # Carry .gpu/cache.tgz (CubeCL's tuning, from an earlier call's $OUT/cache) to skip re-tuning.
 set -uo pipefail
@@ -35,12 +37,20 @@ if [ "${MODE:-}" = ab ]; then
   STEP_ENV=VSR_CUDA_KERNELS=cudnn step fp32 3 150 step_cudnn_fp32_b3; stamp
   STEP_ENV=VSR_CUDA_KERNELS=cudnn step fp16 3 150 step_cudnn_fp16_b3; stamp
 fi
-if [ -x .gpu/vsr-base ]; then
-  echo "== .gpu/vsr-base (an earlier build, staged beside) against this one, interleaved"
+# (an earlier call on the same warm machine may have left it in target/gpu-base: a call that
+# carries it keeps a copy there, for a next call that carries the new build only)
+if [ -x .gpu/vsr-base ]; then mkdir -p target/gpu-base && cp .gpu/vsr-base target/gpu-base/; fi
+if [ -x target/gpu-base/vsr-base ] && [ -x "$V" ]; then
+  echo "== target/gpu-base/vsr-base (an earlier build) against this one, interleaved"
   for p in fp16 fp32; do
-    V=.gpu/vsr-base step $p 3 150 step_base_${p}_b3; stamp
+    V=target/gpu-base/vsr-base step $p 3 150 step_base_${p}_b3; stamp
     step $p 3 150 step_cuda_${p}_b3_again; stamp
   done
+fi
+if [ "${MODE:-}" = pools ]; then
+  echo "== the same, VSR_CUBECL_POOLS=sliced (CubeCL's default pools of sliced pages)"
+  STEP_ENV=VSR_CUBECL_POOLS=sliced step fp16 3 150 step_sliced_fp16_b3; stamp
+  STEP_ENV=VSR_CUBECL_POOLS=sliced step fp32 3 150 step_sliced_fp32_b3; stamp
 fi
 if [ "${MODE:-}" = full ]; then
   step fp32 7 100 step_cuda_fp32_b7; stamp
