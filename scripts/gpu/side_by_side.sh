@@ -12,13 +12,16 @@
 #                                      pass), fp16 and fp32, our kernels and LibTorch's
 #   scripts/gpu/side_by_side.sh cuda   `vsr bench step --backend cuda` (CubeCL), fp32 and fp16,
 #                                      batch 3, kernel cache empty unless .gpu/cache is carried
+#   scripts/gpu/side_by_side.sh both   the CUDA and LibTorch backends of the one LibTorch build
+#                                      alternating, fp32 and fp16, batch 3, two rounds (ROUNDS);
+#                                      carry .gpu/cache.tgz for CubeCL's kernel cache
 # Needs .gpu/vsr-tch, kernels-tch, parity-tch (scripts/gpu/stage_tch.sh). Everything lands in
 # $OUT/<part>.log, the JSON of each run in $OUT/<part>.jsonl.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
 V=.gpu/vsr-tch
-part=${1:?ours, torch, layers or cuda}
+part=${1:?ours, torch, layers, cuda or both}
 L=$OUT/$part.log J=$OUT/$part.jsonl
 log() { echo "\$ $*" >>"$L"; }
 step() {  # backend precision batch limit [env...]
@@ -67,6 +70,12 @@ layers)
 cuda)
   for p in fp32 fp16; do step cuda $p 3 280; stamp; done
   save_cache
+  ;;
+both)
+  # cuDNN for the CUDA backend's convolutions (cudnn_env.sh), then the two backends alternating
+  source scripts/gpu/cudnn_env.sh
+  for r in ${ROUNDS:-1 2}; do for p in fp32 fp16; do for be in cuda tch; do step $be $p 3 150; done; done; done
+  stamp
   ;;
 esac
 rm -f "$OUT/cur.log"
