@@ -53,12 +53,16 @@ impl<B: Backend> Clone for AdamUpdate<B> {
 }
 
 impl<B: Backend> AdamUpdate<B> {
+    /// The parameter, the gradient, then the moments if any.
+    pub fn tensors(&self) -> impl Iterator<Item = &FloatTensor<B>> {
+        [&self.param, &self.grad].into_iter().chain(self.moments.iter().flatten())
+    }
+
     /// Whether every tensor is f32 of the parameter's shape: what the kernels take.
     pub fn is_f32_of_one_shape(&self) -> bool {
         use burn::tensor::{DType, TensorMetadata};
         let shape = self.param.shape();
-        let same = |t: &FloatTensor<B>| t.dtype() == DType::F32 && t.shape() == shape;
-        same(&self.param) && same(&self.grad) && self.moments.as_ref().is_none_or(|m| m.iter().all(same))
+        self.tensors().all(|t| t.dtype() == DType::F32 && t.shape() == shape)
     }
 }
 
@@ -73,7 +77,7 @@ pub trait AdamBackend: Backend {
 
     /// `[param, moment_1, moment_2]` of every update after its step, in its order, all issued
     /// together (on the CUDA backend one operation: one hop to CubeCL's device thread for all of a
-    /// model's parameters, where one per parameter cost about 0.1 ms of host time each). `Err`
+    /// model's parameters instead of one each). `Err`
     /// gives the updates back where the backend has no kernel for all of them (each must be f32,
     /// its gradient and moments of the parameter's shape).
     fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
@@ -125,7 +129,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
             let Some(first) = updates.first() else { return Ok(Vec::new()) };
             let device = first.param.device.clone();
             let takes = |u: &AdamUpdate<Self>| {
-                u.is_f32_of_one_shape() && [&u.param, &u.grad].into_iter().chain(u.moments.iter().flatten()).all(|t| t.device == device)
+                u.is_f32_of_one_shape() && u.tensors().all(|t| t.device == device)
             };
             if !is_cuda::<R>() || !updates.iter().all(takes) {
                 return Err(updates);
@@ -154,7 +158,10 @@ impl<B: burn_fusion::FusionBackend + AdamBackend> AdamBackend for burn_fusion::F
         if updates.is_empty() {
             return Ok(Vec::new());
         }
-        if !B::adam_kernel() || !updates.iter().all(AdamUpdate::is_f32_of_one_shape) {
+        // (one operation runs on one device: its client's)
+        let device = updates[0].param.client.device().clone();
+        let on_device = |u: &AdamUpdate<Self>| u.tensors().all(|t| *t.client.device() == device);
+        if !B::adam_kernel() || !updates.iter().all(|u| u.is_f32_of_one_shape() && on_device(u)) {
             return Err(updates);
         }
         Ok(fusion::register::<B>(updates))
@@ -306,7 +313,7 @@ mod libtorch {
         fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[TchTensor; 3]>, Vec<AdamUpdate<Self>>> {
             let Some(first) = updates.first() else { return Ok(Vec::new()) };
             let Device::Cuda(device) = first.param.tensor.device() else { return Err(updates) };
-            let on_device = |u: &AdamUpdate<Self>| [&u.param, &u.grad].into_iter().chain(u.moments.iter().flatten()).all(|t| t.tensor.device() == Device::Cuda(device));
+            let on_device = |u: &AdamUpdate<Self>| u.tensors().all(|t| t.tensor.device() == Device::Cuda(device));
             if tch_kernels() != TchKernels::Own || !updates.iter().all(|u| u.is_f32_of_one_shape() && on_device(u)) {
                 return Err(updates);
             }
