@@ -58,11 +58,16 @@ impl<B: Backend> AdamUpdate<B> {
         [&self.param, &self.grad].into_iter().chain(self.moments.iter().flatten())
     }
 
-    /// Whether every tensor is f32 of the parameter's shape: what the kernels take.
-    pub fn is_f32_of_one_shape(&self) -> bool {
+    /// Whether one call of the kernels takes `updates`: every tensor f32 of its parameter's shape,
+    /// all on one device (the first parameter's).
+    pub fn one_call_takes(updates: &[Self]) -> bool {
         use burn::tensor::{DType, TensorMetadata};
-        let shape = self.param.shape();
-        self.tensors().all(|t| t.dtype() == DType::F32 && t.shape() == shape)
+        let Some(first) = updates.first() else { return true };
+        let device = B::float_device(&first.param);
+        updates.iter().all(|u| {
+            let shape = u.param.shape();
+            u.tensors().all(|t| t.dtype() == DType::F32 && t.shape() == shape && B::float_device(t) == device)
+        })
     }
 }
 
@@ -78,8 +83,8 @@ pub trait AdamBackend: Backend {
     /// `[param, moment_1, moment_2]` of every update after its step, in its order, all issued
     /// together (on the CUDA backend one operation: one hop to CubeCL's device thread for all of a
     /// model's parameters instead of one each). `Err`
-    /// gives the updates back where the backend has no kernel for all of them (each must be f32,
-    /// its gradient and moments of the parameter's shape).
+    /// gives the updates back where the backend has no kernel for all of them
+    /// ([`AdamUpdate::one_call_takes`]).
     fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
         Err(updates)
     }
@@ -127,11 +132,7 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
         {
             use crate::cube::conv::cuda::{from_cuda, is_cuda, to_cuda};
             let Some(first) = updates.first() else { return Ok(Vec::new()) };
-            let device = first.param.device.clone();
-            let takes = |u: &AdamUpdate<Self>| {
-                u.is_f32_of_one_shape() && u.tensors().all(|t| t.device == device)
-            };
-            if !is_cuda::<R>() || !updates.iter().all(takes) {
+            if !is_cuda::<R>() || !AdamUpdate::one_call_takes(&updates) {
                 return Err(updates);
             }
             let Ok(kernels) = PROGRAM.kernels(to_cuda(first.param.clone()).device.index) else { return Err(updates) };
@@ -159,9 +160,7 @@ impl<B: burn_fusion::FusionBackend + AdamBackend> AdamBackend for burn_fusion::F
             return Ok(Vec::new());
         }
         // (one operation runs on one device: its client's)
-        let device = updates[0].param.client.device().clone();
-        let on_device = |u: &AdamUpdate<Self>| u.tensors().all(|t| *t.client.device() == device);
-        if !B::adam_kernel() || !updates.iter().all(|u| u.is_f32_of_one_shape() && on_device(u)) {
+        if !B::adam_kernel() || !AdamUpdate::one_call_takes(&updates) {
             return Err(updates);
         }
         Ok(fusion::register::<B>(updates))
@@ -313,8 +312,7 @@ mod libtorch {
         fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[TchTensor; 3]>, Vec<AdamUpdate<Self>>> {
             let Some(first) = updates.first() else { return Ok(Vec::new()) };
             let Device::Cuda(device) = first.param.tensor.device() else { return Err(updates) };
-            let on_device = |u: &AdamUpdate<Self>| u.tensors().all(|t| t.tensor.device() == Device::Cuda(device));
-            if tch_kernels() != TchKernels::Own || !updates.iter().all(|u| u.is_f32_of_one_shape() && on_device(u)) {
+            if tch_kernels() != TchKernels::Own || !AdamUpdate::one_call_takes(&updates) {
                 return Err(updates);
             }
             let Ok(kernels) = PROGRAM.kernels(device) else { return Err(updates) };

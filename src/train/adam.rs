@@ -48,6 +48,18 @@ impl AdamSettings {
             .build();
         VsrOptimizer { adam: VsrAdam { burn, settings: *self }, records: Default::default() }
     }
+
+    /// The settings of a step at learning rate `lr`, after `previous` steps (`None`: the first).
+    fn step(&self, lr: LearningRate, previous: Option<usize>) -> AdamStep {
+        AdamStep {
+            lr: lr as f32,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            epsilon: self.epsilon,
+            weight_decay: self.weight_decay.max(0.0),
+            time: previous.map_or(1, |t| t + 1),
+        }
+    }
 }
 
 /// Its state, as saved in checkpoints: Burn's `AdamState` (moments and step count) per parameter,
@@ -145,20 +157,6 @@ impl<B: AutodiffBackend<InnerBackend: AdamBackend>> ModuleMapper<B> for Write<'_
             updated = updated.require_grad();
         }
         Param::from_mapped_value(id, updated, mapper)
-    }
-}
-
-impl AdamSettings {
-    /// The settings of a step at learning rate `lr`, after `previous` steps (`None`: the first).
-    fn step(&self, lr: LearningRate, previous: Option<usize>) -> AdamStep {
-        AdamStep {
-            lr: lr as f32,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            epsilon: self.epsilon,
-            weight_decay: self.weight_decay.max(0.0),
-            time: previous.map_or(1, |t| t + 1),
-        }
     }
 }
 
