@@ -10,14 +10,16 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use vsr_kernels::WarpBackend;
 use vsr_kernels::adam::AdamBackend;
 use vsr_kernels::conv::ConvBackend;
+use vsr_kernels::readback::ReadbackBackend;
 
 use crate::error::{Error, Result};
 
 /// What the model code needs of a backend: Burn's ops plus our warp, convolutions whose
-/// precision can be chosen (`vsr_kernels::conv`) and a one-pass Adam where there is one
-/// (`vsr_kernels::adam`).
-pub trait VsrBackend: Backend + WarpBackend + ConvBackend + AdamBackend {}
-impl<B: Backend + WarpBackend + ConvBackend + AdamBackend> VsrBackend for B {}
+/// precision can be chosen (`vsr_kernels::conv`), a one-pass Adam where there is one
+/// (`vsr_kernels::adam`) and reading a step's outcome back without draining the device
+/// (`vsr_kernels::readback`).
+pub trait VsrBackend: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend {}
+impl<B: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend> VsrBackend for B {}
 
 /// A backend with autodiff whose inner backend is also a [`VsrBackend`].
 pub trait VsrAutodiffBackend: AutodiffBackend<InnerBackend: VsrBackend> + VsrBackend {}

@@ -127,6 +127,29 @@ fn parity_on_requested_gpu() {
     }
 }
 
+#[path = "common/queued.rs"]
+mod queued;
+
+/// Training steps queued back to back on the GPU backend (the Adam kernels skip a NaN step on the
+/// device; the check is copied in the background) equal steps read at once, to the bit.
+#[test]
+#[ignore = "needs a GPU: set VSR_TEST_GPU=cuda|wgpu|tch|tch-cpu and pass --ignored"]
+fn queued_steps_on_requested_gpu() {
+    let _gpu = GPU_TESTS.lock().unwrap_or_else(|e| e.into_inner());
+    let which = std::env::var("VSR_TEST_GPU").expect("set VSR_TEST_GPU=cuda, wgpu, tch or tch-cpu");
+    match which.as_str() {
+        #[cfg(feature = "cuda")]
+        "cuda" => queued::check_queued_steps_equal_steps::<burn::backend::Autodiff<vsr::backend::Cuda>>(&burn::backend::cuda::CudaDevice::new(0)),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => queued::check_queued_steps_equal_steps::<burn::backend::Autodiff<vsr::backend::Wgpu>>(&Default::default()),
+        #[cfg(feature = "tch")]
+        tch if tch_test_device(tch).is_some() => {
+            queued::check_queued_steps_equal_steps::<burn::backend::Autodiff<vsr::backend::Tch>>(&tch_test_device(tch).unwrap().0)
+        }
+        other => panic!("VSR_TEST_GPU={other}: backend not compiled into this test build"),
+    }
+}
+
 /// The GPU tests one at a time: the convolution precision is process-wide.
 static GPU_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

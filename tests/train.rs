@@ -100,6 +100,17 @@ fn fp32_nan_loss_is_an_error_and_keeps_the_weights() {
     assert_eq!(values(trainer.model.conv2.conv.weight.val()), before);
 }
 
+#[path = "common/queued.rs"]
+mod queued;
+
+/// Steps queued back to back (each outcome read during the next step) equal steps read at once:
+/// outcomes, skips, loss scales, weights (fp16), and a NaN step's error (fp32).
+#[test]
+fn queued_steps_equal_steps_read_at_once() {
+    let _g = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    queued::check_queued_steps_equal_steps::<B>(&Default::default());
+}
+
 fn state(step: u64) -> TrainState {
     TrainState {
         format: checkpoint::FORMAT,

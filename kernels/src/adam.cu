@@ -12,13 +12,23 @@
 //   m' = m b1 + g' (1 - b1)          (first step: g' (1 - b1))
 //   v' = v b2 + g'^2 (1 - b2)        (first step: g'^2 (1 - b2))
 //   p' = p - (m' cf / (sqrt(v') + ec)) lr
+// `gate` (may be null): where the value it points to is not finite (inf or NaN: a step whose loss
+// or gradients overflowed), the step is skipped on the device: p' = p, and the moments as they were
+// (0 on the first step), so that the host need not read the check back before the update.
 
 extern "C" __global__ void adam_f32(const float *p, const float *g, const float *m, const float *v, float *po,
                                     float *mo, float *vo, long long n, float lr, float b1, float b2, float cf,
-                                    float ec, float wd, int first) {
+                                    float ec, float wd, const float *gate, int first) {
+  const bool skip = gate != nullptr && !isfinite(*gate);
   const float c1 = __fsub_rn(1.f, b1), c2 = __fsub_rn(1.f, b2);
   for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
     const float pi = p[i];
+    if (skip) {
+      po[i] = pi;
+      mo[i] = first ? 0.f : m[i];
+      vo[i] = first ? 0.f : v[i];
+      continue;
+    }
     const float gi = wd != 0.f ? __fadd_rn(__fmul_rn(pi, wd), g[i]) : g[i];
     const float g2 = __fmul_rn(gi, gi);
     const float mi = first ? __fmul_rn(gi, c1) : __fadd_rn(__fmul_rn(m[i], b1), __fmul_rn(gi, c1));

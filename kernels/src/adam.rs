@@ -71,6 +71,34 @@ impl<B: Backend> AdamUpdate<B> {
     }
 }
 
+/// A step's updates, issued together by [`AdamBackend::adam_steps`].
+pub struct AdamBatch<B: Backend> {
+    pub updates: Vec<AdamUpdate<B>>,
+    /// A value (f32, one) that is not finite where the step must be skipped (its loss or gradients
+    /// overflowed): the kernels then leave every parameter and moment as it was (moments of a
+    /// first step: 0), on the device, so that the host need not read the check before the update.
+    /// `None`: always applied.
+    pub gate: Option<FloatTensor<B>>,
+}
+
+impl<B: Backend> AdamBatch<B> {
+    /// `updates`, always applied.
+    pub fn new(updates: Vec<AdamUpdate<B>>) -> Self {
+        Self { updates, gate: None }
+    }
+
+    /// Whether one call of the kernels takes the batch: [`AdamUpdate::one_call_takes`] of the
+    /// updates, and a gate of one f32 value on their device.
+    pub fn one_call_takes(&self) -> bool {
+        use burn::tensor::{DType, TensorMetadata};
+        let gate_ok = match (&self.gate, self.updates.first()) {
+            (Some(g), Some(first)) => g.dtype() == DType::F32 && g.shape().num_elements() == 1 && B::float_device(g) == B::float_device(&first.param),
+            _ => true,
+        };
+        gate_ok && AdamUpdate::one_call_takes(&self.updates)
+    }
+}
+
 /// A backend that may update parameters by Adam in kernels of its own. The provided methods
 /// decline (Burn's `Adam` runs); LibTorch's CUDA and the CUDA (CubeCL) backend override them.
 pub trait AdamBackend: Backend {
@@ -80,13 +108,13 @@ pub trait AdamBackend: Backend {
         false
     }
 
-    /// `[param, moment_1, moment_2]` of every update after its step, in its order, all issued
-    /// together (on the CUDA backend one operation: one hop to CubeCL's device thread for all of a
-    /// model's parameters instead of one each). `Err`
-    /// gives the updates back where the backend has no kernel for all of them
-    /// ([`AdamUpdate::one_call_takes`]).
-    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
-        Err(updates)
+    /// `[param, moment_1, moment_2]` of every update after its step (or as they were, where the
+    /// batch's gate says skip), in its order, all issued together (on the CUDA backend one
+    /// operation: one hop to CubeCL's device thread for all of a model's parameters instead of
+    /// one each). `Err` gives the batch back where the backend has no kernel for all of it
+    /// ([`AdamBatch::one_call_takes`]).
+    fn adam_steps(batch: AdamBatch<Self>) -> Result<Vec<[FloatTensor<Self>; 3]>, AdamBatch<Self>> {
+        Err(batch)
     }
 
     /// [`AdamBackend::adam_steps`] of one parameter, or `None` where the backend declines it.
@@ -97,7 +125,7 @@ pub trait AdamBackend: Backend {
         step: AdamStep,
     ) -> Option<[FloatTensor<Self>; 3]> {
         let update = AdamUpdate { param: param.clone(), grad: grad.clone(), moments: moments.map(|m| m.map(Clone::clone)), step };
-        Self::adam_steps(vec![update]).ok()?.pop()
+        Self::adam_steps(AdamBatch::new(vec![update])).ok()?.pop()
     }
 }
 
@@ -127,23 +155,24 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
         false
     }
 
-    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
+    fn adam_steps(batch: AdamBatch<Self>) -> Result<Vec<[FloatTensor<Self>; 3]>, AdamBatch<Self>> {
         #[cfg(feature = "cuda")]
         {
             use crate::cube::conv::cuda::{from_cuda, is_cuda, to_cuda};
-            let Some(first) = updates.first() else { return Ok(Vec::new()) };
-            if !is_cuda::<R>() || !AdamUpdate::one_call_takes(&updates) {
-                return Err(updates);
+            let Some(first) = batch.updates.first() else { return Ok(Vec::new()) };
+            if !is_cuda::<R>() || !batch.one_call_takes() {
+                return Err(batch);
             }
-            let Ok(kernels) = PROGRAM.kernels(to_cuda(first.param.clone()).device.index) else { return Err(updates) };
-            let updates = updates
+            let Ok(kernels) = PROGRAM.kernels(to_cuda(first.param.clone()).device.index) else { return Err(batch) };
+            let updates = batch
+                .updates
                 .into_iter()
                 .map(|u| cube::Update { p: to_cuda(u.param), g: to_cuda(u.grad), moments: u.moments.map(|m| m.map(to_cuda)), step: u.step })
                 .collect();
-            Ok(cube::steps(kernels, updates).into_iter().map(|out| out.map(from_cuda)).collect())
+            Ok(cube::steps(kernels, updates, batch.gate.map(to_cuda)).into_iter().map(|out| out.map(from_cuda)).collect())
         }
         #[cfg(not(feature = "cuda"))]
-        Err(updates)
+        Err(batch)
     }
 }
 
@@ -155,15 +184,15 @@ impl<B: burn_fusion::FusionBackend + AdamBackend> AdamBackend for burn_fusion::F
         B::adam_kernel()
     }
 
-    fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[FloatTensor<Self>; 3]>, Vec<AdamUpdate<Self>>> {
-        if updates.is_empty() {
+    fn adam_steps(batch: AdamBatch<Self>) -> Result<Vec<[FloatTensor<Self>; 3]>, AdamBatch<Self>> {
+        if batch.updates.is_empty() {
             return Ok(Vec::new());
         }
         // (one operation runs on one device: its client's)
-        if !B::adam_kernel() || !AdamUpdate::one_call_takes(&updates) {
-            return Err(updates);
+        if !B::adam_kernel() || !batch.one_call_takes() {
+            return Err(batch);
         }
-        Ok(fusion::register::<B>(updates))
+        Ok(fusion::register::<B>(batch))
     }
 }
 
@@ -176,15 +205,16 @@ mod fusion {
     use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
     use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
 
-    use super::{AdamBackend, AdamStep, AdamUpdate};
+    use super::{AdamBackend, AdamBatch, AdamStep, AdamUpdate};
 
-    /// The updates' inputs in order (param, grad, then the moments if any, per update) and three
-    /// outputs per update.
+    /// The updates' inputs in order (param, grad, then the moments if any, per update), then the
+    /// gate if any, and three outputs per update.
     #[derive(Clone, Debug)]
     struct AdamOp<B> {
         desc: CustomOpIr,
         /// Each update's step, and whether it has moments.
         steps: Vec<(AdamStep, bool)>,
+        gated: bool,
         _b: core::marker::PhantomData<B>,
     }
 
@@ -197,7 +227,8 @@ mod fusion {
                 .iter()
                 .map(|&(step, has_moments)| AdamUpdate { param: next(), grad: next(), moments: has_moments.then(|| [next(), next()]), step })
                 .collect();
-            let outs = B::adam_steps(updates)
+            let gate = self.gated.then(next);
+            let outs = B::adam_steps(AdamBatch { updates, gate })
                 .unwrap_or_else(|_| panic!("Adam kernel: the backend declined tensors it declared it takes ({:?})", self.desc));
             for (desc, out) in self.desc.outputs.iter().zip(outs.into_iter().flatten()) {
                 handles.register_float_tensor::<B>(&desc.id, out);
@@ -205,9 +236,11 @@ mod fusion {
         }
     }
 
-    /// Registers `updates` as one operation: `[param, moment_1, moment_2]` per update, f32 of its
+    /// Registers the batch as one operation: `[param, moment_1, moment_2]` per update, f32 of its
     /// parameter's shape.
-    pub(super) fn register<B: FusionBackend + AdamBackend>(updates: Vec<AdamUpdate<Fusion<B>>>) -> Vec<[FloatTensor<Fusion<B>>; 3]> {
+    pub(super) fn register<B: FusionBackend + AdamBackend>(batch: AdamBatch<Fusion<B>>) -> Vec<[FloatTensor<Fusion<B>>; 3]> {
+        let AdamBatch { updates, gate } = batch;
+        let gated = gate.is_some();
         let client = updates[0].param.client.clone();
         let steps = updates.iter().map(|u| (u.step, u.moments.is_some())).collect();
         let outs: Vec<_> = updates
@@ -217,11 +250,12 @@ mod fusion {
         let inputs: Vec<FloatTensor<Fusion<B>>> = updates
             .into_iter()
             .flat_map(|u| [u.param, u.grad].into_iter().chain(u.moments.into_iter().flatten()))
+            .chain(gate)
             .collect();
         let streams = OperationStreams::with_inputs(inputs.iter());
         let inputs: Vec<_> = inputs.into_iter().map(|t| t.into_ir()).collect();
         let desc = CustomOpIr::new("vsr_adam", &inputs, &outs);
-        let outs = client.register(streams, OperationIr::Custom(desc.clone()), AdamOp::<B> { desc, steps, _b: core::marker::PhantomData });
+        let outs = client.register(streams, OperationIr::Custom(desc.clone()), AdamOp::<B> { desc, steps, gated, _b: core::marker::PhantomData });
         let mut outs = outs.into_iter();
         std::iter::from_fn(|| Some([outs.next()?, outs.next()?, outs.next()?])).collect()
     }
@@ -258,14 +292,19 @@ mod cube {
         PROGRAM.kernels(0).is_ok()
     }
 
-    /// `[param, moment_1, moment_2]` after each update's step.
-    pub(super) fn steps(kernels: Arc<Kernels>, updates: Vec<Update>) -> Vec<[Tensor; 3]> {
+    /// `[param, moment_1, moment_2]` after each update's step (skipped where `gate` is not finite).
+    pub(super) fn steps(kernels: Arc<Kernels>, updates: Vec<Update>, gate: Option<Tensor>) -> Vec<[Tensor; 3]> {
         let client = updates[0].p.client.clone();
-        on_device_thread(&client, move || updates.into_iter().map(|u| launch(&kernels, u)).collect())
+        on_device_thread(&client, move || {
+            let gate = gate.map(|g| if g.is_contiguous() { g } else { burn_cubecl::kernel::into_contiguous(g) });
+            let gate = gate.as_ref().map(crate::cube::cudnn::ptr);
+            let gate_ptr = gate.as_ref().map_or(0, |g| g.0);
+            updates.into_iter().map(|u| launch(&kernels, u, gate_ptr)).collect()
+        })
     }
 
-    /// One update's launch, on CubeCL's device thread.
-    fn launch(kernels: &Kernels, Update { p, g, moments, step }: Update) -> [Tensor; 3] {
+    /// One update's launch, on CubeCL's device thread; `gate`: the gate's pointer or 0.
+    fn launch(kernels: &Kernels, Update { p, g, moments, step }: Update, gate: u64) -> [Tensor; 3] {
         let c = |t: Tensor| if t.is_contiguous() { t } else { burn_cubecl::kernel::into_contiguous(t) };
         let (p, g) = (c(p), c(g));
         let first = moments.is_none();
@@ -286,7 +325,7 @@ mod cube {
             kernels.launch_on(stream, (THREADS, 1, 1), "adam_f32", (blocks, 1, 1), 0, &[
                 Arg::Ptr(pp), Arg::Ptr(pg), Arg::Ptr(pm), Arg::Ptr(pv), Arg::Ptr(ppo), Arg::Ptr(pmo), Arg::Ptr(pvo),
                 Arg::I64(n as i64), Arg::F32(step.lr), Arg::F32(step.beta1), Arg::F32(step.beta2), Arg::F32(cf),
-                Arg::F32(ec), Arg::F32(step.weight_decay), Arg::I32(first as i32),
+                Arg::F32(ec), Arg::F32(step.weight_decay), Arg::Ptr(gate), Arg::I32(first as i32),
             ]);
         }
         [po, mo, vo]
@@ -300,7 +339,7 @@ mod libtorch {
     use burn::tensor::backend::Backend;
     use tch::{Device, Kind, Tensor};
 
-    use super::{AdamBackend, AdamUpdate, PROGRAM, THREADS};
+    use super::{AdamBackend, AdamBatch, AdamUpdate, PROGRAM, THREADS};
     use crate::nvrtc::{Arg, Kernels, TchKernels, ptr, tch_kernels};
 
     impl<E> AdamBackend for LibTorch<E>
@@ -309,19 +348,21 @@ mod libtorch {
     {
         /// `adam.cu` for f32 CUDA tensors of one shape per parameter ([`crate::adam`]), one launch
         /// each (LibTorch's launches are direct calls: nothing to gain from batching them).
-        fn adam_steps(updates: Vec<AdamUpdate<Self>>) -> Result<Vec<[TchTensor; 3]>, Vec<AdamUpdate<Self>>> {
-            let Some(first) = updates.first() else { return Ok(Vec::new()) };
-            let Device::Cuda(device) = first.param.tensor.device() else { return Err(updates) };
-            if tch_kernels() != TchKernels::Own || !AdamUpdate::one_call_takes(&updates) {
-                return Err(updates);
+        fn adam_steps(batch: AdamBatch<Self>) -> Result<Vec<[TchTensor; 3]>, AdamBatch<Self>> {
+            let Some(first) = batch.updates.first() else { return Ok(Vec::new()) };
+            let Device::Cuda(device) = first.param.tensor.device() else { return Err(batch) };
+            if tch_kernels() != TchKernels::Own || !batch.one_call_takes() {
+                return Err(batch);
             }
-            let Ok(kernels) = PROGRAM.kernels(device) else { return Err(updates) };
-            Ok(updates.iter().map(|u| launch(&kernels, device, u)).collect())
+            let Ok(kernels) = PROGRAM.kernels(device) else { return Err(batch) };
+            let gate = batch.gate.as_ref().map(|g| g.tensor.contiguous());
+            let gate_ptr = gate.as_ref().map_or(Arg::Ptr(0), ptr);
+            Ok(batch.updates.iter().map(|u| launch(&kernels, device, u, gate_ptr)).collect())
         }
     }
 
     /// One update's launch on LibTorch's current stream.
-    fn launch<B: Backend<FloatTensorPrimitive = TchTensor>>(kernels: &Kernels, device: usize, u: &AdamUpdate<B>) -> [TchTensor; 3] {
+    fn launch<B: Backend<FloatTensorPrimitive = TchTensor>>(kernels: &Kernels, device: usize, u: &AdamUpdate<B>, gate: Arg) -> [TchTensor; 3] {
         let AdamUpdate { param, grad, moments, step } = u;
         let (p, g) = (&param.tensor, &grad.tensor);
         let (pc, gc) = (p.contiguous(), g.contiguous());
@@ -349,6 +390,7 @@ mod libtorch {
             Arg::F32(cf),
             Arg::F32(ec),
             Arg::F32(step.weight_decay),
+            gate,
             Arg::I32(moments.is_none() as i32),
         ]);
         [po, mo, vo].map(TchTensor::new)

@@ -46,6 +46,7 @@ pub mod nvrtc;
 mod one_channel_conv;
 #[cfg(any(feature = "tch", feature = "cuda"))]
 mod one_input_channel_conv;
+pub mod readback;
 #[cfg(any(feature = "tch", feature = "cuda"))]
 mod tensor_core_conv;
 mod setting;

@@ -154,7 +154,7 @@ pub fn tch_peak_allocated(device: usize, reset: bool) -> Result<u64, String> {
 }
 
 #[cfg(feature = "tch")]
-fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {
+pub(crate) fn current_stream(device: usize) -> Result<cudarc::driver::sys::CUstream, String> {
     let mut stream = std::ptr::null_mut();
     let mut error = [0 as std::ffi::c_char; 512];
     // SAFETY: out-pointers valid for the call; the C++ side NUL-terminates `error`.

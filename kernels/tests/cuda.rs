@@ -239,11 +239,13 @@ mod channels_last_net {
 /// backend) against the same f32 operations in the same order on the host (each correctly
 /// rounded, as the kernel's `__f*_rn` intrinsics): bit-equal, on the first step (no moments) and a
 /// later one, with and without weight decay, for parameters of 300 and 37 values, one at a time
-/// and all four in one call; and an update it does not take gives every update back.
+/// and all four in one call; gated by a finite value (applied) and by inf and NaN (skipped: every
+/// parameter and moment as it was, the first step's moments 0); and an update it does not take
+/// gives every update back.
 fn check_adam<B: vsr_kernels::adam::AdamBackend>(device: &B::Device) {
     use burn::tensor::ops::FloatTensor;
     use burn::tensor::{Tensor, TensorPrimitive};
-    use vsr_kernels::adam::{AdamStep, AdamUpdate};
+    use vsr_kernels::adam::{AdamBatch, AdamStep, AdamUpdate};
     assert!(B::adam_kernel(), "no Adam kernel on this backend");
     let host = |p: &[f32], g: &[f32], mv: Option<(&[f32], &[f32])>, s: AdamStep| -> [Vec<f32>; 3] {
         let (cf, ec) = s.factors();
@@ -288,22 +290,31 @@ fn check_adam<B: vsr_kernels::adam::AdamBackend>(device: &B::Device) {
             assert_eq!(bits(&got), bits(want), "{what}, {} values, step {}", p.len(), step.time);
         }
     }
-    // all together (one operation), in their order
-    let updates = cases
-        .iter()
-        .map(|(p, g, m, v, step, _)| AdamUpdate { param: on(p), grad: on(g), moments: (step.time > 1).then(|| [on(m), on(v)]), step: *step })
-        .collect();
-    let outs = B::adam_steps(updates).unwrap_or_else(|_| panic!("the kernel takes f32 tensors of one shape per parameter"));
-    assert_eq!(outs.len(), cases.len(), "one result per update");
-    for ((p, _, _, _, step, want), got) in cases.iter().zip(outs) {
-        for (what, (got, want)) in ["param", "moment 1", "moment 2"].iter().zip(got.into_iter().map(back).zip(want)) {
-            assert_eq!(bits(&got), bits(want), "together: {what}, {} values, step {}", p.len(), step.time);
+    // all together (one operation), in their order; ungated, then gated by a finite value
+    // (applied), then by inf and NaN (skipped)
+    let updates = || -> Vec<AdamUpdate<B>> {
+        cases
+            .iter()
+            .map(|(p, g, m, v, step, _)| AdamUpdate { param: on(p), grad: on(g), moments: (step.time > 1).then(|| [on(m), on(v)]), step: *step })
+            .collect()
+    };
+    for gate in [None, Some(12.5f32), Some(f32::INFINITY), Some(f32::NAN)] {
+        let batch = AdamBatch { updates: updates(), gate: gate.map(|x| on(&[x])) };
+        let outs = B::adam_steps(batch).unwrap_or_else(|_| panic!("the kernel takes f32 tensors of one shape per parameter"));
+        assert_eq!(outs.len(), cases.len(), "one result per update");
+        let skipped = gate.is_some_and(|x| !x.is_finite());
+        for ((p, _, m, v, step, want), got) in cases.iter().zip(outs) {
+            let kept = if step.time > 1 { [p.clone(), m.clone(), v.clone()] } else { [p.clone(), vec![0.0; p.len()], vec![0.0; p.len()]] };
+            let want = if skipped { &kept } else { want };
+            for (what, (got, want)) in ["param", "moment 1", "moment 2"].iter().zip(got.into_iter().map(back).zip(want)) {
+                assert_eq!(bits(&got), bits(want), "together, gate {gate:?}: {what}, {} values, step {}", p.len(), step.time);
+            }
         }
     }
     // an update the kernel does not take (a gradient of another shape) gives all of them back
     let (p, g) = (on(&cases[0].0), on(&cases[1].1[..10]));
     let mixed = vec![AdamUpdate { param: p.clone(), grad: p.clone(), moments: None, step: cases[0].4 }, AdamUpdate { param: p, grad: g, moments: None, step: cases[0].4 }];
-    assert_eq!(B::adam_steps(mixed).err().map(|u| u.len()), Some(2), "declined, both updates returned");
+    assert_eq!(B::adam_steps(AdamBatch::new(mixed)).err().map(|b| b.updates.len()), Some(2), "declined, both updates returned");
 }
 
 mod adam {
@@ -317,5 +328,48 @@ mod adam {
     #[ignore = "needs a CUDA GPU"]
     fn fused() {
         check_adam::<Fused>(&device());
+    }
+}
+
+/// `ReadbackBackend::read_later` on the CUDA backend: copied in the background (not read at once),
+/// the values of the tensor as it was when requested (a temporary, handed over), with a long chain
+/// of work queued after the request and before the wait; more
+/// values than it copies in the background are read at once, equal too.
+fn check_readback<B: vsr_kernels::readback::ReadbackBackend>(device: &B::Device) {
+    use burn::tensor::Tensor;
+    use vsr_kernels::readback::MAX_VALUES;
+    let values: Vec<f32> = (0..5).map(|i| i as f32 * 1.5 - 2.0).chain([f32::INFINITY, f32::NAN]).collect();
+    let t = Tensor::<B, 1>::from_floats(values.as_slice(), device);
+    let pending = B::read_later((t.clone() * 2.0).into_primitive().tensor());
+    assert!(pending.is_async(), "the CUDA backend copies in the background");
+    // queued after the request: a long chain over a large tensor
+    let mut big = Tensor::<B, 2>::ones([2048, 2048], device);
+    for _ in 0..50 {
+        big = big.clone().matmul(big) * 1e-3;
+    }
+    let got = pending.wait().expect("the values");
+    let want: Vec<f32> = values.iter().map(|v| v * 2.0).collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{got:?} != {want:?}");
+    }
+    drop(big);
+    let many = Tensor::<B, 1>::ones([MAX_VALUES + 1], device);
+    let pending = B::read_later(many.into_primitive().tensor());
+    assert!(!pending.is_async(), "more values than it copies in the background: read at once");
+    assert_eq!(pending.wait().expect("the values"), vec![1.0; MAX_VALUES + 1]);
+}
+
+mod readback {
+    use super::*;
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cube() {
+        check_readback::<Cube>(&device());
+    }
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn fused() {
+        check_readback::<Fused>(&device());
     }
 }

@@ -886,3 +886,32 @@ fn own_adam_matches_burn() {
     let half = Tensor::<B, 4>::ones([1, 1, 2, 2], &device).cast(DType::F16);
     assert!(B::adam_step(&prim(&half), &prim(&half), None, step).is_none(), "f16 parameters: Burn's Adam");
 }
+
+/// `ReadbackBackend::read_later` on LibTorch's CUDA tensors: copied in the background on its
+/// current stream, the values as they were when requested (inf and NaN kept), with a long chain of
+/// work queued after the request; CPU tensors are read at once.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_readback_is_async() {
+    use burn::tensor::Tensor;
+    use vsr_kernels::readback::ReadbackBackend;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let device = LibTorchDevice::Cuda(0);
+    let values = [1.5f32, -2.0, f32::INFINITY, f32::NAN];
+    let t = Tensor::<B, 1>::from_floats(values.as_slice(), &device) * 2.0;
+    let pending = B::read_later(t.into_primitive().tensor());
+    assert!(pending.is_async(), "CUDA tensors are copied in the background");
+    let mut big = Tensor::<B, 2>::ones([2048, 2048], &device);
+    for _ in 0..50 {
+        big = big.clone().matmul(big) * 1e-3;
+    }
+    let got = pending.wait().expect("the values");
+    for (g, v) in got.iter().zip(values) {
+        let w = v * 2.0;
+        assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "{got:?}");
+    }
+    drop(big);
+    let cpu = B::read_later(Tensor::<B, 1>::from_floats([3.0f32], &LibTorchDevice::Cpu).into_primitive().tensor());
+    assert!(!cpu.is_async(), "CPU tensors are read at once");
+    assert_eq!(cpu.wait().expect("the value"), vec![3.0]);
+}

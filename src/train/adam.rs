@@ -17,7 +17,7 @@ use burn::optim::{
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Shape, Tensor, TensorMetadata, TensorPrimitive};
-use vsr_kernels::adam::{AdamBackend, AdamStep, AdamUpdate};
+use vsr_kernels::adam::{AdamBackend, AdamBatch, AdamStep, AdamUpdate};
 
 use crate::model::VsrNet;
 
@@ -46,7 +46,7 @@ impl AdamSettings {
             .with_epsilon(self.epsilon)
             .with_weight_decay((self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay)))
             .build();
-        VsrOptimizer { adam: VsrAdam { burn, settings: *self }, records: Default::default() }
+        VsrOptimizer { adam: VsrAdam { burn, settings: *self }, records: Default::default(), before_gated: None }
     }
 
     /// The settings of a step at learning rate `lr`, after `previous` steps (`None`: the first).
@@ -76,15 +76,38 @@ pub type OptimizerRecord<B> = <OptimizerAdaptor<VsrAdam, VsrNet<B>, B> as Optimi
 pub struct VsrOptimizer<B: AutodiffBackend<InnerBackend: AdamBackend>> {
     adam: VsrAdam,
     records: OptimizerRecord<B>,
+    /// The records before a gated step ([`VsrOptimizer::step_gated`]) whose outcome is not known
+    /// yet ([`VsrOptimizer::resolve`]).
+    before_gated: Option<OptimizerRecord<B>>,
 }
 
 impl<B: AutodiffBackend<InnerBackend: AdamBackend>> VsrOptimizer<B> {
-    fn update(&mut self, lr: LearningRate, module: VsrNet<B>, mut grads: GradAdaptor) -> VsrNet<B> {
+    /// A step that the device skips where `gate` (one f32) is not finite: every parameter and
+    /// moment stays as it was, without the host reading `gate` first (on backends without the
+    /// kernels, it is read here). The step counts are recorded as if it was applied until
+    /// [`VsrOptimizer::resolve`] says whether it was, which must come before the next step.
+    pub fn step_gated(&mut self, lr: LearningRate, module: VsrNet<B>, grads: GradientsParams, gate: Tensor<B::InnerBackend, 1>) -> VsrNet<B> {
+        assert!(self.before_gated.is_none(), "a gated step's outcome must be resolved before the next step");
+        self.before_gated = Some(self.records.clone());
+        self.update(lr, module, grads.into(), Some(gate.into_primitive().tensor()))
+    }
+
+    /// Whether the last gated step was applied (its gate finite): if not, its step counts and
+    /// moments are undone (the device left the values as they were).
+    pub fn resolve(&mut self, applied: bool) {
+        if let Some(before) = self.before_gated.take()
+            && !applied
+        {
+            self.records = before;
+        }
+    }
+
+    fn update(&mut self, lr: LearningRate, module: VsrNet<B>, mut grads: GradAdaptor, gate: Option<FloatTensor<B::InnerBackend>>) -> VsrNet<B> {
         let mut gather = Gather::<B> { adam: &self.adam, lr, grads: &mut grads, records: &mut self.records, ids: Vec::new(), updates: Vec::new() };
         module.visit(&mut gather);
         let (ids, updates) = (gather.ids, gather.updates);
         let times: Vec<usize> = updates.iter().map(|u| u.step.time).collect();
-        let outs = self.adam.apply(lr, updates);
+        let outs = self.adam.apply(lr, AdamBatch { updates, gate });
         let new = ids.into_iter().zip(outs.into_iter().zip(times)).collect();
         module.map(&mut Write::<B> { new, records: &mut self.records })
     }
@@ -94,19 +117,21 @@ impl<B: AutodiffBackend<InnerBackend: AdamBackend>> Optimizer<VsrNet<B>, B> for 
     type Record = OptimizerRecord<B>;
 
     fn step(&mut self, lr: LearningRate, module: VsrNet<B>, grads: GradientsParams) -> VsrNet<B> {
-        self.update(lr, module, grads.into())
+        self.update(lr, module, grads.into(), None)
     }
 
     fn step_multi(&mut self, lr: LearningRate, module: VsrNet<B>, grads: MultiGradientsParams) -> VsrNet<B> {
-        self.update(lr, module, grads.into())
+        self.update(lr, module, grads.into(), None)
     }
 
     fn to_record(&self) -> Self::Record {
+        debug_assert!(self.before_gated.is_none(), "the record of a step whose outcome is not resolved");
         self.records.clone()
     }
 
     fn load_record(mut self, record: Self::Record) -> Self {
         self.records = record;
+        self.before_gated = None;
         self
     }
 }
@@ -170,12 +195,25 @@ pub struct VsrAdam {
 
 impl VsrAdam {
     /// `[param, moment_1, moment_2]` after each update: all in the backend's kernels if it takes
-    /// them, else each by Burn's `Adam` (element-wise: on the flattened tensors).
-    fn apply<B: AdamBackend>(&self, lr: LearningRate, updates: Vec<AdamUpdate<B>>) -> Vec<[FloatTensor<B>; 3]> {
-        match B::adam_steps(updates) {
-            Ok(outs) => outs,
-            Err(updates) => updates.into_iter().map(|u| self.burn_step(lr, u)).collect(),
+    /// them, else each by Burn's `Adam` (element-wise: on the flattened tensors). A gated batch
+    /// whose gate is not finite: the values as they were (the first step's moments 0), as the
+    /// kernels leave them; where they do not run, the gate is read here.
+    fn apply<B: AdamBackend>(&self, lr: LearningRate, batch: AdamBatch<B>) -> Vec<[FloatTensor<B>; 3]> {
+        let AdamBatch { updates, gate } = match B::adam_steps(batch) {
+            Ok(outs) => return outs,
+            Err(batch) => batch,
+        };
+        let skip = gate.is_some_and(|g| vsr_kernels::readback::PendingValues::now::<B>(g).wait().is_ok_and(|v| !v[0].is_finite()));
+        if skip {
+            return updates
+                .into_iter()
+                .map(|u| {
+                    let [m, v] = u.moments.unwrap_or_else(|| [(); 2].map(|_| B::float_zeros(u.param.shape(), &B::float_device(&u.param), burn::tensor::FloatDType::F32)));
+                    [u.param, m, v]
+                })
+                .collect();
         }
+        updates.into_iter().map(|u| self.burn_step(lr, u)).collect()
     }
 
     fn burn_step<B: AdamBackend>(&self, lr: LearningRate, u: AdamUpdate<B>) -> [FloatTensor<B>; 3] {
@@ -204,7 +242,7 @@ impl<B: AdamBackend> SimpleOptimizer<B> for VsrAdam {
         let step = self.settings.step(lr, previous.as_ref().map(|m| m.time));
         let prim = |t: Tensor<B, D>| t.into_primitive().tensor();
         let update = AdamUpdate::<B> { param: prim(tensor), grad: prim(grad), moments: previous.map(|m| [prim(m.moment_1), prim(m.moment_2)]), step };
-        let [p, m, v] = self.apply(lr, vec![update]).pop().expect("one update, one result");
+        let [p, m, v] = self.apply(lr, AdamBatch::new(vec![update])).pop().expect("one update, one result");
         let t = |x| Tensor::<B, D>::from_primitive(TensorPrimitive::Float(x));
         (t(p), Some(AdamState::new(AdaptiveMomentumState::new(step.time, t(m), t(v)))))
     }

@@ -14,7 +14,7 @@ use super::collective::{self, Cluster, GradSync, check_port_free, start_orchestr
 use super::log::{RunLog, StepLog};
 use super::parallel::{InjectedFailure, Progress, WorkerInput, run_workers};
 use super::adam::OptimizerRecord;
-use super::step::Trainer;
+use super::step::{StepOutcome, Trainer};
 use super::validate::{Validation, validate};
 use super::{CyclicLr, LossScaler, TrainConfig};
 use crate::backend::VsrAutodiffBackend;
@@ -445,6 +445,8 @@ fn run_loop<B: VsrAutodiffBackend>(
     let parallel = rep.trainer.sync.is_some();
     let mut summary = RunSummary { steps: state.step, checkpoint: None, last_val: None, best_psnr: state.best_psnr, interrupted: false };
     let mut epoch_started = false;
+    // The step queued last whose outcome is not read yet (`Trainer::queue`).
+    let mut queued: Option<StepInfo> = None;
     while state.step < total {
         if let Some((progress, local)) = &rep.watch {
             if progress.aborted() {
@@ -479,54 +481,42 @@ fn run_loop<B: VsrAutodiffBackend>(
         let t = Instant::now();
         let lr = plan.schedule.lr(state.step);
         let images = (leader.is_some() && state.step % config.image_every == 0).then(|| batch.frames.clone().narrow(0, 0, 1));
+        let this = StepInfo {
+            step: state.step,
+            epoch,
+            lr,
+            data_ms: batch.wait.as_secs_f64() * 1e3,
+            upload_ms: batch.upload.as_secs_f64() * 1e3,
+            step_ms: 0.0,
+        };
+        // Single device, one micro-batch: queued behind the previous step, whose outcome comes
+        // back now (its check was copied in the background); the others are resolved at once.
         let result = if parallel {
             let vote = if stop() { 1.0 } else { 0.0 };
             let micro = micro_batches(batch.frames, config.accumulate);
-            rep.trainer.step_micro(micro, lr, &[vote]).map(|(o, signals)| (o, Some(signals[0] > 0.0)))
+            rep.trainer.step_micro(micro, lr, &[vote]).map(|(o, signals)| (Some(o), Some(signals[0] > 0.0)))
         } else if config.accumulate > 1 {
             let micro = micro_batches(batch.frames, config.accumulate);
-            rep.trainer.step_micro(micro, lr, &[]).map(|(o, _)| (o, None))
+            rep.trainer.step_micro(micro, lr, &[]).map(|(o, _)| (Some(o), None))
         } else {
-            rep.trainer.step(batch.frames, lr).map(|o| (o, None))
+            rep.trainer.queue(batch.frames, lr).map(|previous| (previous, None))
         };
         let (outcome, voted_stop) = match result {
             Ok(o) => o,
-            Err(e) => {
-                let keep = match &leader {
-                    Some(l) => {
-                        let last = summary.checkpoint.as_ref().or(checkpoint::list(&l.ckpt_dir)?.first().map(|(_, p)| p)).cloned();
-                        match last {
-                            Some(p) => format!("; the last good checkpoint is {}", p.display()),
-                            None => "; no checkpoint was written yet".into(),
-                        }
-                    }
-                    None => String::new(),
-                };
-                return Err(match e {
-                    Error::Collective(_) => e,
-                    e => Error::Invalid(format!("step {}: {e}{keep}", state.step)),
-                });
-            }
+            Err(e) => return Err(step_error(e, queued.map_or(state.step, |q| q.step), &leader, &summary)?),
         };
         let step_ms = t.elapsed().as_secs_f64() * 1e3;
-        state.scaler = rep.trainer.scaler;
-        state.epoch_loss.0 += outcome.loss;
-        state.epoch_loss.1 += 1;
-        if let Some(l) = leader.as_mut() {
-            l.log.step(&StepLog {
-                step: state.step,
-                epoch,
-                loss: outcome.loss,
-                lr,
-                scale: outcome.scale,
-                skipped: rep.trainer.scaler.skipped_steps,
-                data_ms: batch.wait.as_secs_f64() * 1e3,
-                upload_ms: batch.upload.as_secs_f64() * 1e3,
-                step_ms,
-            })?;
-            if let Some(x) = images {
-                log_images(&mut l.log, "train", state.step, &rep.trainer, x)?;
-            }
+        let this = StepInfo { step_ms, ..this };
+        match (outcome, parallel || config.accumulate > 1) {
+            (Some(o), true) => record_step(&rep.trainer, &mut state, &mut leader, this, o)?,
+            (Some(o), false) => record_step(&rep.trainer, &mut state, &mut leader, queued.expect("a step was queued before"), o)?,
+            (None, _) => {}
+        }
+        if !(parallel || config.accumulate > 1) {
+            queued = Some(this);
+        }
+        if let (Some(l), Some(x)) = (leader.as_mut(), images) {
+            log_images(&mut l.log, "train", state.step, &rep.trainer, x)?;
         }
         state.step += 1;
         state.loader = if batch.index as u64 + 1 == per_epoch {
@@ -539,6 +529,19 @@ fn run_loop<B: VsrAutodiffBackend>(
         let epoch_end = state.loader.batch == 0;
         let last = state.step == total;
         let interrupted = voted_stop.unwrap_or_else(stop);
+        let validate_now = epoch_end || last || config.val_every.is_some_and(|n| state.step % n == 0);
+        let checkpoint_now = epoch_end || last || interrupted || state.step % config.checkpoint_every == 0;
+        // The queued step's outcome before anything that reads the state it decides (the epoch's
+        // loss, validation, checkpoints) or the run ends.
+        if (validate_now || checkpoint_now)
+            && let Some(info) = queued.take()
+        {
+            match rep.trainer.settle() {
+                Ok(Some(o)) => record_step(&rep.trainer, &mut state, &mut leader, info, o)?,
+                Ok(None) => {}
+                Err(e) => return Err(step_error(e, info.step, &leader, &summary)?),
+            }
+        }
         if epoch_end || last || interrupted {
             if let Some(l) = leader.as_mut() {
                 l.log.end_epoch();
@@ -560,7 +563,6 @@ fn run_loop<B: VsrAutodiffBackend>(
             }
             continue;
         };
-        let validate_now = epoch_end || last || config.val_every.is_some_and(|n| state.step % n == 0);
         if let (true, Some(set)) = (validate_now && !interrupted, &l.val_set) {
             if let Some(c) = &l.calibration {
                 recalibrate::<B>(&rep.trainer, c, &rep.device)?;
@@ -575,7 +577,7 @@ fn run_loop<B: VsrAutodiffBackend>(
                 save_checkpoint(&rep.trainer, &state, &l.ckpt_dir.join("best.ckpt"), &l.log);
             }
         }
-        if epoch_end || last || interrupted || state.step % config.checkpoint_every == 0 {
+        if checkpoint_now {
             let path = l.ckpt_dir.join(checkpoint::step_name(state.step));
             if save_checkpoint(&rep.trainer, &state, &path, &l.log) {
                 summary.checkpoint = Some(path);
@@ -605,6 +607,56 @@ fn run_loop<B: VsrAutodiffBackend>(
         l.log.say(&format!("timing: {t}"));
     }
     Ok(summary)
+}
+
+/// A step's log entry but its outcome, kept until the outcome is read.
+#[derive(Clone, Copy)]
+struct StepInfo {
+    step: u64,
+    epoch: u64,
+    lr: f64,
+    data_ms: f64,
+    upload_ms: f64,
+    step_ms: f64,
+}
+
+/// A step's outcome into the state (the scaler, the epoch's loss) and the log.
+fn record_step<B: VsrAutodiffBackend>(trainer: &Trainer<B>, state: &mut TrainState, leader: &mut Option<Leader>, info: StepInfo, outcome: StepOutcome) -> Result<()> {
+    state.scaler = trainer.scaler;
+    state.epoch_loss.0 += outcome.loss;
+    state.epoch_loss.1 += 1;
+    if let Some(l) = leader.as_mut() {
+        l.log.step(&StepLog {
+            step: info.step,
+            epoch: info.epoch,
+            loss: outcome.loss,
+            lr: info.lr,
+            scale: outcome.scale,
+            skipped: trainer.scaler.skipped_steps,
+            data_ms: info.data_ms,
+            upload_ms: info.upload_ms,
+            step_ms: info.step_ms,
+        })?;
+    }
+    Ok(())
+}
+
+/// The error that ends the run at step `step`, naming the last good checkpoint.
+fn step_error(e: Error, step: u64, leader: &Option<Leader>, summary: &RunSummary) -> Result<Error> {
+    let keep = match leader {
+        Some(l) => {
+            let last = summary.checkpoint.as_ref().or(checkpoint::list(&l.ckpt_dir)?.first().map(|(_, p)| p)).cloned();
+            match last {
+                Some(p) => format!("; the last good checkpoint is {}", p.display()),
+                None => "; no checkpoint was written yet".into(),
+            }
+        }
+        None => String::new(),
+    };
+    Ok(match e {
+        Error::Collective(_) => e,
+        e => Error::Invalid(format!("step {step}: {e}{keep}")),
+    })
 }
 
 /// Writes a checkpoint; a failure (disk full, ...) is a loud warning and leaves the previous

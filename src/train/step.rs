@@ -1,5 +1,14 @@
 //! One optimisation step: VSRNet forward (frozen FlowNetSD for the flow), MSE against the true
 //! HR frame, backward, (fp16: unscale and check the gradients), Adam with weight decay.
+//!
+//! Steps are queued back to back ([`Trainer::queue`]): the step's check (its loss and, in fp16,
+//! whether any gradient overflowed) gates the update on the device (the Adam kernels skip a step
+//! whose check is not finite) and is copied to the host in the background; the host reads it
+//! during the next step, after that step's forward is queued, and only then decides what the
+//! check decides on the host (the loss scale for the next backward, the step counts, an fp32
+//! error). The host never waits for the GPU to drain, so it queues a step while the GPU still runs
+//! the previous one. The decisions are those of a step that read its check at once (PyTorch's
+//! GradScaler with a fused Adam takes its `found_inf` on the device the same way).
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
@@ -7,6 +16,7 @@ use burn::tensor::{DType, Tensor};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::LossScaler;
+use vsr_kernels::readback::{PendingValues, ReadbackBackend};
 use super::adam::{AdamSettings, VsrOptimizer};
 use super::collective::{self, GradSync};
 use crate::backend::VsrAutodiffBackend;
@@ -35,6 +45,17 @@ pub struct Trainer<B: VsrAutodiffBackend> {
     pub precision: Precision,
     /// Data-parallel training: this worker's end of the gradient all-reduce; `None`: one device.
     pub sync: Option<GradSync>,
+    /// The last queued step, until [`Trainer::settle`] reads its outcome.
+    pending: Option<Pending>,
+}
+
+/// A queued step whose outcome the host has not read yet.
+enum Pending {
+    /// Its check (`[loss, sum of |g|]` in fp16, `[loss]` in fp32) on its way to the host, and the
+    /// loss scale it used.
+    Check(PendingValues, f64),
+    /// A step that read its outcome at once (data-parallel).
+    Known(StepOutcome),
 }
 
 impl<B: VsrAutodiffBackend> Trainer<B> {
@@ -45,7 +66,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         model.precision = precision;
         let flownet = flownet.map(|net| Frozen(net.for_inference(precision.dtype())));
         let scaler = LossScaler::for_precision(precision);
-        Self { model, optim: adam.init(), flownet, scaler, precision, sync: None }
+        Self { model, optim: adam.init(), flownet, scaler, precision, sync: None, pending: None }
     }
 
     fn flow(&self) -> Option<&dyn FlowEstimator<B>> {
@@ -93,36 +114,66 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
     /// With [`Trainer::sync`] (data-parallel), `x` is this worker's share of the batch and the
     /// step is [`Trainer::step_micro`]'s with one micro-batch.
     pub fn step(&mut self, x: Tensor<B, 5>, lr: f64) -> Result<StepOutcome> {
+        self.queue(x, lr)?;
+        Ok(self.settle()?.expect("a step was queued"))
+    }
+
+    /// Queues a step on `x` at learning rate `lr` and returns the outcome of the step queued
+    /// before it, if any (read now: its check was copied in the background). That outcome is the
+    /// one [`Trainer::step`] would have returned; an error (fp32: a non-finite loss) is that
+    /// step's, and this one is then not queued. Call [`Trainer::settle`] for the last step's, and
+    /// before using the scaler or the optimiser's state (checkpoints).
+    pub fn queue(&mut self, x: Tensor<B, 5>, lr: f64) -> Result<Option<StepOutcome>> {
         if self.sync.is_some() {
-            return self.step_micro(vec![x], lr, &[]).map(|(outcome, _)| outcome);
+            let previous = self.settle()?;
+            let (outcome, _) = self.step_micro(vec![x], lr, &[])?;
+            self.pending = Some(Pending::Known(outcome));
+            return Ok(previous);
         }
         let out = self.model.forward(x, self.flow());
         let loss = mse(out.pred, out.target);
+        // The previous step's check, copied while this forward was queued: its outcome decides
+        // this step's loss scale and Adam's step count.
+        let previous = self.settle()?;
         let scale = self.scaler.scale;
         let scaled = if scale == 1.0 { loss.clone() } else { loss.clone() * scale };
         let grads = scaled.backward();
         let mut grads = GradientsParams::from_grads(grads, &self.model);
-        // One read-back (a synchronisation) for the loss and, in fp16, the sum of |g| over the
-        // unscaled gradients (finite iff every one is): the update's launches then follow at once.
+        // The check: the loss and, in fp16, the sum of |g| over the unscaled gradients (finite
+        // iff every one is); its sum gates the update on the device.
         let mut check = vec![loss.inner().cast(DType::F32).reshape([1])];
         if self.precision == Precision::Fp16 {
             check.extend(unscale(&self.model, &mut grads, scale).map(|t| t.reshape([1])));
         }
-        let values = read_back(Tensor::cat(check, 0))?;
-        let loss_value = values[0] as f64;
-        let finite = match self.precision {
-            Precision::Fp32 => {
-                check_loss(loss_value)?;
-                true
-            }
-            Precision::Fp16 => values.iter().all(|v| v.is_finite()),
+        let check = Tensor::cat(check, 0);
+        let gate = check.clone().sum();
+        let values = <B::InnerBackend as ReadbackBackend>::read_later(check.into_primitive().tensor());
+        let model = self.model.clone();
+        self.model = self.optim.step_gated(lr, model, grads, gate);
+        self.pending = Some(Pending::Check(values, scale));
+        Ok(previous)
+    }
+
+    /// The outcome of the last queued step, read now (waiting for its check only, not for the
+    /// work queued after it); `None` if there is none. Updates the loss scaler and resolves the
+    /// optimiser's step counts; fp32: a non-finite loss is an error (the update was skipped on the
+    /// device: the weights are those before that step).
+    pub fn settle(&mut self) -> Result<Option<StepOutcome>> {
+        let (values, scale) = match self.pending.take() {
+            None => return Ok(None),
+            Some(Pending::Known(outcome)) => return Ok(Some(outcome)),
+            Some(Pending::Check(values, scale)) => (values, scale),
         };
-        let applied = self.scaler.update(finite);
-        if applied {
-            let model = self.model.clone();
-            self.model = self.optim.step(lr, model, grads);
+        let values = values.wait().map_err(|e| Error::Invalid(format!("reading the step's loss back: {e}")))?;
+        let loss_value = values[0] as f64;
+        let finite = values.iter().all(|v| v.is_finite());
+        if self.precision == Precision::Fp32 && !finite {
+            self.optim.resolve(false);
+            check_loss(loss_value)?;
         }
-        Ok(StepOutcome { loss: loss_value, applied, scale })
+        let applied = self.scaler.update(finite);
+        self.optim.resolve(applied);
+        Ok(Some(StepOutcome { loss: loss_value, applied, scale }))
     }
 
     /// One step on the mean loss of several micro-batches, each with its own BatchNorm batch
@@ -138,6 +189,7 @@ impl<B: VsrAutodiffBackend> Trainer<B> {
         if micro.is_empty() {
             return Err(Error::Invalid("a training step needs at least one micro-batch".into()));
         }
+        assert!(!matches!(self.pending, Some(Pending::Check(..))), "settle the queued step before a step of micro-batches");
         let scale = self.scaler.scale;
         let factor = (scale != 1.0).then(|| 1.0 / scale);
         let count = micro.len();
