@@ -408,7 +408,7 @@ fn device_loader_uploads_float_pixels() {
     c.batch = 2;
     let host = Loader::new(ds.clone(), c.clone(), LoaderState::default()).unwrap().next_batch().unwrap().unwrap();
     let device = Default::default();
-    let mut dl = vsr::data::DeviceLoader::<common::Cpu>::new(Loader::new(ds, c, LoaderState::default()).unwrap(), device);
+    let mut dl = vsr::data::DeviceLoader::<common::Cpu>::new(Loader::new(ds.clone(), c.clone(), LoaderState::default()).unwrap(), device);
     let b = dl.next().unwrap().unwrap();
     assert_eq!((b.epoch, b.index, &b.windows), (0, 0, &host.windows));
     let t: Tensor<common::Cpu, 5> = b.frames;
@@ -420,6 +420,28 @@ fn device_loader_uploads_float_pixels() {
     assert!(values.iter().zip(&want).all(|(v, p)| *v == *p as f32));
     assert_eq!(dl.next().unwrap().unwrap().index, 1);
     assert_eq!(dl.state(), LoaderState { epoch: 0, batch: 2 });
+    // every batch of the pass, in order, through the one upload thread: the host's windows and
+    // pixels
+    let mut pass = c.clone();
+    pass.repeat = false;
+    let mut hosts = Loader::new(ds.clone(), pass.clone(), LoaderState::default()).unwrap();
+    let mut dl = vsr::data::DeviceLoader::<common::Cpu>::new(Loader::new(ds.clone(), pass, LoaderState::default()).unwrap(), Default::default());
+    let mut n = 0;
+    loop {
+        match (hosts.next_batch(), dl.next()) {
+            (None, None) => break,
+            (Some(h), Some(d)) => {
+                let (h, d) = (h.unwrap(), d.unwrap());
+                assert_eq!((d.index, &d.windows), (n, &h.windows), "batch {n}");
+                let got = d.frames.into_data().to_vec::<f32>().unwrap();
+                assert!(got.iter().zip(channels_first(&h)).all(|(v, p)| *v == p as f32), "batch {n}: pixels");
+                n += 1;
+            }
+            (h, d) => panic!("batch {n}: the host loader {} and the device loader {}", h.is_some(), d.is_some()),
+        }
+        assert!(n < 1000, "the pass ends");
+    }
+    assert!(n >= 3, "a pass of several batches ({n})");
     #[cfg(feature = "wgpu")]
     {
         // CubeCL on Mesa's lavapipe (CI): WGSL has no u8, the packed path runs.

@@ -80,14 +80,46 @@ pub struct DeviceBatch<B: Backend> {
 }
 
 /// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
-/// starts uploading on a thread of its own if the workers have finished it (never waiting for
-/// it), so that the copy and conversion overlap the caller's training step.
+/// starts uploading on the loader's upload thread if the workers have finished it (never
+/// waiting for it), so that the copy and conversion overlap the caller's training step.
 pub struct DeviceLoader<B: Backend> {
     loader: Loader,
     device: B::Device,
     ahead: Option<Ahead<B>>,
     /// Time spent waiting for the workers in the current [`DeviceLoader::next`].
     waited: Duration,
+    /// The upload thread, started with the first batch taken ahead.
+    uploader: Option<Uploader<B>>,
+}
+
+/// One thread for all the uploads, for the loader's life. A thread per batch, as before, made
+/// a new stream per batch on the CUDA backend, which queues each thread's work on a stream of
+/// its own with its own memory pools: with CubeCL's default pools a 100-step run ran out of device
+/// memory creating streams (H100, fp16, batch 3, 512x960).
+struct Uploader<B: Backend> {
+    jobs: std::sync::mpsc::Sender<(Vec<u8>, [usize; 5])>,
+    done: std::sync::mpsc::Receiver<std::thread::Result<Tensor<B, 5>>>,
+}
+
+impl<B: Backend> Uploader<B> {
+    /// The thread, or None where none can be started.
+    fn start(device: B::Device) -> Option<Self> {
+        let (jobs, rx) = std::sync::mpsc::channel::<(Vec<u8>, [usize; 5])>();
+        let (tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("vsr-upload".into())
+            .spawn(move || {
+                // ends when the loader (the jobs' sender) is dropped
+                for (pixels, dims) in rx {
+                    let t = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| upload_pixels::<B>(pixels, dims, &device)));
+                    if tx.send(t).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self { jobs, done })
+    }
 }
 
 /// The next batch, taken from the loader ahead of use.
@@ -99,22 +131,26 @@ enum Ahead<B: Backend> {
 }
 
 enum Upload<B: Backend> {
-    Thread(std::thread::JoinHandle<Tensor<B, 5>>),
+    /// Sent to the upload thread: its next result.
+    Thread,
     Done(Tensor<B, 5>),
 }
 
 impl<B: Backend> Upload<B> {
-    fn tensor(self) -> Tensor<B, 5> {
+    fn tensor(self, uploader: Option<&Uploader<B>>) -> Tensor<B, 5> {
         match self {
             Upload::Done(t) => t,
-            // a panic while uploading is the caller's, as when it uploaded itself
-            Upload::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Upload::Thread => {
+                let done = uploader.expect("a batch sent to the upload thread").done.recv();
+                // a panic while uploading is the caller's, as when it uploaded itself
+                done.expect("the upload thread ended with a batch in flight").unwrap_or_else(|p| std::panic::resume_unwind(p))
+            }
         }
     }
 }
 
-/// Whether batches are uploaded on threads of their own (`VSR_UPLOAD_THREAD=0`: on the
-/// caller's, as before; for measuring the difference).
+/// Whether batches are uploaded on the loader's upload thread (`VSR_UPLOAD_THREAD=0`: on the
+/// caller's; for measuring the difference).
 fn upload_thread() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| super::switched_on("VSR_UPLOAD_THREAD"))
@@ -122,7 +158,7 @@ fn upload_thread() -> bool {
 
 impl<B: Backend> DeviceLoader<B> {
     pub fn new(loader: Loader, device: B::Device) -> DeviceLoader<B> {
-        DeviceLoader { loader, device, ahead: None, waited: Duration::ZERO }
+        DeviceLoader { loader, device, ahead: None, waited: Duration::ZERO, uploader: None }
     }
 
     pub fn loader(&self) -> &Loader {
@@ -146,25 +182,23 @@ impl<B: Backend> DeviceLoader<B> {
         batch
     }
 
-    /// Takes the next batch from the loader and starts its upload on a thread of its own.
+    /// Takes the next batch from the loader and starts its upload on the upload thread.
     fn take_ahead(&mut self) -> Option<Ahead<B>> {
         Some(match self.next_host()? {
             Err(e) => Ahead::Failed(e),
             Ok(b) => {
-                // The pixels go to the thread once it runs: where none can be started, they are
-                // still here and uploaded at once.
-                let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, [usize; 5])>();
-                let device = self.device.clone();
-                let spawned = upload_thread().then(|| std::thread::Builder::new().name("vsr-upload".into()).spawn(move || {
-                    let (pixels, dims) = rx.recv().expect("the pixels are sent once the thread runs");
-                    upload_pixels::<B>(pixels, dims, &device)
-                }));
-                let frames = match spawned.and_then(|r| r.ok()) {
-                    Some(h) => {
-                        tx.send((b.pixels, b.dims)).expect("the upload thread waits for its pixels");
-                        Upload::Thread(h)
-                    }
-                    None => Upload::Done(upload_pixels(b.pixels, b.dims, &self.device)),
+                if upload_thread() && self.uploader.is_none() {
+                    self.uploader = Uploader::start(self.device.clone());
+                }
+                // Where no thread could be started (or it has ended), the pixels are uploaded
+                // at once.
+                let job = (b.pixels, b.dims);
+                let frames = match &self.uploader {
+                    Some(u) => match u.jobs.send(job) {
+                        Ok(()) => Upload::Thread,
+                        Err(std::sync::mpsc::SendError((pixels, dims))) => Upload::Done(upload_pixels(pixels, dims, &self.device)),
+                    },
+                    None => Upload::Done(upload_pixels(job.0, job.1, &self.device)),
                 };
                 Ahead::Upload { frames, windows: b.windows, epoch: b.epoch, index: b.index }
             }
@@ -178,7 +212,7 @@ impl<B: Backend> DeviceLoader<B> {
         self.waited = Duration::ZERO;
         let current = match self.ahead.take() {
             Some(Ahead::Upload { frames, windows, epoch, index }) => {
-                Ok(DeviceBatch { frames: frames.tensor(), windows, epoch, index, wait: Duration::ZERO, upload: Duration::ZERO })
+                Ok(DeviceBatch { frames: frames.tensor(self.uploader.as_ref()), windows, epoch, index, wait: Duration::ZERO, upload: Duration::ZERO })
             }
             Some(Ahead::Failed(e)) => Err(e),
             None => self.next_host()?.map(|b| DeviceBatch {
