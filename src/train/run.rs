@@ -445,7 +445,9 @@ fn run_loop<B: VsrAutodiffBackend>(
     let parallel = rep.trainer.sync.is_some();
     let mut summary = RunSummary { steps: state.step, checkpoint: None, last_val: None, best_psnr: state.best_psnr, interrupted: false };
     let mut epoch_started = false;
-    // The step queued last whose outcome is not read yet (`Trainer::queue`).
+    // One device, one micro-batch: steps are queued (`Trainer::queue`), each outcome read during
+    // the next; `queued` is the step whose outcome is not read yet. Otherwise resolved at once.
+    let immediate = parallel || config.accumulate > 1;
     let mut queued: Option<StepInfo> = None;
     while state.step < total {
         if let Some((progress, local)) = &rep.watch {
@@ -507,12 +509,11 @@ fn run_loop<B: VsrAutodiffBackend>(
         };
         let step_ms = t.elapsed().as_secs_f64() * 1e3;
         let this = StepInfo { step_ms, ..this };
-        match (outcome, parallel || config.accumulate > 1) {
-            (Some(o), true) => record_step(&rep.trainer, &mut state, &mut leader, this, o)?,
-            (Some(o), false) => record_step(&rep.trainer, &mut state, &mut leader, queued.expect("a step was queued before"), o)?,
-            (None, _) => {}
+        if let Some(o) = outcome {
+            let info = if immediate { this } else { queued.expect("a step was queued before") };
+            record_step(&rep.trainer, &mut state, &mut leader, info, o)?;
         }
-        if !(parallel || config.accumulate > 1) {
+        if !immediate {
             queued = Some(this);
         }
         if let (Some(l), Some(x)) = (leader.as_mut(), images) {

@@ -262,9 +262,9 @@ fn check_loss(loss: f64) -> Result<()> {
     )))
 }
 
-/// The values of `t` on the host.
+/// The values of `t` on the host, read now.
 fn read_back<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> Result<Vec<f32>> {
-    t.into_data().convert::<f32>().to_vec().map_err(|e| Error::Invalid(format!("reading the loss back: {e:?}")))
+    PendingValues::now::<B>(t.into_primitive().tensor()).wait().map_err(|e| Error::Invalid(format!("reading the loss back: {e}")))
 }
 
 /// Divides every gradient of `model`'s parameters by `scale`; returns the sum of their absolute
