@@ -11,6 +11,7 @@ use vsr_kernels::WarpBackend;
 use vsr_kernels::adam::AdamBackend;
 use vsr_kernels::conv::ConvBackend;
 use vsr_kernels::readback::ReadbackBackend;
+use vsr_kernels::upload::UploadBackend;
 
 use crate::error::{Error, Result};
 
@@ -18,8 +19,8 @@ use crate::error::{Error, Result};
 /// precision can be chosen (`vsr_kernels::conv`), a one-pass Adam where there is one
 /// (`vsr_kernels::adam`) and reading a step's outcome back without draining the device
 /// (`vsr_kernels::readback`).
-pub trait VsrBackend: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend {}
-impl<B: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend> VsrBackend for B {}
+pub trait VsrBackend: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend + UploadBackend {}
+impl<B: Backend + WarpBackend + ConvBackend + AdamBackend + ReadbackBackend + UploadBackend> VsrBackend for B {}
 
 /// A backend with autodiff whose inner backend is also a [`VsrBackend`].
 pub trait VsrAutodiffBackend: AutodiffBackend<InnerBackend: VsrBackend> + VsrBackend {}

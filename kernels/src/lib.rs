@@ -50,6 +50,7 @@ pub mod readback;
 #[cfg(any(feature = "tch", feature = "cuda"))]
 mod tensor_core_conv;
 mod setting;
+pub mod upload;
 
 /// A backend that can warp an image by a flow field.
 pub trait WarpBackend: Backend {

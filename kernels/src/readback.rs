@@ -134,6 +134,12 @@ where
     }
 }
 
+/// Makes device `device`'s primary context (shared with CubeCL and LibTorch) current on this thread.
+#[cfg(feature = "cuda")]
+pub(crate) fn bind_context(device: usize) -> Result<(), String> {
+    cuda::context(device)?.bind_to_thread().map_err(|e| format!("CUDA context: {e}"))
+}
+
 /// The copy: page-locked host buffers (kept for reuse: allocating and freeing them synchronises)
 /// and an event per copy.
 #[cfg(any(feature = "cuda", feature = "tch"))]
@@ -152,7 +158,7 @@ mod cuda {
     static POOL: Mutex<Vec<Pinned>> = Mutex::new(Vec::new());
     static CONTEXTS: Mutex<Vec<(usize, Arc<CudaContext>)>> = Mutex::new(Vec::new());
 
-    fn context(device: usize) -> Result<Arc<CudaContext>, String> {
+    pub(super) fn context(device: usize) -> Result<Arc<CudaContext>, String> {
         let mut contexts = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, c)) = contexts.iter().find(|(d, _)| *d == device) {
             return Ok(c.clone());

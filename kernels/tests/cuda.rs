@@ -373,3 +373,69 @@ mod readback {
         check_readback::<Fused>(&device());
     }
 }
+
+/// Bytes `n` long, different for each `seed`.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn read_u8<B: burn::tensor::backend::Backend>(t: burn::tensor::ops::IntTensor<B>) -> Vec<u8> {
+    let t = burn::tensor::Tensor::<B, 1, burn::tensor::Int>::from_primitive(t);
+    t.into_data().iter::<i64>().map(|v| v as u8).collect()
+}
+
+/// `UploadBackend::upload_u8`: exact bytes, of several sizes; a page-locked buffer is reused
+/// only after its copy has run (uploads queued behind long work on the uploading thread's stream
+/// keep their own bytes); and a batch uploaded on another thread, as the loader's upload thread
+/// does, reads the same on this one.
+fn check_upload<B: vsr_kernels::upload::UploadBackend<Device = CudaDevice>>(device: &CudaDevice) {
+    use burn::tensor::Tensor;
+    for (i, n) in [1usize, 1000, 3 * 3 * 3 * 512 * 960].into_iter().enumerate() {
+        let want = bytes(n, i as u64);
+        let got = read_u8::<B>(B::upload_u8(want.clone(), [n].into(), device));
+        assert!(got == want, "{n} bytes uploaded differ");
+    }
+    // long work first on this thread's stream, then two uploads of one size back to back: the
+    // second must wait for the first's copy before it refills the page-locked buffer
+    let n = 4 << 20;
+    let mut big = Tensor::<B, 2>::ones([2048, 2048], device);
+    for _ in 0..50 {
+        big = big.clone().matmul(big) * 1e-3;
+    }
+    let (a, b) = (bytes(n, 10), bytes(n, 11));
+    let ta = B::upload_u8(a.clone(), [n].into(), device);
+    let tb = B::upload_u8(b.clone(), [n].into(), device);
+    assert!(read_u8::<B>(ta) == a, "the first upload was overwritten by the second");
+    assert!(read_u8::<B>(tb) == b, "the second upload differs");
+    drop(big);
+    // uploaded on another thread, shaped, read here
+    let want = bytes(2 * 3 * 64, 12);
+    let (w, d) = (want.clone(), device.clone());
+    let t = std::thread::spawn(move || B::upload_u8(w, [2, 3, 64].into(), &d)).join().expect("the upload thread");
+    let t = Tensor::<B, 3, burn::tensor::Int>::from_primitive(t);
+    assert_eq!(t.dims(), [2, 3, 64]);
+    let got: Vec<u8> = t.into_data().iter::<i64>().map(|v| v as u8).collect();
+    assert!(got == want, "uploaded on another thread: the bytes differ");
+}
+
+mod upload {
+    use super::*;
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn cube() {
+        check_upload::<Cube>(&device());
+    }
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn fused() {
+        check_upload::<Fused>(&device());
+    }
+}

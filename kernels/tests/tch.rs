@@ -915,3 +915,31 @@ fn own_readback_is_async() {
     assert!(!cpu.is_async(), "CPU tensors are read at once");
     assert_eq!(cpu.wait().expect("the value"), vec![3.0]);
 }
+
+/// `UploadBackend::upload_u8` on LibTorch's CUDA: the exact bytes, shaped, behind long work queued
+/// on the current stream, and back to back uploads each keep their own (PyTorch's page-locked
+/// buffers are not reused before their copies); on the CPU through `from_data`.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn own_upload_is_exact() {
+    use burn::tensor::{Int, Tensor};
+    use vsr_kernels::upload::UploadBackend;
+    assert!(tch::Cuda::is_available(), "LibTorch sees no CUDA device");
+    let bytes = |n: usize, seed: u32| -> Vec<u8> { (0..n as u32).map(|i| (i.wrapping_mul(2_654_435_761) ^ seed) as u8).collect() };
+    let read = |t: Tensor<B, 3, Int>| -> Vec<u8> { t.into_data().iter::<i64>().map(|v| v as u8).collect() };
+    for device in [LibTorchDevice::Cuda(0), LibTorchDevice::Cpu] {
+        let mut big = Tensor::<B, 2>::ones([2048, 2048], &device);
+        for _ in 0..20 {
+            big = big.clone().matmul(big) * 1e-3;
+        }
+        let n = 3 * 512 * 960;
+        let (a, b) = (bytes(n, 1), bytes(n, 2));
+        let ta = Tensor::<B, 3, Int>::from_primitive(B::upload_u8(a.clone(), [3, 512, 960].into(), &device));
+        let tb = Tensor::<B, 3, Int>::from_primitive(B::upload_u8(b.clone(), [3, 512, 960].into(), &device));
+        assert_eq!(ta.dims(), [3, 512, 960]);
+        assert!(read(ta) == a, "{device:?}: the first upload differs");
+        assert!(read(tb) == b, "{device:?}: the second upload differs");
+        drop(big);
+    }
+}
+

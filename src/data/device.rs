@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::{Backend, DTypeUsage};
+use vsr_kernels::upload::UploadBackend;
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
 
 use super::loader::{HostBatch, Loader};
@@ -21,7 +22,7 @@ use super::sampler::WindowRef;
 use crate::error::Result;
 
 /// `batch` on `device` as float (B, 3, F, H, W) in [0, 255].
-pub fn upload<B: Backend>(batch: &HostBatch, device: &B::Device) -> Tensor<B, 5> {
+pub fn upload<B: UploadBackend>(batch: &HostBatch, device: &B::Device) -> Tensor<B, 5> {
     upload_pixels(batch.pixels.clone(), batch.dims, device)
 }
 
@@ -32,20 +33,22 @@ pub fn stores_u8<B: Backend>(device: &B::Device) -> bool {
 
 /// Channels-last `pixels` (B, F, H, W, 3) as the float tensor `dims` = [B, 3, F, H, W]: uploaded
 /// as bytes, converted and permuted on the device.
-pub(crate) fn upload_pixels<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+pub(crate) fn upload_pixels<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
     let [b, c, f, h, w] = dims;
     let last = [b, f, h, w, c];
     let t = if stores_u8::<B>(device) { upload_u8(pixels, last, device) } else { upload_packed(pixels, last, device) };
     t.permute([0, 4, 1, 2, 3])
 }
 
-fn upload_u8<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+/// Through [`UploadBackend::upload_u8`]: on the CUDA backend a copy from page-locked memory that does
+/// not stall the device's queue (`from_data`'s copy from pageable memory synchronises it).
+fn upload_u8<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
     assert_eq!(pixels.len(), dims.iter().product::<usize>(), "pixels do not fill the dims");
-    Tensor::<B, 5, Int>::from_data(TensorData::new(pixels, dims), (device, DType::U8)).float()
+    Tensor::<B, 5, Int>::from_primitive(B::upload_u8(pixels, dims.into(), device)).float()
 }
 
 /// Four pixels a little-endian i32 word (the same bytes, reinterpreted), unpacked on the device.
-fn upload_packed<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
+fn upload_packed<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
     let n = pixels.len();
     assert_eq!(n, dims.iter().product::<usize>(), "pixels do not fill the dims");
     let mut bytes = pixels;
@@ -65,7 +68,7 @@ fn upload_packed<B: Backend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Devi
 
 /// A batch on the device.
 #[derive(Debug)]
-pub struct DeviceBatch<B: Backend> {
+pub struct DeviceBatch<B: UploadBackend> {
     /// (B, 3, F, H, W) float in [0, 255].
     pub frames: Tensor<B, 5>,
     pub windows: Vec<WindowRef>,
@@ -82,7 +85,7 @@ pub struct DeviceBatch<B: Backend> {
 /// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
 /// starts uploading on the loader's upload thread if the workers have finished it (never
 /// waiting for it), so that the copy and conversion overlap the caller's training step.
-pub struct DeviceLoader<B: Backend> {
+pub struct DeviceLoader<B: UploadBackend> {
     loader: Loader,
     device: B::Device,
     ahead: Option<Ahead<B>>,
@@ -96,12 +99,12 @@ pub struct DeviceLoader<B: Backend> {
 /// a new stream per batch on the CUDA backend, which queues each thread's work on a stream of
 /// its own with its own memory pools: with CubeCL's default pools a 100-step run ran out of device
 /// memory creating streams (H100, fp16, batch 3, 512x960).
-struct Uploader<B: Backend> {
+struct Uploader<B: UploadBackend> {
     jobs: std::sync::mpsc::Sender<(Vec<u8>, [usize; 5])>,
     done: std::sync::mpsc::Receiver<std::thread::Result<Tensor<B, 5>>>,
 }
 
-impl<B: Backend> Uploader<B> {
+impl<B: UploadBackend> Uploader<B> {
     /// The thread, or None where none can be started.
     fn start(device: B::Device) -> Option<Self> {
         let (jobs, rx) = std::sync::mpsc::channel::<(Vec<u8>, [usize; 5])>();
@@ -123,20 +126,20 @@ impl<B: Backend> Uploader<B> {
 }
 
 /// The next batch, taken from the loader ahead of use.
-enum Ahead<B: Backend> {
+enum Ahead<B: UploadBackend> {
     /// Uploading on its own thread (or uploaded, where no thread could be started).
     Upload { frames: Upload<B>, windows: Vec<WindowRef>, epoch: u64, index: usize },
     /// The loader's error for it.
     Failed(crate::error::Error),
 }
 
-enum Upload<B: Backend> {
+enum Upload<B: UploadBackend> {
     /// Sent to the upload thread: its next result.
     Thread,
     Done(Tensor<B, 5>),
 }
 
-impl<B: Backend> Upload<B> {
+impl<B: UploadBackend> Upload<B> {
     fn tensor(self, uploader: Option<&Uploader<B>>) -> Tensor<B, 5> {
         match self {
             Upload::Done(t) => t,
@@ -156,7 +159,7 @@ fn upload_thread() -> bool {
     *ON.get_or_init(|| super::switched_on("VSR_UPLOAD_THREAD"))
 }
 
-impl<B: Backend> DeviceLoader<B> {
+impl<B: UploadBackend> DeviceLoader<B> {
     pub fn new(loader: Loader, device: B::Device) -> DeviceLoader<B> {
         DeviceLoader { loader, device, ahead: None, waited: Duration::ZERO, uploader: None }
     }
