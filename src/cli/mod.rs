@@ -23,6 +23,8 @@ pub mod demo;
 pub mod eval;
 pub mod info;
 mod logging;
+#[cfg(feature = "profile")]
+mod profile;
 #[cfg(feature = "video")]
 pub mod prep;
 #[cfg(feature = "video")]
@@ -151,6 +153,11 @@ pub fn main() -> ExitCode {
     logging::init();
     let cli = Cli::parse();
     crate::backend::set_kernel_cache_dir(cli.cache_dir.clone().or_else(crate::backend::default_kernel_cache_dir));
+    #[cfg(feature = "profile")]
+    if let Err(e) = profile::start() {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Info(args) => info::run(args),
         Command::Demo(args) => demo::run(args),
@@ -164,6 +171,8 @@ pub fn main() -> ExitCode {
         Command::Plot(args) => runs::plot(args),
         Command::Compare(args) => runs::compare(args),
     };
+    #[cfg(feature = "profile")]
+    let result = result.and(profile::finish());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
