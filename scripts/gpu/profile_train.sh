@@ -6,8 +6,8 @@
 # stacks in $OUT), each thread's CPU seconds over the sampled window (/proc), and the GPU's
 # utilisation (nvidia-smi dmon). Data: Big Buck Bunny at 720p, fp16, batch 3, 512x960.
 # MODE=train|bench|both (default both); STEPS (default 600), BENCH_ITERS (2500), PLAIN=0 (no
-# unprofiled 150-step run first), GDB_SAMPLES
-# (cuda-gdb stack dumps of the training run after the window, default 4).
+# unprofiled 150-step run first). Don't attach cuda-gdb to a profiled run: it stops at every
+# SIGPROF of the sampler, and the run never ends.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/cudnn_env.sh
@@ -29,12 +29,6 @@ watch_run() {  # name delay job: samples /proc at delay and delay+10 s, dmon fro
   timeout 11 nvidia-smi dmon -s uc -d 1 >"$OUT/dmon_$name.txt" 2>&1 &
   sleep 10
   threads "$pid" t1 >>"$OUT/threads_$name.txt"
-  # wall-clock stacks of every thread, a few times (cuda-gdb attaches; there is no gdb or perf)
-  for i in $(seq "${GDB_SAMPLES:-0}"); do
-    kill -0 "$pid" 2>/dev/null || break
-    timeout 60 cuda-gdb -p "$pid" -batch -ex "set pagination off" -ex "thread apply all bt 40" >"$OUT/gdb_${name}_$i.txt" 2>&1
-    sleep 0.3
-  done
   wait "$job"; echo "   $name: exit $?"
   python3 - "$OUT/threads_$name.txt" <<'EOF'
 import sys, collections
@@ -63,7 +57,7 @@ if [ "${MODE:-both}" != bench ]; then
   fi
   echo "== train, cuda fp16, $STEPS steps, profiled from 20 s"
   train prof "$STEPS" VSR_PROFILE="$OUT/prof_train.txt" VSR_PROFILE_DELAY=20 &
-  GDB_SAMPLES=${GDB_SAMPLES:-4} watch_run train 20 $!; grep -E "^timing|^profile|rror|panicked" "$OUT/train_prof.log" | head -4; stamp
+  watch_run train 20 $!; grep -E "^timing|^profile|rror|panicked" "$OUT/train_prof.log" | head -4; stamp
 fi
 if [ "${MODE:-both}" != train ]; then
   echo "== bench step, cuda fp16, ${BENCH_ITERS:-2500} iters, profiled from 20 s"
