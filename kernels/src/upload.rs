@@ -1,5 +1,5 @@
 //! Copying a batch's bytes to the device without stalling the device's queue
-//! ([`UploadBackend::upload_u8`]).
+//! ([`UploadBackend::upload_int`]).
 //!
 //! Why: Burn's `from_data` hands the CUDA backend (CubeCL) a pageable host buffer, and CubeCL
 //! copies it with `cuMemcpyHtoDAsync` on its one device thread, the thread that queues every
@@ -19,15 +19,24 @@ use burn::tensor::backend::Backend;
 #[cfg(any(feature = "cubecl", feature = "tch"))]
 use burn::tensor::ops::IntTensorOps;
 use burn::tensor::ops::IntTensor;
-use burn::tensor::{Shape, TensorData};
+use burn::tensor::{DType, Shape, TensorData};
 
 /// A backend that can copy bytes to its device without waiting for the work queued there.
 pub trait UploadBackend: Backend {
-    /// `bytes` as a u8 tensor of `shape` on `device`. The provided method is `int_from_data`.
-    fn upload_u8(bytes: Vec<u8>, shape: Shape, device: &Self::Device) -> IntTensor<Self> {
-        assert_eq!(bytes.len(), shape.num_elements(), "{} bytes do not fill the shape {shape:?}", bytes.len());
-        Self::int_from_data(TensorData::new(bytes, shape), device)
+    /// `bytes` (little-endian elements) as an integer tensor of `shape` and `dtype` on `device`.
+    /// The provided method is `int_from_data`.
+    ///
+    /// # Panics
+    /// If `bytes` is not `shape`'s size in `dtype`, or `dtype` is not an integer type.
+    fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
+        check(&bytes, &shape, dtype);
+        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
     }
+}
+
+fn check(bytes: &[u8], shape: &Shape, dtype: DType) {
+    assert!(dtype.is_int() || dtype.is_uint(), "uploading {dtype:?}: an integer type is expected");
+    assert_eq!(bytes.len(), shape.num_elements() * dtype.size(), "{} bytes do not fill {shape:?} of {dtype:?}", bytes.len());
 }
 
 /// Whether the CUDA backend uploads through page-locked memory (`VSR_PINNED_UPLOAD=0`: through
@@ -47,43 +56,49 @@ impl<E> UploadBackend for burn::backend::LibTorch<E>
 where
     burn::backend::LibTorch<E>: Backend<IntTensorPrimitive = burn::backend::libtorch::TchTensor, Device = burn::backend::libtorch::LibTorchDevice>,
 {
-    fn upload_u8(bytes: Vec<u8>, shape: Shape, device: &Self::Device) -> IntTensor<Self> {
-        assert_eq!(bytes.len(), shape.num_elements(), "{} bytes do not fill the shape {shape:?}", bytes.len());
-        if let burn::backend::libtorch::LibTorchDevice::Cuda(index) = *device
+    fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
+        check(&bytes, &shape, dtype);
+        let kind = match dtype {
+            DType::U8 => Some(tch::Kind::Uint8),
+            DType::I32 => Some(tch::Kind::Int),
+            DType::I64 => Some(tch::Kind::Int64),
+            _ => None,
+        };
+        if let (burn::backend::libtorch::LibTorchDevice::Cuda(index), Some(kind)) = (*device, kind)
             && pinned_uploads()
         {
             let cuda = tch::Device::Cuda(index);
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-            let host = tch::Tensor::empty(dims.as_slice(), (tch::Kind::Uint8, tch::Device::Cpu)).pin_memory(cuda);
-            // SAFETY: a fresh contiguous u8 tensor of exactly `bytes.len()` elements.
+            let host = tch::Tensor::empty(dims.as_slice(), (kind, tch::Device::Cpu)).pin_memory(cuda);
+            // SAFETY: a fresh contiguous tensor of exactly `bytes.len()` bytes (checked above).
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host.data_ptr().cast::<u8>(), bytes.len()) };
-            return burn::backend::libtorch::TchTensor::new(host.to_device_(cuda, tch::Kind::Uint8, true, false));
+            return burn::backend::libtorch::TchTensor::new(host.to_device_(cuda, kind, true, false));
         }
-        Self::int_from_data(TensorData::new(bytes, shape), device)
+        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
     }
 }
 
 impl<B: UploadBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy> UploadBackend
     for burn::backend::Autodiff<B, C>
 {
-    fn upload_u8(bytes: Vec<u8>, shape: Shape, device: &Self::Device) -> IntTensor<Self> {
-        B::upload_u8(bytes, shape, device)
+    fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
+        B::upload_int(bytes, shape, dtype, device)
     }
 }
 
 /// Fusion: the inner backend's upload, registered as Fusion's `from_data` registers its tensor.
 #[cfg(feature = "cubecl")]
 impl<B: burn_fusion::FusionBackend + UploadBackend> UploadBackend for burn_fusion::Fusion<B> {
-    fn upload_u8(bytes: Vec<u8>, shape: Shape, device: &Self::Device) -> IntTensor<Self> {
-        use burn::tensor::{DType, TensorMetadata};
+    fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
+        use burn::tensor::TensorMetadata;
         use burn_fusion::stream::OperationStreams;
         use burn_ir::{InitOperationIr, OperationIr, OperationOutput};
 
         let client = burn_fusion::get_client::<B>(device);
-        let tensor = B::upload_u8(bytes, shape, device);
+        let tensor = B::upload_int(bytes, shape, dtype, device);
         let shape = tensor.shape();
         let handle = B::int_tensor_handle(tensor);
-        let desc = InitOperationIr::create(shape, DType::U8, || client.register_tensor_handle(handle));
+        let desc = InitOperationIr::create(shape, dtype, || client.register_tensor_handle(handle));
         client.register(OperationStreams::default(), OperationIr::Init(desc), burn_fusion::NoOp::<B>::new()).output()
     }
 }
@@ -93,8 +108,8 @@ impl<B: burn_fusion::FusionBackend + UploadBackend> UploadBackend for burn_fusio
 impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::IntElement, BT: burn_cubecl::BoolElement>
     UploadBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 {
-    fn upload_u8(bytes: Vec<u8>, shape: Shape, device: &Self::Device) -> IntTensor<Self> {
-        assert_eq!(bytes.len(), shape.num_elements(), "{} bytes do not fill the shape {shape:?}", bytes.len());
+    fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
+        check(&bytes, &shape, dtype);
         #[cfg(feature = "cuda")]
         {
             use crate::cube::conv::cuda::{from_cuda, is_cuda};
@@ -102,10 +117,10 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
                 let device = (device as &dyn std::any::Any)
                     .downcast_ref::<cubecl::cuda::CudaDevice>()
                     .expect("CUDA's runtime has CUDA's devices");
-                return from_cuda(cuda::upload(&bytes, shape, device));
+                return from_cuda(cuda::upload(&bytes, shape, dtype, device));
             }
         }
-        Self::int_from_data(TensorData::new(bytes, shape), device)
+        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
     }
 }
 
@@ -168,13 +183,13 @@ mod cuda {
         }
     }
 
-    /// `bytes` as a dense u8 tensor of `shape` on `device`: copied into a page-locked buffer here,
+    /// `bytes` as a dense tensor of `shape` and `dtype` on `device`: copied into a page-locked buffer here,
     /// then to the device on the caller's CubeCL stream (ordered before the caller's next work
     /// there; CubeCL orders other streams' use after it as for its own writes).
     ///
     /// # Panics
     /// Where CUDA refuses the page-locked memory, the event or the copy.
-    pub(super) fn upload(bytes: &[u8], shape: Shape, device: &CudaDevice) -> CubeTensor<CudaRuntime> {
+    pub(super) fn upload(bytes: &[u8], shape: Shape, dtype: DType, device: &CudaDevice) -> CubeTensor<CudaRuntime> {
         let n = bytes.len();
         let staging = Staging::take(device.index, n).unwrap_or_else(|e| panic!("uploading a batch to GPU {}: {e}", device.index));
         // SAFETY: the buffer holds `capacity >= n` bytes and is this upload's alone (its last copy
@@ -182,7 +197,7 @@ mod cuda {
         unsafe { std::slice::from_raw_parts_mut(staging.ptr, n) }.copy_from_slice(bytes);
         let client = CudaRuntime::client(device);
         let handle = client.empty(n.max(1));
-        let tensor = CubeTensor::new_contiguous(client.clone(), device.clone(), shape, handle, DType::U8);
+        let tensor = CubeTensor::new_contiguous(client.clone(), device.clone(), shape, handle, dtype);
         let dst = tensor.clone();
         let queued = on_device_thread(&client, move || {
             let (dst_ptr, stream, guard) = ptr(&dst);

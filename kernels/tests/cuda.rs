@@ -392,7 +392,7 @@ fn read_u8<B: burn::tensor::backend::Backend>(t: burn::tensor::ops::IntTensor<B>
     t.into_data().iter::<i64>().map(|v| v as u8).collect()
 }
 
-/// `UploadBackend::upload_u8`: exact bytes, of several sizes; a page-locked buffer is reused
+/// `UploadBackend::upload_int`: exact bytes, of several sizes; a page-locked buffer is reused
 /// only after its copy has run (uploads queued behind long work on the uploading thread's stream
 /// keep their own bytes); and a batch uploaded on another thread, as the loader's upload thread
 /// does, reads the same on this one.
@@ -400,7 +400,7 @@ fn check_upload<B: vsr_kernels::upload::UploadBackend<Device = CudaDevice>>(devi
     use burn::tensor::Tensor;
     for (i, n) in [1usize, 1000, 3 * 3 * 3 * 512 * 960].into_iter().enumerate() {
         let want = bytes(n, i as u64);
-        let got = read_u8::<B>(B::upload_u8(want.clone(), [n].into(), device));
+        let got = read_u8::<B>(B::upload_int(want.clone(), [n].into(), burn::tensor::DType::U8, device));
         assert!(got == want, "{n} bytes uploaded differ");
     }
     // long work first on this thread's stream, then two uploads of one size back to back: the
@@ -411,15 +411,15 @@ fn check_upload<B: vsr_kernels::upload::UploadBackend<Device = CudaDevice>>(devi
         big = big.clone().matmul(big) * 1e-3;
     }
     let (a, b) = (bytes(n, 10), bytes(n, 11));
-    let ta = B::upload_u8(a.clone(), [n].into(), device);
-    let tb = B::upload_u8(b.clone(), [n].into(), device);
+    let ta = B::upload_int(a.clone(), [n].into(), burn::tensor::DType::U8, device);
+    let tb = B::upload_int(b.clone(), [n].into(), burn::tensor::DType::U8, device);
     assert!(read_u8::<B>(ta) == a, "the first upload was overwritten by the second");
     assert!(read_u8::<B>(tb) == b, "the second upload differs");
     drop(big);
     // uploaded on another thread, shaped, read here
     let want = bytes(2 * 3 * 64, 12);
     let (w, d) = (want.clone(), device.clone());
-    let t = std::thread::spawn(move || B::upload_u8(w, [2, 3, 64].into(), &d)).join().expect("the upload thread");
+    let t = std::thread::spawn(move || B::upload_int(w, [2, 3, 64].into(), burn::tensor::DType::U8, &d)).join().expect("the upload thread");
     let t = Tensor::<B, 3, burn::tensor::Int>::from_primitive(t);
     assert_eq!(t.dims(), [2, 3, 64]);
     let got: Vec<u8> = t.into_data().iter::<i64>().map(|v| v as u8).collect();

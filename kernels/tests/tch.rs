@@ -916,7 +916,7 @@ fn own_readback_is_async() {
     assert_eq!(cpu.wait().expect("the value"), vec![3.0]);
 }
 
-/// `UploadBackend::upload_u8` on LibTorch's CUDA: the exact bytes, shaped, behind long work queued
+/// `UploadBackend::upload_int` on LibTorch's CUDA: the exact bytes, shaped, behind long work queued
 /// on the current stream, and back to back uploads each keep their own (PyTorch's page-locked
 /// buffers are not reused before their copies); on the CPU through `from_data`.
 #[test]
@@ -934,8 +934,8 @@ fn own_upload_is_exact() {
         }
         let n = 3 * 512 * 960;
         let (a, b) = (bytes(n, 1), bytes(n, 2));
-        let ta = Tensor::<B, 3, Int>::from_primitive(B::upload_u8(a.clone(), [3, 512, 960].into(), &device));
-        let tb = Tensor::<B, 3, Int>::from_primitive(B::upload_u8(b.clone(), [3, 512, 960].into(), &device));
+        let ta = Tensor::<B, 3, Int>::from_primitive(B::upload_int(a.clone(), [3, 512, 960].into(), burn::tensor::DType::U8, &device));
+        let tb = Tensor::<B, 3, Int>::from_primitive(B::upload_int(b.clone(), [3, 512, 960].into(), burn::tensor::DType::U8, &device));
         assert_eq!(ta.dims(), [3, 512, 960]);
         assert!(read(ta) == a, "{device:?}: the first upload differs");
         assert!(read(tb) == b, "{device:?}: the second upload differs");

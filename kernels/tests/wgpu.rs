@@ -6,6 +6,7 @@
 mod common;
 
 use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 
 type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
@@ -49,6 +50,23 @@ on_both! {
     leaky_relu => common::check_leaky_relu;
     bias_leaky_relu => common::check_bias_leaky_relu;
     taps_f16 => common::check_taps_f16;
+    upload => check_upload;
+}
+
+/// `UploadBackend::upload_int` off CUDA: `from_data` on the bare backend, and on Fusion the
+/// registration of the inner backend's tensor (vsr_kernels::upload); the words (little-endian
+/// bytes, as vsr's packed uploads send them where a device stores no u8) and shape exact.
+fn check_upload<B: vsr_kernels::upload::UploadBackend<Device = WgpuDevice>>(device: &WgpuDevice) {
+    use burn::tensor::{DType, Int, Tensor};
+    let want: Vec<i32> = (0..2 * 3 * 50u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 1) as i32).collect();
+    let bytes: Vec<u8> = want.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let t = Tensor::<B, 3, Int>::from_primitive(B::upload_int(bytes, [2, 3, 50].into(), DType::I32, device));
+    assert_eq!(t.dims(), [2, 3, 50]);
+    // computed on, as the loader does (bitwise unpacking)
+    let low = t.clone().bitwise_and_scalar(255.elem()).float().sum().into_scalar().elem::<f64>();
+    assert_eq!(low, want.iter().map(|&w| (w & 255) as f64).sum::<f64>(), "computing on the upload");
+    let got: Vec<i32> = t.into_data().iter::<i64>().map(|v| v as i32).collect();
+    assert!(got == want, "the words differ");
 }
 
 #[test]

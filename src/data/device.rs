@@ -40,11 +40,11 @@ pub(crate) fn upload_pixels<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5],
     t.permute([0, 4, 1, 2, 3])
 }
 
-/// Through [`UploadBackend::upload_u8`]: on the CUDA backend a copy from page-locked memory that does
-/// not stall the device's queue (`from_data`'s copy from pageable memory synchronises it).
+/// Through [`UploadBackend::upload_int`]: on the CUDA backends a copy from page-locked memory that
+/// does not stall the device's queue (`from_data`'s copy from pageable memory synchronises it).
 fn upload_u8<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
     assert_eq!(pixels.len(), dims.iter().product::<usize>(), "pixels do not fill the dims");
-    Tensor::<B, 5, Int>::from_primitive(B::upload_u8(pixels, dims.into(), device)).float()
+    Tensor::<B, 5, Int>::from_primitive(B::upload_int(pixels, dims.into(), DType::U8, device)).float()
 }
 
 /// Four pixels a little-endian i32 word (the same bytes, reinterpreted), unpacked on the device.
@@ -54,7 +54,7 @@ fn upload_packed<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B
     let mut bytes = pixels;
     bytes.resize(n.div_ceil(4) * 4, 0);
     let words = bytes.len() / 4;
-    let packed = Tensor::<B, 1, Int>::from_data(TensorData::from_bytes_vec(bytes, [words], DType::I32), (device, DType::I32));
+    let packed = Tensor::<B, 1, Int>::from_primitive(B::upload_int(bytes, [words].into(), DType::I32, device));
     let mask: B::IntElem = 255i32.elem();
     let parts: Vec<Tensor<B, 1, Int>> = (0..4)
         .map(|k| {
