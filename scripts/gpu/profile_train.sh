@@ -41,14 +41,11 @@ print("   CPU seconds per thread over the 10 s window:", ", ".join(f"{n}({tid}) 
 EOF
   grep -v "^#" "$OUT/dmon_$name.txt" | awk '{ sm += $2; n++ } END { if (n) printf "   GPU sm%% mean over %d s: %.0f\n", n, sm / n }'
 }
-echo "== prep: Big Buck Bunny at 720p"
-timeout 150 $V prep all assets/bigbuckbunny.mp4 --cuts assets/bigbuckbunny.cuts --val-scenes 1 --out /tmp/d720 \
-  --resolution 720p -q >"$OUT/prep.log" 2>&1 || echo "   prep: exit $?"; stamp
+source scripts/gpu/bbb720.sh
+echo "== prep: Big Buck Bunny at 720p"; prep_bbb720; stamp
 train() {  # name steps [env...]
   local name=$1 steps=$2; shift 2
-  env "$@" timeout -s INT 240 $V train --backend cuda --data /tmp/d720 --resolution 720p --frames 3 --batch 3 \
-    --crop 512x960 --workers 2 --precision fp16 --flownet $FLOWNET --max-steps "$steps" --val-every 100000 \
-    --checkpoint-every 100000 --seed 7 --runs-dir /tmp/runs --name "$name" >"$OUT/train_$name.log" 2>&1
+  bbb_train "$name" "$OUT/train_$name.log" cuda "$steps" "$@"
 }
 if [ "${MODE:-both}" != bench ]; then
   if [ "${PLAIN:-1}" = 1 ]; then

@@ -18,13 +18,11 @@ say "== kernels-tch own_upload own_readback"
 VSR_TEST_GPU=tch timeout 120 .gpu/kernels-tch --include-ignored own_upload own_readback --test-threads 1 >"$OUT/cur.log" 2>&1 \
   || say "   exit $?"
 cat "$OUT/cur.log" >>"$L"; verdict "$OUT/cur.log" | tee -a "$L"; stamp
-timeout 120 $V prep all assets/bigbuckbunny.mp4 --cuts assets/bigbuckbunny.cuts --val-scenes 1 --out /tmp/d720 \
-  --resolution 720p -q >"$OUT/cur.log" 2>&1 || { say "   prep: exit $?"; cat "$OUT/cur.log" >>"$L"; }
+source scripts/gpu/bbb720.sh
+prep_bbb720 | tee -a "$L"
 train() {  # backend name [env...]
   local be=$1 name=$2; shift 2
-  env "$@" timeout -s INT 150 $V train --backend "$be" --data /tmp/d720 --resolution 720p --frames 3 --batch 3 \
-    --crop 512x960 --workers 2 --precision fp16 --flownet $FLOWNET --max-steps 150 --val-every 100000 \
-    --checkpoint-every 100000 --seed 7 --runs-dir /tmp/runs --name "$name" >"$OUT/cur.log" 2>&1
+  bbb_train "$name" "$OUT/cur.log" "$be" 150 "$@"
   say "-- train $be $* (exit $?)"; grep -E "^timing|^done|rror|panicked" "$OUT/cur.log" | head -4 | tee -a "$L"
 }
 say "== vsr train, 150 steps"
