@@ -6,8 +6,8 @@
 //! thread's kernels. From pageable memory that copy is not asynchronous: CUDA first synchronises
 //! the stream, then copies through its own staging buffers before it returns. Each training batch
 //! (13 MB in fp16 at batch 3, 512x960, 3 frames) held that thread while the GPU ran dry:
-//! `vsr train --backend cuda` took 45-48 ms a step where `vsr bench step`, with its input already
-//! on the device, took 12 (H200 and H100).
+//! `vsr train --backend cuda` took 45-49 ms a step on an H200 (46 on an H100) where `vsr bench
+//! step`, with its input already on the device, took 12.
 //!
 //! Here the bytes are copied into page-locked memory on the caller's thread (the loader's upload
 //! thread); the device thread only queues the DMA copy from it, which returns at once, and an event

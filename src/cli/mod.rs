@@ -153,6 +153,10 @@ pub fn main() -> ExitCode {
     logging::init();
     let cli = Cli::parse();
     crate::backend::set_kernel_cache_dir(cli.cache_dir.clone().or_else(crate::backend::default_kernel_cache_dir));
+    #[cfg(not(feature = "profile"))]
+    if std::env::var_os("VSR_PROFILE").is_some_and(|v| !v.is_empty()) {
+        eprintln!("warning: VSR_PROFILE is set, but this build has no `profile` feature: no profile is written");
+    }
     #[cfg(feature = "profile")]
     if let Err(e) = profile::start() {
         eprintln!("error: {e:#}");
