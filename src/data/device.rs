@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::backend::{Backend, DTypeUsage};
 use vsr_kernels::upload::UploadBackend;
-use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{DType, ElementConversion, Int, Tensor};
 
 use super::loader::{HostBatch, Loader};
 use super::sampler::WindowRef;
