@@ -16,8 +16,6 @@
 //! `VSR_PINNED_UPLOAD=0` goes back to `from_data` (for measuring the difference).
 
 use burn::tensor::backend::Backend;
-#[cfg(any(feature = "cubecl", feature = "tch"))]
-use burn::tensor::ops::IntTensorOps;
 use burn::tensor::ops::IntTensor;
 use burn::tensor::{DType, Shape, TensorData};
 
@@ -29,14 +27,20 @@ pub trait UploadBackend: Backend {
     /// # Panics
     /// If `bytes` is not `shape`'s size in `dtype`, or `dtype` is not an integer type.
     fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
-        check(&bytes, &shape, dtype);
-        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
+        from_data::<Self>(bytes, shape, dtype, device)
     }
 }
 
 fn check(bytes: &[u8], shape: &Shape, dtype: DType) {
     assert!(dtype.is_int() || dtype.is_uint(), "uploading {dtype:?}: an integer type is expected");
     assert_eq!(bytes.len(), shape.num_elements() * dtype.size(), "{} bytes do not fill {shape:?} of {dtype:?}", bytes.len());
+}
+
+/// The upload through `int_from_data` (pageable memory): [`UploadBackend::upload_int`]'s provided
+/// method, and the backends' path where they have no page-locked one.
+fn from_data<B: Backend>(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &B::Device) -> IntTensor<B> {
+    check(&bytes, &shape, dtype);
+    B::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
 }
 
 /// Whether the CUDA backend uploads through page-locked memory (`VSR_PINNED_UPLOAD=0`: through
@@ -57,7 +61,6 @@ where
     burn::backend::LibTorch<E>: Backend<IntTensorPrimitive = burn::backend::libtorch::TchTensor, Device = burn::backend::libtorch::LibTorchDevice>,
 {
     fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
-        check(&bytes, &shape, dtype);
         let kind = match dtype {
             DType::U8 => Some(tch::Kind::Uint8),
             DType::I32 => Some(tch::Kind::Int),
@@ -67,6 +70,7 @@ where
         if let (burn::backend::libtorch::LibTorchDevice::Cuda(index), Some(kind)) = (*device, kind)
             && pinned_uploads()
         {
+            check(&bytes, &shape, dtype);
             let cuda = tch::Device::Cuda(index);
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             let host = tch::Tensor::empty(dims.as_slice(), (kind, tch::Device::Cpu)).pin_memory(cuda);
@@ -74,7 +78,7 @@ where
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), host.data_ptr().cast::<u8>(), bytes.len()) };
             return burn::backend::libtorch::TchTensor::new(host.to_device_(cuda, kind, true, false));
         }
-        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
+        from_data::<Self>(bytes, shape, dtype, device)
     }
 }
 
@@ -109,18 +113,18 @@ impl<R: burn_cubecl::CubeRuntime, F: burn_cubecl::FloatElement, I: burn_cubecl::
     UploadBackend for burn_cubecl::CubeBackend<R, F, I, BT>
 {
     fn upload_int(bytes: Vec<u8>, shape: Shape, dtype: DType, device: &Self::Device) -> IntTensor<Self> {
-        check(&bytes, &shape, dtype);
         #[cfg(feature = "cuda")]
         {
             use crate::cube::conv::cuda::{from_cuda, is_cuda};
             if is_cuda::<R>() && pinned_uploads() {
+                check(&bytes, &shape, dtype);
                 let device = (device as &dyn std::any::Any)
                     .downcast_ref::<cubecl::cuda::CudaDevice>()
                     .expect("CUDA's runtime has CUDA's devices");
                 return from_cuda(cuda::upload(&bytes, shape, dtype, device));
             }
         }
-        Self::int_from_data(TensorData::from_bytes_vec(bytes, shape, dtype), device)
+        from_data::<Self>(bytes, shape, dtype, device)
     }
 }
 

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::{Backend, DTypeUsage};
-use vsr_kernels::upload::UploadBackend;
 use burn::tensor::{DType, ElementConversion, Int, Tensor};
+use vsr_kernels::upload::UploadBackend;
 
 use super::loader::{HostBatch, Loader};
 use super::sampler::WindowRef;
@@ -43,7 +43,6 @@ pub(crate) fn upload_pixels<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5],
 /// Through [`UploadBackend::upload_int`]: on the CUDA backends a copy from page-locked memory that
 /// does not stall the device's queue (`from_data`'s copy from pageable memory synchronises it).
 fn upload_u8<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B::Device) -> Tensor<B, 5> {
-    assert_eq!(pixels.len(), dims.iter().product::<usize>(), "pixels do not fill the dims");
     Tensor::<B, 5, Int>::from_primitive(B::upload_int(pixels, dims.into(), DType::U8, device)).float()
 }
 
@@ -68,7 +67,7 @@ fn upload_packed<B: UploadBackend>(pixels: Vec<u8>, dims: [usize; 5], device: &B
 
 /// A batch on the device.
 #[derive(Debug)]
-pub struct DeviceBatch<B: UploadBackend> {
+pub struct DeviceBatch<B: Backend> {
     /// (B, 3, F, H, W) float in [0, 255].
     pub frames: Tensor<B, 5>,
     pub windows: Vec<WindowRef>,
@@ -85,7 +84,7 @@ pub struct DeviceBatch<B: UploadBackend> {
 /// A [`Loader`] whose batches arrive on a device: when the caller takes batch i, batch i + 1
 /// starts uploading on the loader's upload thread if the workers have finished it (never
 /// waiting for it), so that the copy and conversion overlap the caller's training step.
-pub struct DeviceLoader<B: UploadBackend> {
+pub struct DeviceLoader<B: Backend> {
     loader: Loader,
     device: B::Device,
     ahead: Option<Ahead<B>>,
@@ -99,7 +98,7 @@ pub struct DeviceLoader<B: UploadBackend> {
 /// a new stream per batch on the CUDA backend, which queues each thread's work on a stream of
 /// its own with its own memory pools: with CubeCL's default pools a 100-step run ran out of device
 /// memory creating streams (H100, fp16, batch 3, 512x960).
-struct Uploader<B: UploadBackend> {
+struct Uploader<B: Backend> {
     jobs: std::sync::mpsc::Sender<(Vec<u8>, [usize; 5])>,
     done: std::sync::mpsc::Receiver<std::thread::Result<Tensor<B, 5>>>,
 }
@@ -126,20 +125,20 @@ impl<B: UploadBackend> Uploader<B> {
 }
 
 /// The next batch, taken from the loader ahead of use.
-enum Ahead<B: UploadBackend> {
+enum Ahead<B: Backend> {
     /// Uploading on its own thread (or uploaded, where no thread could be started).
     Upload { frames: Upload<B>, windows: Vec<WindowRef>, epoch: u64, index: usize },
     /// The loader's error for it.
     Failed(crate::error::Error),
 }
 
-enum Upload<B: UploadBackend> {
+enum Upload<B: Backend> {
     /// Sent to the upload thread: its next result.
     Thread,
     Done(Tensor<B, 5>),
 }
 
-impl<B: UploadBackend> Upload<B> {
+impl<B: Backend> Upload<B> {
     fn tensor(self, uploader: Option<&Uploader<B>>) -> Tensor<B, 5> {
         match self {
             Upload::Done(t) => t,
