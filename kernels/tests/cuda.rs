@@ -17,6 +17,25 @@ fn device() -> CudaDevice {
     CudaDevice::new(0)
 }
 
+/// `mod $module { fn cube(), fn fused() }`: `$check` on the bare CubeCL backend and on Fusion.
+macro_rules! cube_and_fused {
+    ($module:ident => $check:ident) => {
+        mod $module {
+            use super::*;
+            #[test]
+            #[ignore = "needs a CUDA GPU"]
+            fn cube() {
+                $check::<Cube>(&device());
+            }
+            #[test]
+            #[ignore = "needs a CUDA GPU"]
+            fn fused() {
+                $check::<Fused>(&device());
+            }
+        }
+    };
+}
+
 macro_rules! on_both {
     ($($name:ident => $($check:ident)::+;)*) => {
         mod cube {
@@ -134,19 +153,7 @@ fn check_own_conv<B: vsr_kernels::conv::ConvBackend>(device: &B::Device) {
     }
 }
 
-mod own_conv {
-    use super::*;
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn cube() {
-        check_own_conv::<Cube>(&device());
-    }
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn fused() {
-        check_own_conv::<Fused>(&device());
-    }
-}
+cube_and_fused!(own_conv => check_own_conv);
 
 /// A channels-last net (`vsr_kernels::channels_last`: what FlowNetSD runs on the CUDA backend,
 /// in one call: cuDNN on NHWC buffers, bias + LeakyReLU and concatenations in `bias_act.cu`)
@@ -221,19 +228,7 @@ fn cast_t<B: burn::tensor::backend::Backend>(m: burn::nn::conv::ConvTranspose2d<
     burn::nn::conv::ConvTranspose2d { weight: m.weight.map(|w| w.cast(dtype)), bias: m.bias.map(|b| b.map(|b| b.cast(dtype))), ..m }
 }
 
-mod channels_last_net {
-    use super::*;
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn cube() {
-        check_channels_last_net::<Cube>(&device());
-    }
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn fused() {
-        check_channels_last_net::<Fused>(&device());
-    }
-}
+cube_and_fused!(channels_last_net => check_channels_last_net);
 
 /// Adam's update in one kernel (`AdamBackend::adam_step` / `adam_steps`: `adam.cu` on the CUDA
 /// backend) against the same f32 operations in the same order on the host (each correctly
@@ -317,19 +312,7 @@ fn check_adam<B: vsr_kernels::adam::AdamBackend>(device: &B::Device) {
     assert_eq!(B::adam_steps(AdamBatch::new(mixed)).err().map(|b| b.updates.len()), Some(2), "declined, both updates returned");
 }
 
-mod adam {
-    use super::*;
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn cube() {
-        check_adam::<Cube>(&device());
-    }
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn fused() {
-        check_adam::<Fused>(&device());
-    }
-}
+cube_and_fused!(adam => check_adam);
 
 /// `ReadbackBackend::read_later` on the CUDA backend: copied in the background (not read at once),
 /// the values of the tensor as it was when requested (a temporary, handed over), with a long chain
@@ -360,19 +343,7 @@ fn check_readback<B: vsr_kernels::readback::ReadbackBackend>(device: &B::Device)
     assert_eq!(pending.wait().expect("the values"), vec![1.0; MAX_VALUES + 1]);
 }
 
-mod readback {
-    use super::*;
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn cube() {
-        check_readback::<Cube>(&device());
-    }
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn fused() {
-        check_readback::<Fused>(&device());
-    }
-}
+cube_and_fused!(readback => check_readback);
 
 /// Bytes `n` long, different for each `seed`.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -426,16 +397,4 @@ fn check_upload<B: vsr_kernels::upload::UploadBackend<Device = CudaDevice>>(devi
     assert!(got == want, "uploaded on another thread: the bytes differ");
 }
 
-mod upload {
-    use super::*;
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn cube() {
-        check_upload::<Cube>(&device());
-    }
-    #[test]
-    #[ignore = "needs a CUDA GPU"]
-    fn fused() {
-        check_upload::<Fused>(&device());
-    }
-}
+cube_and_fused!(upload => check_upload);
